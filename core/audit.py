@@ -1,0 +1,75 @@
+"""Append-only audit trail of administrative actions (who, what, on what, from where).
+
+Rows are only ever inserted; the database refuses UPDATE and DELETE on the table (triggers
+installed by the initial migration). `record` refuses details that look like secrets, so a
+careless caller fails loudly in tests instead of leaking a key into the trail.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.models import AdminActionLog
+
+# Detail keys that must never be stored; `key_last4` is what the UI shows anyway.
+_SECRET_KEY_PARTS = ("api_key", "apikey", "password", "secret", "token", "totp", "hash", "cookie")
+_ALLOWED_KEYS = frozenset({"key_last4"})
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an action: a console user (with IP and browser) or an operator's shell."""
+
+    label: str
+    user_id: int | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+
+    @classmethod
+    def cli(cls) -> Actor:
+        """The operator running `python -m core` (actor_label `cli:<os user>`)."""
+        try:
+            user = getpass.getuser()
+        except OSError:  # no user name in this environment (some containers)
+            user = "unknown"
+        return cls(label=f"cli:{user}")
+
+
+def record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    *,
+    target_type: str | None = None,
+    target_id: object = None,
+    details: Mapping[str, Any] | None = None,
+) -> AdminActionLog:
+    """Add one audit row to the caller's transaction (it lands only if that commits)."""
+    clean = dict(details or {})
+    _refuse_secrets(clean)
+    row = AdminActionLog(
+        actor_id=actor.user_id,
+        actor_label=actor.label,
+        action=action,
+        target_type=target_type,
+        target_id=None if target_id is None else str(target_id),
+        details=clean,
+        ip_address=actor.ip_address,
+        user_agent=(actor.user_agent or "")[:500] or None,
+    )
+    session.add(row)
+    return row
+
+
+def _refuse_secrets(details: Mapping[str, Any], path: str = "") -> None:
+    for key, value in details.items():
+        name = str(key).lower()
+        if name not in _ALLOWED_KEYS and any(part in name for part in _SECRET_KEY_PARTS):
+            raise ValueError(f"audit details must not carry secrets (field {path}{key!r})")
+        if isinstance(value, Mapping):
+            _refuse_secrets(value, f"{path}{key}.")

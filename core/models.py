@@ -1,0 +1,261 @@
+"""Database models (SQLAlchemy 2.0, typed). Migrations in migrations/ create these tables.
+
+`Mapped[X]` is NOT NULL and `Mapped[X | None]` is nullable. Every datetime is timezone-aware
+UTC on the way in and out, on SQLite as well as PostgreSQL. Enumerated columns are plain strings
+guarded by CHECK constraints (no native PostgreSQL enum types to migrate).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    func,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class ProviderType(enum.StrEnum):
+    GEMINI = "gemini"
+    OPENAI = "openai"
+    CLAUDE = "claude"
+
+
+class TaskType(enum.StrEnum):
+    EXTRACTION = "extraction"
+    CV_DRAFT = "cv_draft"
+    COVER_LETTER = "cover_letter"
+    VALIDATION = "validation"
+
+
+class UsageStatus(enum.StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    REJECTED = "rejected"
+
+
+class UserRole(enum.StrEnum):
+    SUPER_ADMIN = "super_admin"
+    ANALYST = "analyst"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime (core.models.utcnow)")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# 64-bit ids where rows are many; SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _one_of(column: str, enum_type: type[enum.StrEnum]) -> str:
+    values = ", ".join(f"'{member.value}'" for member in enum_type)
+    return f"{column} IN ({values})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONDocument}
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_one_of("role", UserRole), name="role"),
+        CheckConstraint("failed_logins >= 0", name="failed_logins_non_negative"),
+        CheckConstraint("length(username) > 0", name="username_not_empty"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    email: Mapped[str | None] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    # Highest TOTP time step accepted so far: a code from that step or earlier is a replay.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class ProviderConfig(Base):
+    __tablename__ = "ai_provider_configs"
+    __table_args__ = (
+        CheckConstraint(_one_of("provider_type", ProviderType), name="provider_type"),
+        CheckConstraint("length(model_name) > 0", name="model_name_not_empty"),
+        CheckConstraint("length(api_key_encrypted) > 0", name="api_key_not_empty"),
+        CheckConstraint("priority >= 0", name="priority_non_negative"),
+        CheckConstraint(
+            "daily_token_limit IS NULL OR daily_token_limit >= 0", name="daily_limit_non_negative"
+        ),
+        CheckConstraint(
+            "monthly_token_limit IS NULL OR monthly_token_limit >= 0",
+            name="monthly_limit_non_negative",
+        ),
+        CheckConstraint("version >= 1", name="version_positive"),
+        # At most one default config: a partial unique index, enforced by the database itself.
+        Index(
+            "uq_ai_provider_configs_single_default",
+            "is_default",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+        Index("ix_ai_provider_configs_active_priority", "is_active", "priority", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_type: Mapped[str] = mapped_column(String(16))
+    api_key_encrypted: Mapped[str] = mapped_column(Text)
+    key_last4: Mapped[str] = mapped_column(String(4))
+    model_name: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    base_url: Mapped[str | None] = mapped_column(String(500))
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    is_default: Mapped[bool] = mapped_column(default=False, server_default=false())
+    default_for_extraction: Mapped[bool] = mapped_column(default=False, server_default=false())
+    default_for_cv_draft: Mapped[bool] = mapped_column(default=False, server_default=false())
+    default_for_cover_letter: Mapped[bool] = mapped_column(default=False, server_default=false())
+    default_for_validation: Mapped[bool] = mapped_column(default=False, server_default=false())
+    priority: Mapped[int] = mapped_column(default=100, server_default="100")
+    daily_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+    last_tested_at: Mapped[datetime | None]
+    last_test_success: Mapped[bool | None]
+    last_test_message: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+
+    # SQLAlchemy bumps `version` on every UPDATE and refuses (StaleDataError) when the row's
+    # version moved since it was read: an edit made on stale data is refused, never merged.
+    __mapper_args__ = {"version_id_col": version}
+
+    def serves(self, task: TaskType | str) -> bool:
+        """True when this config is flagged for `task` (not counting the is_default fallback)."""
+        return bool(getattr(self, f"default_for_{TaskType(task).value}"))
+
+
+class UsageLog(Base):
+    __tablename__ = "ai_provider_usage_logs"
+    __table_args__ = (
+        CheckConstraint(_one_of("provider_type", ProviderType), name="provider_type"),
+        CheckConstraint(_one_of("task_type", TaskType), name="task_type"),
+        CheckConstraint(_one_of("status", UsageStatus), name="status"),
+        CheckConstraint(
+            "input_tokens >= 0 AND output_tokens >= 0 AND total_tokens >= 0",
+            name="tokens_non_negative",
+        ),
+        CheckConstraint("cost_micro_usd IS NULL OR cost_micro_usd >= 0", name="cost_non_negative"),
+        CheckConstraint("latency_ms >= 0", name="latency_non_negative"),
+        # Analytics read time ranges, filtered by provider, task or config.
+        Index("ix_ai_provider_usage_logs_provider_created", "provider_type", "created_at"),
+        Index("ix_ai_provider_usage_logs_task_created", "task_type", "created_at"),
+        Index("ix_ai_provider_usage_logs_config_created", "provider_config_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # SET NULL keeps the history of a deleted config; provider_type/model_name stay on the row.
+    provider_config_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ai_provider_configs.id", ondelete="SET NULL")
+    )
+    provider_type: Mapped[str] = mapped_column(String(16))
+    model_name: Mapped[str] = mapped_column(String(200))
+    task_type: Mapped[str] = mapped_column(String(32))
+    input_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    total_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Integer micro-dollars; NULL when the model cannot be priced (unknown is not free).
+    cost_micro_usd: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int] = mapped_column(default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=func.now(), index=True
+    )
+
+
+class AdminActionLog(Base):
+    """Append-only: the initial migration installs triggers that refuse UPDATE and DELETE."""
+
+    __tablename__ = "admin_action_logs"
+    __table_args__ = (
+        CheckConstraint("actor_id IS NOT NULL OR actor_label <> ''", name="actor_known"),
+        Index("ix_admin_action_logs_actor_created", "actor_id", "created_at"),
+        Index("ix_admin_action_logs_action_created", "action", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # No ON DELETE action: users are disabled, never deleted, so their trail stays whole.
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    actor_label: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    target_type: Mapped[str | None] = mapped_column(String(50))
+    target_id: Mapped[str | None] = mapped_column(String(100))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(
+        default=utcnow, server_default=func.now(), index=True
+    )

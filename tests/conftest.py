@@ -1,0 +1,219 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL.
+
+The `db` fixture is parametrized over both backends. Schemas come from the real migrations:
+SQLite tests copy a file migrated once per run; PostgreSQL tests share one database created for
+this run (named after the pid, dropped at the end) and empty its tables after each test.
+PostgreSQL comes from TEST_DATABASE_URL; without it those tests skip, and with CI=true any skip
+fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from core.config import Settings
+from core.crypto import generate_key
+from core.db import make_engine, make_session_factory, upgrade
+
+BACKENDS = ("sqlite", "postgresql")
+PG_PREFIX = "aic_test_"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip on a developer's machine; fail in CI, where nothing may skip."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+# --- PostgreSQL: one database per test run -------------------------------------------------
+
+
+class PostgresServer:
+    """Creates and drops throwaway databases next to TEST_DATABASE_URL's database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = make_url(url)
+        self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
+
+    def create(self) -> str:
+        name = f"{PG_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def drop_leftovers(self) -> None:
+        """Drop databases of earlier runs whose process is gone (a crash leaves them behind)."""
+        with self.admin.connect() as conn:
+            names = conn.scalars(
+                text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                {"p": f"{PG_PREFIX}%"},
+            ).all()
+        for name in names:
+            pid = name.removeprefix(PG_PREFIX).split("_")[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                self.drop(self.url.set(database=name).render_as_string(hide_password=False))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        skip_or_fail(
+            "TEST_DATABASE_URL is not set (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test)"
+        )
+    server = PostgresServer(url)
+    try:
+        server.drop_leftovers()
+    except OperationalError as exc:
+        skip_or_fail(f"PostgreSQL at TEST_DATABASE_URL does not answer: {exc.orig}")
+    yield server
+    server.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated(postgres: PostgresServer) -> Iterator[Engine]:
+    url = postgres.create()
+    engine = make_engine(Settings(database_url=url))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+    postgres.drop(url)
+
+
+def _truncate_all(engine: Engine) -> None:
+    with engine.begin() as conn:
+        tables = conn.scalars(
+            text(
+                "SELECT quote_ident(tablename) FROM pg_tables "
+                "WHERE schemaname = current_schema() AND tablename <> 'alembic_version'"
+            )
+        ).all()
+        if tables:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+
+
+# --- SQLite: a migrated template file, copied per test -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "console.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+# --- the fixtures tests use ------------------------------------------------------------------
+
+
+@dataclass
+class MigratedDatabase:
+    """A migrated, empty database on one backend, with settings pointing at it."""
+
+    backend: str
+    url: str
+    engine: Engine
+    settings: Settings
+
+    def session(self) -> Session:
+        return make_session_factory(self.engine)()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def fernet_key() -> str:
+    return generate_key()
+
+
+@pytest.fixture
+def db(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, fernet_key: str
+) -> Iterator[MigratedDatabase]:
+    if backend == "sqlite":
+        path = tmp_path / "console.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        url = f"sqlite:///{path}"
+        settings = Settings(database_url=url, fernet_keys=(fernet_key,), data_dir=tmp_path)
+        engine = make_engine(settings)
+        yield MigratedDatabase(backend, url, engine, settings)
+        engine.dispose()
+        return
+    engine = request.getfixturevalue("postgres_migrated")
+    url = engine.url.render_as_string(hide_password=False)
+    settings = Settings(database_url=url, fernet_keys=(fernet_key,), data_dir=tmp_path)
+    try:
+        yield MigratedDatabase(backend, url, engine, settings)
+    finally:
+        _truncate_all(engine)
+
+
+@pytest.fixture
+def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database with no tables at all (for migration tests)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    url = postgres.create()
+    try:
+        yield url
+    finally:
+        postgres.drop(url)
+
+
+# --- in CI nothing may skip ------------------------------------------------------------------
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if IN_CI and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    if IN_CI and _skipped:
+        terminalreporter.write_line(
+            f"CI=true: {len(_skipped)} test(s) skipped, which fails the run: {_skipped[:5]}",
+            red=True,
+        )
