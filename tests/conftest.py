@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -196,14 +197,55 @@ def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path)
         postgres.drop(url)
 
 
+# --- browser tests: Debian's Chromium driven by Playwright --------------------------------------
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        skip_or_fail(f"Chromium is not at {CHROMIUM} (scripts/ensure-chromium installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """A git-ignored folder for screenshots that reviewers look at."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
 # --- in CI nothing may skip ------------------------------------------------------------------
 
 _skipped: list[str] = []
+_passed_per_backend = dict.fromkeys(BACKENDS, 0)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped:
         _skipped.append(report.nodeid)
+    elif report.when == "call" and report.passed:
+        for name in BACKENDS:
+            if f"[{name}" in report.nodeid or f"-{name}]" in report.nodeid:
+                _passed_per_backend[name] += 1
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -212,6 +254,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    counts = ", ".join(f"{n} on {name}" for name, n in _passed_per_backend.items())
+    terminalreporter.write_line(f"database tests passed: {counts}")
     if IN_CI and _skipped:
         terminalreporter.write_line(
             f"CI=true: {len(_skipped)} test(s) skipped, which fails the run: {_skipped[:5]}",

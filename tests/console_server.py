@@ -1,0 +1,74 @@
+"""Run the real console (`streamlit run app.py`) in a subprocess for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from types import TracebackType
+
+from core.config import PROJECT_ROOT
+
+APP = PROJECT_ROOT / "app.py"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ConsoleServer:
+    """The console on a free loopback port, with `env` added to this process's environment."""
+
+    def __init__(self, env: dict[str, str], startup_timeout_s: float = 60) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env}
+        self.startup_timeout_s = startup_timeout_s
+        self.output = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> ConsoleServer:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(APP),
+             "--server.port", str(self.port), "--server.address", "127.0.0.1",
+             "--server.headless", "true"],
+            cwd=PROJECT_ROOT, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self._wait_until_healthy()
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        assert self._process is not None
+        self._process.terminate()
+        try:
+            self.output = self._process.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self.output = self._process.communicate()[0]
+
+    def health(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+            return response.read().decode()
+
+    def _wait_until_healthy(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                output = self._process.communicate()[0]
+                raise RuntimeError(f"console exited with {self._process.returncode}: {output}")
+            try:
+                self.health()
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"console did not answer within {self.startup_timeout_s} s")
