@@ -273,3 +273,19 @@ def test_audit_rows_cannot_be_changed_or_deleted(db: MigratedDatabase) -> None:
             session.execute(statement)
     with db.session() as session:
         assert session.scalars(select(AdminActionLog.action)).all() == ["keys.rotate"]
+
+
+def test_foreign_keys_are_enforced(db: MigratedDatabase) -> None:
+    with db.session() as session:
+        session.add(a_usage(None, provider_config_id=4242))
+        with pytest.raises(IntegrityError):
+            session.commit()
+
+
+def test_sqlite_runs_in_wal_mode(db: MigratedDatabase) -> None:
+    if db.backend != "sqlite":
+        assert db.engine.pool.size() == db.settings.db_pool_size  # a bounded pool instead
+        return
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
