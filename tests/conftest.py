@@ -27,6 +27,9 @@ from core.config import Settings
 from core.crypto import generate_key
 from core.db import make_engine, make_session_factory, upgrade
 
+# The fake provider server, and a guard that fails any test reaching beyond loopback.
+pytest_plugins = ["tests.fakes.pytest_plugin"]
+
 BACKENDS = ("sqlite", "postgresql")
 PG_PREFIX = "aic_test_"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,0 +1,31 @@
+"""Test doubles for the AI providers: a local fake HTTP server and a network guard."""
+
+from .network_guard import NetworkAccessBlocked, NetworkGuard, block_network
+from .provider_server import (
+    DEFAULT_API_KEYS,
+    DEFAULT_MODELS,
+    FAULT_MODES,
+    IMAGE_TOKENS,
+    PROVIDERS,
+    REDACTED,
+    FakeProviderServer,
+    RecordedRequest,
+    count_tokens,
+    make_reply,
+)
+
+__all__ = [
+    "DEFAULT_API_KEYS",
+    "DEFAULT_MODELS",
+    "FAULT_MODES",
+    "IMAGE_TOKENS",
+    "PROVIDERS",
+    "REDACTED",
+    "FakeProviderServer",
+    "NetworkAccessBlocked",
+    "NetworkGuard",
+    "RecordedRequest",
+    "block_network",
+    "count_tokens",
+    "make_reply",
+]
