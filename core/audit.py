@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -23,12 +24,19 @@ _ALLOWED_KEYS = frozenset({"key_last4"})
 
 @dataclass(frozen=True)
 class Actor:
-    """Who performs an action: a console user (with IP and browser) or an operator's shell."""
+    """Who performs an action: a console user (with IP and browser) or an operator's shell.
+
+    `mfa_verified_at` is when this user last proved a TOTP code in this console session; the
+    step-up check in core.access reads it. An operator (shell access to the deployment) is
+    trusted for every action and has no console user.
+    """
 
     label: str
     user_id: int | None = None
     ip_address: str | None = None
     user_agent: str | None = None
+    mfa_verified_at: datetime | None = None
+    is_operator: bool = False
 
     @classmethod
     def cli(cls) -> Actor:
@@ -37,7 +45,7 @@ class Actor:
             user = getpass.getuser()
         except OSError:  # no user name in this environment (some containers)
             user = "unknown"
-        return cls(label=f"cli:{user}")
+        return cls(label=f"cli:{user}", is_operator=True)
 
 
 def record(

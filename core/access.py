@@ -1,0 +1,49 @@
+"""Who may do what: role checks and the step-up MFA check, enforced in core.
+
+Pages hide what a role cannot use, but that is only convenience: every service that reads or
+changes protected data calls `require_role` itself, because URLs can be typed. The role is read
+from the database on each check, so a demotion or a disabled account takes effect at once.
+Sensitive changes (provider create/update/delete/test with a new key, user management, key
+rotation) also call `require_step_up`: a TOTP code verified within the last ten minutes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from core.audit import Actor
+from core.models import User, UserRole, utcnow
+
+STEP_UP_WINDOW = timedelta(minutes=10)
+
+
+class PermissionDenied(Exception):
+    """The actor may not do this; the message says why, without revealing protected data."""
+
+
+class StepUpRequired(PermissionDenied):
+    """A fresh TOTP code is needed first (the console asks for one in a dialog)."""
+
+
+def require_role(session: Session, actor: Actor, *roles: UserRole) -> User | None:
+    """The acting user, if active and holding one of `roles`; the operator passes as None."""
+    if actor.is_operator:
+        return None
+    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    if user is None or not user.is_active:
+        raise PermissionDenied("you are not signed in with an active account")
+    if user.role not in {role.value for role in roles}:
+        needed = " or ".join(role.value.replace("_", "-") for role in roles)
+        raise PermissionDenied(f"this needs the {needed} role")
+    return user
+
+
+def require_step_up(actor: Actor, now: datetime | None = None) -> None:
+    """Refuse unless the actor verified a TOTP code within STEP_UP_WINDOW."""
+    if actor.is_operator:
+        return
+    verified = actor.mfa_verified_at
+    if verified is None or (now or utcnow()) - verified > STEP_UP_WINDOW:
+        raise StepUpRequired("confirm with a code from your authenticator app to continue")
