@@ -111,6 +111,7 @@ class Fault:
     status: int = 200
     retry_after: float | None = None
     delay: float = 0.0
+    message: str | None = None
 
 
 @dataclass
@@ -499,6 +500,7 @@ class FakeProviderServer:
         retry_after: float | None = None,
         delay: float = 0.0,
         times: int = 1,
+        message: str | None = None,
     ) -> None:
         """Queue `times` faults for the provider's next requests (after any already queued).
 
@@ -508,7 +510,8 @@ class FakeProviderServer:
         mode "malformed": 200 whose body is not valid JSON.
         mode "incomplete": 200 with valid JSON that lacks every expected field.
         mode "disconnect": close the connection without any response.
-        `delay` also postpones the other modes.
+        `delay` also postpones the other modes. `message` replaces the error text (to plant a
+        key in it, say, as some providers echo part of the key they refused).
         """
         _check_provider(provider)
         mode = mode or ("status" if status is not None else None)
@@ -516,7 +519,7 @@ class FakeProviderServer:
             raise ValueError(f"give a status or one of modes {FAULT_MODES}, not {mode!r}")
         if status == 429 and retry_after is None:
             retry_after = 1
-        fault = Fault(mode, status or 200, retry_after, delay)
+        fault = Fault(mode, status or 200, retry_after, delay, message)
         with self._lock:
             self._faults[provider].extend([fault] * times)
 
@@ -574,7 +577,8 @@ class FakeProviderServer:
         if fault.delay and self._stopping.wait(fault.delay):
             return Reply(0, disconnect=True)
         if fault.mode == "status":
-            reply: Reply = fmt.error(fault.status, _MESSAGES.get(fault.status, "Fake error."))
+            text = fault.message or _MESSAGES.get(fault.status, "Fake error.")
+            reply: Reply = fmt.error(fault.status, text)
             if fault.retry_after is not None:
                 reply.headers["Retry-After"] = f"{fault.retry_after:g}"
             return reply

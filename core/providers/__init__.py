@@ -1,0 +1,35 @@
+"""Provider adapters: one async interface over the Gemini, OpenAI and Anthropic SDKs."""
+
+from core.providers.base import (
+    AIProvider,
+    AuthenticationFailed,
+    BadRequest,
+    CredentialCheck,
+    GenerationResult,
+    ModelNotFound,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    UnexpectedResponse,
+    redact,
+)
+from core.providers.factory import ADAPTERS, ProviderFactory, provider_type_of
+
+__all__ = [
+    "ADAPTERS",
+    "AIProvider",
+    "AuthenticationFailed",
+    "BadRequest",
+    "CredentialCheck",
+    "GenerationResult",
+    "ModelNotFound",
+    "ProviderError",
+    "ProviderFactory",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+    "UnexpectedResponse",
+    "provider_type_of",
+    "redact",
+]

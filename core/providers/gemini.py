@@ -1,0 +1,98 @@
+"""Google Gemini through the google-genai SDK's async client (`Client(...).aio`)."""
+
+from __future__ import annotations
+
+import httpx2
+from google import genai
+from google.genai import errors, types
+
+from core.models import ProviderType
+from core.providers.base import (
+    AIProvider,
+    AuthenticationFailed,
+    Image,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    Reply,
+    UnexpectedResponse,
+    Usage,
+    error_for_status,
+    parse_retry_after,
+)
+
+# Google answers a bad key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not 401.
+_BAD_KEY_MARKERS = ("API_KEY_INVALID", "API key not valid", "API_KEY_")
+_RETRY_STATUSES = [408, 429, 500, 502, 503, 504]
+
+
+class GeminiProvider(AIProvider):
+    provider_type = ProviderType.GEMINI
+    image_mime_types = AIProvider.image_mime_types | {"image/heic", "image/heif"}
+    known_models = ("gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro")
+
+    @staticmethod
+    def build_client(
+        api_key: str, base_url: str | None, timeout_s: float, max_retries: int
+    ) -> genai.Client:
+        # Unlike the other two SDKs, google-genai neither retries nor times out by default.
+        options = types.HttpOptions(
+            base_url=base_url,
+            timeout=int(timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(
+                attempts=max_retries + 1, http_status_codes=_RETRY_STATUSES
+            ),
+        )
+        return genai.Client(api_key=api_key, http_options=options)
+
+    async def _reply(
+        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
+    ) -> Reply:
+        contents: list[types.Part | str] = [prompt]
+        if image is not None:
+            contents.append(types.Part.from_bytes(data=image.data, mime_type=image.mime_type))
+        response = await self.client.aio.models.generate_content(
+            model=self.model_name,
+            contents=contents,
+            config=types.GenerateContentConfig(
+                system_instruction=system_prompt, max_output_tokens=max_output_tokens
+            ),
+        )
+        meta = response.usage_metadata
+        if meta is None or meta.prompt_token_count is None:
+            raise UnexpectedResponse("gemini", "the answer carried no usage metadata")
+        # Thinking tokens are billed as output.
+        output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+        total = meta.total_token_count or meta.prompt_token_count + output
+        return Reply(
+            text=response.text or "",
+            model_name=response.model_version or self.model_name,
+            usage=Usage(meta.prompt_token_count, output, total),
+        )
+
+    async def _check_model(self) -> None:
+        await self.client.aio.models.get(model=self.model_name)
+
+    async def _check_key(self) -> None:
+        await self.client.aio.models.list(config={"page_size": 1})
+
+    async def aclose(self) -> None:
+        await self.client.aio.aclose()
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, errors.APIError):
+            message = exc.message or exc.status or "error"
+            if exc.code == 400 and any(m in str(exc.details) for m in _BAD_KEY_MARKERS):
+                return AuthenticationFailed("gemini", message, exc.code)
+            headers = getattr(exc.response, "headers", None) or {}
+            retry_after = parse_retry_after(headers.get("retry-after"))
+            return error_for_status("gemini", exc.code, message, retry_after)
+        if isinstance(exc, httpx2.TimeoutException):
+            return ProviderTimeout("gemini", "no answer before the timeout")
+        if isinstance(exc, httpx2.TransportError):
+            return ProviderUnavailable("gemini", "could not connect to the API")
+        if isinstance(exc, ValueError):  # json.JSONDecodeError, pydantic's ValidationError
+            return UnexpectedResponse("gemini", "the answer was not JSON of the expected shape")
+        if isinstance(exc, UnexpectedResponse):
+            return exc
+        return UnexpectedResponse("gemini", f"unexpected failure ({type(exc).__name__})")

@@ -1,0 +1,60 @@
+"""OpenAI chat completions through openai.AsyncOpenAI."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import openai
+
+from core.models import ProviderType
+from core.providers.base import AIProvider, Image, ProviderError, Reply, UnexpectedResponse, Usage
+from core.providers.stainless import map_stainless_error
+
+
+class OpenAIProvider(AIProvider):
+    provider_type = ProviderType.OPENAI
+    known_models = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "o4-mini", "gpt-5-mini")
+
+    @staticmethod
+    def build_client(
+        api_key: str, base_url: str | None, timeout_s: float, max_retries: int
+    ) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+
+    async def _reply(
+        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
+    ) -> Reply:
+        messages: list[dict[str, Any]] = []
+        if system_prompt:
+            messages.append({"role": "system", "content": system_prompt})
+        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        if image is not None:
+            data = base64.b64encode(image.data).decode("ascii")
+            url = f"data:{image.mime_type};base64,{data}"
+            content.append({"type": "image_url", "image_url": {"url": url}})
+        messages.append({"role": "user", "content": content})
+        response = await self.client.chat.completions.create(
+            model=self.model_name, messages=messages, max_completion_tokens=max_output_tokens
+        )
+        try:
+            text = response.choices[0].message.content
+            usage = response.usage
+            return Reply(
+                text=text or "",
+                model_name=response.model,
+                usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
+            )
+        except (AttributeError, IndexError, TypeError):
+            raise UnexpectedResponse("openai", "the answer had no message or no usage") from None
+
+    async def _check_model(self) -> None:
+        await self.client.models.retrieve(self.model_name)
+
+    async def _check_key(self) -> None:
+        await self.client.models.list()
+
+    def _map_error(self, exc: Exception) -> ProviderError:
+        return map_stainless_error("openai", exc, openai)

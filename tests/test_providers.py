@@ -1,0 +1,310 @@
+"""Each adapter, through its real SDK, against the fake provider server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pytest
+
+from core.providers import (
+    ADAPTERS,
+    AIProvider,
+    AuthenticationFailed,
+    BadRequest,
+    GenerationResult,
+    ModelNotFound,
+    ProviderError,
+    ProviderFactory,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    UnexpectedResponse,
+    redact,
+)
+from tests.fakes import IMAGE_TOKENS, FakeProviderServer, count_tokens, make_reply
+
+T = TypeVar("T")
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+@dataclass(frozen=True)
+class Case:
+    provider_type: str  # ours
+    fake: str  # the fake server's name for it
+    model: str
+    key: str  # planted: valid on the fake server, must never leak
+
+    def base_url(self, server: FakeProviderServer) -> str:
+        return getattr(server, f"{self.fake}_base_url")
+
+
+CASES = [
+    Case("openai", "openai", "gpt-4o-mini", "sk-proj-PLANTEDopenai0123456789"),
+    Case("claude", "anthropic", "claude-3-5-haiku-latest", "sk-ant-api03-PLANTEDclaude012345"),
+    Case("gemini", "gemini", "gemini-2.5-flash", "AIzaSyPLANTEDgemini0123456789abcd"),
+]
+
+
+@pytest.fixture(params=CASES, ids=[c.provider_type for c in CASES])
+def case(request: pytest.FixtureRequest, fake_providers: FakeProviderServer) -> Case:
+    case: Case = request.param
+    fake_providers.api_keys[case.fake] = {case.key}
+    return case
+
+
+def call(
+    case: Case,
+    server: FakeProviderServer,
+    action: Callable[[AIProvider], Awaitable[T]],
+    **options: Any,
+) -> T:
+    """Run `action` on a fresh adapter pointed at the fake server, then close it."""
+
+    async def run() -> T:
+        provider = ProviderFactory.create_provider(
+            case.provider_type,
+            options.pop("api_key", case.key),
+            options.pop("model", case.model),
+            case.base_url(server),
+            **({"max_retries": 0} | options),
+        )
+        try:
+            return await action(provider)
+        finally:
+            await provider.aclose()
+
+    return asyncio.run(run())
+
+
+def fails(case: Case, server: FakeProviderServer, **options: Any) -> ProviderError:
+    with pytest.raises(ProviderError) as caught:
+        call(case, server, lambda p: p.generate_content("hello there"), **options)
+    return caught.value
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+def test_text_answer_with_the_providers_own_usage(case: Case, fake_providers) -> None:
+    prompt = "Extract the job title from: Senior Data Engineer, Berlin"
+    result = call(case, fake_providers, lambda p: p.generate_content(prompt))
+    assert isinstance(result, GenerationResult)
+    assert result.text == make_reply(prompt)
+    assert result.provider_type == case.provider_type
+    assert result.model_name == case.model
+    assert result.input_tokens == count_tokens([prompt])
+    assert result.output_tokens == count_tokens([make_reply(prompt)])
+    assert result.total_tokens == result.input_tokens + result.output_tokens
+    assert result.latency_ms >= 0
+
+
+def test_the_system_prompt_arrives_where_the_provider_expects_it(
+    case: Case, fake_providers
+) -> None:
+    system = "You answer in JSON only."
+    call(case, fake_providers, lambda p: p.generate_content("hi", system_prompt=system))
+    body = fake_providers.last_request(case.fake).body
+    if case.fake == "openai":
+        assert body["messages"][0] == {"role": "system", "content": system}
+    elif case.fake == "anthropic":
+        assert body["system"] == system
+    else:
+        assert body["systemInstruction"]["parts"][0]["text"] == system
+
+
+def test_max_output_tokens_reaches_the_provider(case: Case, fake_providers) -> None:
+    prompt = "one two three four five six seven eight nine ten eleven twelve"
+    result = call(case, fake_providers, lambda p: p.generate_content(prompt, max_output_tokens=3))
+    assert result.output_tokens == 3
+
+
+def test_image_answer_in_each_providers_format(case: Case, fake_providers) -> None:
+    result = call(
+        case,
+        fake_providers,
+        lambda p: p.generate_content_with_image("Is this a clear photo?", PNG, "image/png"),
+    )
+    assert result.input_tokens == count_tokens(["Is this a clear photo?"], images=1)
+    assert result.input_tokens > IMAGE_TOKENS
+    body = fake_providers.last_request(case.fake).body
+    if case.fake == "openai":
+        parts = body["messages"][-1]["content"]
+        assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,iVBORw0KGgo")
+    elif case.fake == "anthropic":
+        block = body["messages"][0]["content"][0]
+        assert block["source"] == {
+            "type": "base64",
+            "media_type": "image/png",
+            "data": block["source"]["data"],
+        }
+        assert block["source"]["data"].startswith("iVBORw0KGgo")
+    else:
+        inline = body["contents"][0]["parts"][1]["inlineData"]
+        assert inline["mime_type"] == "image/png"
+
+
+@pytest.mark.parametrize(
+    ("data", "mime", "message"),
+    [
+        (PNG, "image/bmp", "image type 'image/bmp' is not one of"),
+        (b"", "image/png", "the image is empty"),
+    ],
+)
+def test_bad_images_are_refused_before_any_call(
+    case: Case, fake_providers, data: bytes, mime: str, message: str
+) -> None:
+    with pytest.raises(BadRequest, match=message):
+        call(case, fake_providers, lambda p: p.generate_content_with_image("x", data, mime))
+    assert fake_providers.requests_for(case.fake) == []
+
+
+def test_oversized_images_are_refused_before_any_call(case: Case, fake_providers) -> None:
+    limit = ADAPTERS[case.provider_type].max_image_bytes  # type: ignore[index]
+    with pytest.raises(BadRequest, match="accepts at most") as caught:
+        call(
+            case,
+            fake_providers,
+            lambda p: p.generate_content_with_image("x", b"\0" * (limit + 1), "image/png"),
+        )
+    assert caught.value.fallback is False
+    assert fake_providers.requests_for(case.fake) == []
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+def test_a_wrong_key_is_an_authentication_failure(case: Case, fake_providers) -> None:
+    error = fails(case, fake_providers, api_key="sk-wrong-WRONGKEY-999999999")
+    assert isinstance(error, AuthenticationFailed)
+    assert error.status in (400, 401, 403) and error.fallback
+
+
+def test_rate_limit_carries_retry_after(case: Case, fake_providers) -> None:
+    fake_providers.fail_next(case.fake, 429, retry_after=7)
+    error = fails(case, fake_providers)
+    assert isinstance(error, RateLimited) and error.status == 429
+    assert error.retry_after == 7
+
+
+def test_the_sdk_retries_a_429_and_then_succeeds(case: Case, fake_providers) -> None:
+    fake_providers.fail_next(case.fake, 429, retry_after=0)
+    result = call(case, fake_providers, lambda p: p.generate_content("again"), max_retries=1)
+    assert result.text == make_reply("again")
+    assert len(fake_providers.requests_for(case.fake)) == 2
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_unavailable(case: Case, fake_providers, status: int) -> None:
+    fake_providers.fail_next(case.fake, status)
+    error = fails(case, fake_providers)
+    assert type(error) is ProviderUnavailable and error.status == status
+
+
+def test_a_bad_request_is_not_for_fallback(case: Case, fake_providers) -> None:
+    fake_providers.fail_next(case.fake, 400)
+    error = fails(case, fake_providers)
+    assert isinstance(error, BadRequest) and error.fallback is False
+
+
+def test_an_unknown_model_is_model_not_found(case: Case, fake_providers) -> None:
+    error = fails(case, fake_providers, model="no-such-model")
+    assert isinstance(error, ModelNotFound) and error.status == 404
+
+
+def test_a_slow_provider_times_out(case: Case, fake_providers) -> None:
+    fake_providers.fail_next(case.fake, mode="slow", delay=3)
+    error = fails(case, fake_providers, timeout_s=0.3)
+    assert isinstance(error, ProviderTimeout)
+
+
+@pytest.mark.parametrize("mode", ["malformed", "incomplete"])
+def test_a_malformed_answer_is_unexpected(case: Case, fake_providers, mode: str) -> None:
+    fake_providers.fail_next(case.fake, mode=mode)
+    error = fails(case, fake_providers)
+    assert isinstance(error, UnexpectedResponse)
+
+
+def test_a_dropped_connection_is_unavailable(case: Case, fake_providers) -> None:
+    fake_providers.fail_next(case.fake, mode="disconnect")
+    error = fails(case, fake_providers)
+    assert isinstance(error, ProviderUnavailable)
+
+
+def test_the_key_never_leaks_into_errors_or_logs(
+    case: Case, fake_providers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Even when the provider echoes the key back, as some do in their 401 messages."""
+    caplog.set_level(logging.DEBUG)
+    fake_providers.fail_next(case.fake, 401, message=f"Incorrect API key provided: {case.key}")
+    error = fails(case, fake_providers)
+    rendered = "".join(traceback.format_exception(error)) + repr(error) + error.message
+    assert case.key not in rendered
+    assert "[redacted]" in error.message
+    assert error.__cause__ is None and error.__suppress_context__
+    assert case.key not in caplog.text
+    assert "PLANTED" not in caplog.text
+
+
+# --- credential checks -----------------------------------------------------------------------
+
+
+def test_validate_credentials_fetches_the_model(case: Case, fake_providers) -> None:
+    check = call(case, fake_providers, lambda p: p.validate_credentials())
+    assert check.ok and check and f"model {case.model} is available" in check.message
+    assert "models" in fake_providers.last_request(case.fake).path
+
+
+def test_validate_credentials_says_why_a_key_fails(case: Case, fake_providers) -> None:
+    check = call(case, fake_providers, lambda p: p.validate_credentials(), api_key="sk-nope-000000")
+    assert not check.ok and not check
+    assert check.message.startswith("The key was refused: check it was copied whole")
+
+
+def test_validate_credentials_says_when_the_model_is_wrong(case: Case, fake_providers) -> None:
+    check = call(case, fake_providers, lambda p: p.validate_credentials(), model="gpt-9-ultra")
+    assert not check.ok and "model was not found" in check.message
+
+
+def test_factory_validates_a_key_without_a_model(case: Case, fake_providers) -> None:
+    base_url = case.base_url(fake_providers)
+    good = asyncio.run(ProviderFactory.validate_credentials(case.provider_type, case.key, base_url))
+    bad = asyncio.run(
+        ProviderFactory.validate_credentials(case.provider_type, "sk-bad-0000000", base_url)
+    )
+    assert good.ok and not bad.ok
+    assert "refused" in bad.message
+
+
+def test_factory_refuses_an_unknown_provider_type() -> None:
+    with pytest.raises(ValueError, match="unknown provider type 'mistral': use one of gemini"):
+        ProviderFactory.create_provider("mistral", "k", "m")
+
+
+def test_adapter_repr_never_shows_the_client() -> None:
+    provider = ProviderFactory.create_provider("openai", "sk-PLANTED-repr-000000", "gpt-4o-mini")
+    assert "PLANTED" not in repr(provider)
+    asyncio.run(provider.aclose())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer abc.def-ghi",
+        "Incorrect API key provided: sk-proj-abcdefgh1234",
+        "key sk-ant-api03-xyz12345 refused",
+        "GET /v1beta/models?key=AIzaSyABCDEFGHIJKLMN",
+        '{"x-goog-api-key": "whatever-value"}',
+        "api_key=hunter2hunter2",
+    ],
+)
+def test_redact_masks_key_shaped_text(text: str) -> None:
+    out = redact(text)
+    assert "[redacted]" in out
+    for secret in ("abc.def-ghi", "abcdefgh1234", "xyz12345", "ABCDEFGHIJKLMN", "whatever-value",
+                   "hunter2hunter2"):  # fmt: skip
+        assert secret not in out
