@@ -7,6 +7,8 @@ an audit row with actor_label `cli:<os user>`.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -15,6 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from core import audit
+from core.admin import TASKS, AdminError, ProviderAdmin, ProviderInput, ValidationFailed
 from core.config import ConfigError, Settings
 from core.crypto import DecryptionError, generate_key, load_cipher, rotate_all_secrets
 from core.db import make_engine, make_session_factory, schema_status, session_scope, upgrade
@@ -64,6 +67,118 @@ def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> None:
         )
 
 
+# --- providers -----------------------------------------------------------------------------
+
+
+def _provider_admin(settings: Settings) -> ProviderAdmin:
+    engine = _migrated_engine(settings)
+    return ProviderAdmin(make_session_factory(engine), load_cipher(settings))
+
+
+def cmd_providers_list(settings: Settings, args: argparse.Namespace) -> None:
+    views = _provider_admin(settings).list(audit.Actor.cli())
+    if args.json:
+        print(json.dumps([view.as_dict() for view in views], indent=2))
+        return
+    if not views:
+        print("No provider configs yet. Add one with `python -m core providers add --help`.")
+        return
+    rows = [
+        (
+            "ID",
+            "TYPE",
+            "MODEL",
+            "NAME",
+            "TASKS",
+            "STATE",
+            "PRIO",
+            "DAILY",
+            "MONTHLY",
+            "KEY",
+            "LAST TEST",
+        )
+    ]
+    for v in views:
+        state = ("active" if v.is_active else "inactive") + (",default" if v.is_default else "")
+        tested = (
+            "never"
+            if v.last_tested_at is None
+            else (f"{'ok' if v.last_test_success else 'FAILED'} {v.last_tested_at:%Y-%m-%d %H:%M}")
+        )
+        rows.append(
+            (
+                str(v.id),
+                v.provider_type,
+                v.model_name,
+                v.display_name,
+                ",".join(v.tasks) or "-",
+                state,
+                str(v.priority),
+                _limit(v.daily_token_limit),
+                _limit(v.monthly_token_limit),
+                v.masked_key,
+                tested,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else f"{value:,}"
+
+
+def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:
+    key = os.environ.get(args.api_key_env, "").strip()
+    if not key:
+        raise CliError(
+            f"environment variable {args.api_key_env} is empty or not set: put the API key in "
+            "it (--api-key-env names the variable, never the key itself)"
+        )
+    data = ProviderInput(
+        provider_type=args.type,
+        model_name=args.model,
+        display_name=args.name,
+        api_key=key,
+        description=args.description,
+        base_url=args.base_url,
+        tasks=[task for task in args.tasks.split(",") if task.strip()],
+        priority=args.priority,
+        daily_token_limit=args.daily_limit,
+        monthly_token_limit=args.monthly_limit,
+        is_active=not args.inactive,
+        is_default=args.default,
+    )
+    view = _provider_admin(settings).create(
+        audit.Actor.cli(), data, validate=not args.skip_validation
+    )
+    tested = "credentials verified" if view.last_test_success else "credentials NOT tested"
+    print(
+        f"Saved provider config {view.id}: {view.display_name} ({view.provider_type} "
+        f"{view.model_name}, key {view.masked_key}, {tested})."
+    )
+
+
+def cmd_providers_test(settings: Settings, args: argparse.Namespace) -> None:
+    check = _provider_admin(settings).test(audit.Actor.cli(), args.id)
+    if not check.ok:
+        raise CliError(f"provider config {args.id} failed its test: {check.message}")
+    print(f"Provider config {args.id} works: {check.message} ({check.latency_ms} ms)")
+
+
+def cmd_providers_remove(settings: Settings, args: argparse.Namespace) -> None:
+    admin = _provider_admin(settings)
+    actor = audit.Actor.cli()
+    orphaned = admin.tasks_only_served_by(actor, args.id)
+    view = admin.delete(actor, args.id)
+    print(f"Removed provider config {view.id} ({view.display_name}).")
+    if orphaned:
+        print(f"Warning: no active provider serves {', '.join(orphaned)} any more.")
+
+
 def _migrated_engine(settings: Settings) -> Engine:
     engine = make_engine(settings)
     status = schema_status(engine)
@@ -94,6 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="re-encrypt every stored secret with the newest key (one transaction)"
     )
+    providers = commands.add_parser("providers", help="provider configs")
+    actions = providers.add_subparsers(dest="providers_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="list provider configs (keys shown as …last4)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    add = actions.add_parser("add", help="add a provider config after testing its key")
+    add.add_argument("--type", required=True, help="gemini, openai or claude")
+    add.add_argument("--model", required=True, help="model name, e.g. gemini-2.5-flash")
+    add.add_argument("--name", required=True, help="display name")
+    add.add_argument(
+        "--api-key-env",
+        required=True,
+        metavar="VAR",
+        help="name of the environment variable holding the key (keeps it out of shell history)",
+    )
+    add.add_argument("--base-url", help="endpoint override (OpenAI-style ones end in /v1)")
+    add.add_argument("--tasks", default="", help=f"comma-separated: {','.join(TASKS)}")
+    add.add_argument("--default", action="store_true", help="fallback for every task")
+    add.add_argument("--priority", type=int, default=100, help="lower is tried first")
+    add.add_argument("--daily-limit", type=int, help="tokens per UTC day (default unlimited)")
+    add.add_argument("--monthly-limit", type=int, help="tokens per UTC month")
+    add.add_argument("--description", default="")
+    add.add_argument("--inactive", action="store_true", help="save it switched off")
+    add.add_argument("--skip-validation", action="store_true", help="save without testing")
+    for name, text in (("test", "test a saved config's key"), ("remove", "delete a config")):
+        actions.add_parser(name, help=text).add_argument("id", type=int)
     return parser
 
 
@@ -102,8 +242,13 @@ def _command(args: argparse.Namespace) -> Command:
         ("migrate", None): cmd_migrate,
         ("keys", "generate"): cmd_keys_generate,
         ("keys", "rotate"): cmd_keys_rotate,
+        ("providers", "list"): cmd_providers_list,
+        ("providers", "add"): cmd_providers_add,
+        ("providers", "test"): cmd_providers_test,
+        ("providers", "remove"): cmd_providers_remove,
     }
-    return table[(args.command, getattr(args, "keys_command", None))]
+    action = getattr(args, "keys_command", None) or getattr(args, "providers_command", None)
+    return table[(args.command, action)]
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
@@ -111,7 +256,10 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     args = build_parser().parse_args(argv)
     try:
         _command(args)(settings or Settings.from_env(), args)
-    except (CliError, ConfigError, DecryptionError) as exc:
+    except ValidationFailed as exc:
+        print(f"error: not saved: {exc}", file=sys.stderr)
+        return 1
+    except (CliError, ConfigError, DecryptionError, AdminError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:

@@ -8,6 +8,7 @@ careless caller fails loudly in tests instead of leaking a key into the trail.
 from __future__ import annotations
 
 import getpass
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,9 +18,10 @@ from sqlalchemy.orm import Session
 
 from core.models import AdminActionLog
 
-# Detail keys that must never be stored; `key_last4` is what the UI shows anyway.
-_SECRET_KEY_PARTS = ("api_key", "apikey", "password", "secret", "token", "totp", "hash", "cookie")
-_ALLOWED_KEYS = frozenset({"key_last4"})
+# Detail field names that name a secret: any word of these, or a last word of the others
+# (`setup_token`, `password_hash`, `api_key` are refused; `daily_token_limit`, `key_last4` pass).
+_SECRET_WORDS = frozenset({"password", "passwd", "secret", "apikey", "totp", "otp", "cookie"})
+_SECRET_LAST_WORDS = frozenset({"key", "token", "hash", "code", "credential", "credentials"})
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,8 @@ def record(
 
 def _refuse_secrets(details: Mapping[str, Any], path: str = "") -> None:
     for key, value in details.items():
-        name = str(key).lower()
-        if name not in _ALLOWED_KEYS and any(part in name for part in _SECRET_KEY_PARTS):
+        words = re.split(r"[^a-z0-9]+", str(key).lower())
+        if _SECRET_WORDS.intersection(words) or words[-1] in _SECRET_LAST_WORDS:
             raise ValueError(f"audit details must not carry secrets (field {path}{key!r})")
         if isinstance(value, Mapping):
             _refuse_secrets(value, f"{path}{key}.")

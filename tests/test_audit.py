@@ -50,5 +50,10 @@ def test_details_that_look_secret_are_refused(details: dict[str, object]) -> Non
         audit.record(None, audit.Actor.cli(), "x", details=details)  # type: ignore[arg-type]
 
 
+def test_ordinary_fields_that_mention_keys_or_tokens_pass() -> None:
+    details = {"daily_token_limit": 5, "key_last4": "abcd", "keys_configured": 2, "tokens": 9}
+    audit._refuse_secrets(details)
+
+
 def test_cli_actor_is_labelled_with_the_os_user() -> None:
     assert audit.Actor.cli().label == f"cli:{getpass.getuser()}"
