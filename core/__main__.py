@@ -17,10 +17,18 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from core import audit
-from core.admin import TASKS, AdminError, ProviderAdmin, ProviderInput, ValidationFailed
+from core.admin import (
+    TASKS,
+    AdminError,
+    ProviderAdmin,
+    ProviderInput,
+    ProviderView,
+    ValidationFailed,
+)
 from core.config import ConfigError, Settings
 from core.crypto import DecryptionError, generate_key, load_cipher, rotate_all_secrets
 from core.db import make_engine, make_session_factory, schema_status, session_scope, upgrade
+from core.routing import LEGACY_PROVIDERS
 
 
 class CliError(Exception):
@@ -179,6 +187,57 @@ def cmd_providers_remove(settings: Settings, args: argparse.Namespace) -> None:
         print(f"Warning: no active provider serves {', '.join(orphaned)} any more.")
 
 
+def cmd_seed_from_env(settings: Settings, args: argparse.Namespace) -> None:
+    """Store the legacy GEMINI_API_KEY / OPENAI_API_KEY / ANTHROPIC_API_KEY as configs that
+    route exactly as the legacy fallback did: every task, in that order, the first as default."""
+    admin = _provider_admin(settings)
+    actor = audit.Actor.cli()
+    existing = admin.list(actor)
+    created = []
+    for rank, (kind, key_var, model_var, model) in enumerate(LEGACY_PROVIDERS, start=1):
+        key = os.environ.get(key_var, "").strip()
+        if not key:
+            continue
+        model_name = (os.environ.get(model_var) or model).removeprefix("models/")
+        if duplicate := _stored_with_key(admin, existing, kind, model_name, key):
+            print(f"{key_var}: already stored as provider config {duplicate} (skipped).")
+            continue
+        view = admin.create(
+            actor,
+            ProviderInput(
+                provider_type=kind,
+                model_name=model_name,
+                display_name=f"{model_name} (from {key_var})",
+                api_key=key,
+                description=f"Seeded from the {key_var} environment variable.",
+                tasks=TASKS,
+                priority=rank * 10,
+                is_default=not created and not any(v.is_default for v in existing),
+            ),
+            validate=not args.skip_validation,
+        )
+        created.append(view)
+        print(
+            f"{key_var}: stored as provider config {view.id} ({view.display_name}, key "
+            f"{view.masked_key}{', default' if view.is_default else ''})."
+        )
+    if not created:
+        raise CliError(
+            "nothing to seed: set GEMINI_API_KEY (with GEMINI_MODEL_FAST), OPENAI_API_KEY or "
+            "ANTHROPIC_API_KEY, or they are all stored already"
+        )
+
+
+def _stored_with_key(
+    admin: ProviderAdmin, views: list[ProviderView], kind: str, model: str, key: str
+) -> int | None:
+    for view in views:
+        same = (view.provider_type, view.model_name, view.key_last4) == (kind, model, key[-4:])
+        if same and admin.stored_key_matches(view.id, key):
+            return view.id
+    return None
+
+
 def _migrated_engine(settings: Settings) -> Engine:
     engine = make_engine(settings)
     status = schema_status(engine)
@@ -234,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--skip-validation", action="store_true", help="save without testing")
     for name, text in (("test", "test a saved config's key"), ("remove", "delete a config")):
         actions.add_parser(name, help=text).add_argument("id", type=int)
+    seed = commands.add_parser(
+        "seed-from-env",
+        help="store GEMINI_API_KEY / OPENAI_API_KEY / ANTHROPIC_API_KEY as encrypted configs",
+    )
+    seed.add_argument("--skip-validation", action="store_true", help="store without testing")
     return parser
 
 
@@ -246,6 +310,7 @@ def _command(args: argparse.Namespace) -> Command:
         ("providers", "add"): cmd_providers_add,
         ("providers", "test"): cmd_providers_test,
         ("providers", "remove"): cmd_providers_remove,
+        ("seed-from-env", None): cmd_seed_from_env,
     }
     action = getattr(args, "keys_command", None) or getattr(args, "providers_command", None)
     return table[(args.command, action)]

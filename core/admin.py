@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -159,6 +160,15 @@ class ProviderAdmin:
         with session_scope(self._sessions) as session:
             require_role(session, actor, ADMIN, UserRole.ANALYST)
             return ProviderView.of(_load(session, config_id))
+
+    def stored_key_matches(self, config_id: int, key: str) -> bool:
+        """Whether config `config_id` holds `key` (for the seed command's duplicate check)."""
+        with session_scope(self._sessions) as session:
+            row = _load(session, config_id)
+            try:
+                return self._cipher.decrypt(row.api_key_encrypted) == key
+            except DecryptionError:
+                return False
 
     # --- changing ---
 
@@ -375,8 +385,14 @@ async def _validate_with_factory(
 
 
 def _run(awaitable: Awaitable[T]) -> T:
-    """Run a coroutine from synchronous code (Streamlit script thread, CLI)."""
-    return asyncio.run(awaitable)  # type: ignore[arg-type]
+    """Run a coroutine from synchronous code (Streamlit script thread, CLI), on a worker thread
+    when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(awaitable)  # type: ignore[arg-type]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, awaitable).result()  # type: ignore[arg-type]
 
 
 def _load(session: Session, config_id: int) -> ProviderConfig:

@@ -8,7 +8,7 @@ guarded by CHECK constraints (no native PostgreSQL enum types to migrate).
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -59,6 +59,11 @@ class UsageStatus(enum.StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
     REJECTED = "rejected"
+
+
+class UsageSource(enum.StrEnum):
+    ROUTER = "router"  # a call routed to a stored provider config
+    LEGACY_ENV = "legacy_env"  # no config stored yet: served from GEMINI_API_KEY etc.
 
 
 class UserRole(enum.StrEnum):
@@ -201,6 +206,7 @@ class UsageLog(Base):
         CheckConstraint(_one_of("provider_type", ProviderType), name="provider_type"),
         CheckConstraint(_one_of("task_type", TaskType), name="task_type"),
         CheckConstraint(_one_of("status", UsageStatus), name="status"),
+        CheckConstraint(_one_of("source", UsageSource), name="source"),
         CheckConstraint(
             "input_tokens >= 0 AND output_tokens >= 0 AND total_tokens >= 0",
             name="tokens_non_negative",
@@ -214,7 +220,8 @@ class UsageLog(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # The calling service's own user id (not a console user): opaque, no foreign key.
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
     # SET NULL keeps the history of a deleted config; provider_type/model_name stay on the row.
     provider_config_id: Mapped[int | None] = mapped_column(
         ForeignKey("ai_provider_configs.id", ondelete="SET NULL")
@@ -231,9 +238,44 @@ class UsageLog(Base):
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(default=0, server_default="0")
+    source: Mapped[str] = mapped_column(String(16), default="router", server_default="router")
+    # When the attempt started: a call counts in the day and month it began (as its quota does).
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=func.now(), index=True
     )
+
+
+class QuotaCounter(Base):
+    """Tokens used and reserved per config and UTC day (see core/quota.py for the protocol)."""
+
+    __tablename__ = "ai_provider_quota_counters"
+    __table_args__ = (
+        CheckConstraint("used_tokens >= 0", name="used_non_negative"),
+        CheckConstraint("reserved_tokens >= 0", name="reserved_non_negative"),
+    )
+
+    config_id: Mapped[int] = mapped_column(
+        ForeignKey("ai_provider_configs.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(primary_key=True)
+    used_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class QuotaReservation(Base):
+    """One in-flight call's hold on a counter; expired holds are released by a sweep."""
+
+    __tablename__ = "ai_provider_quota_reservations"
+    __table_args__ = (CheckConstraint("tokens > 0", name="tokens_positive"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    config_id: Mapped[int] = mapped_column(
+        ForeignKey("ai_provider_configs.id", ondelete="CASCADE"), index=True
+    )
+    day: Mapped[date]
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
 class AdminActionLog(Base):

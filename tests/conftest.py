@@ -236,6 +236,12 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API keeps an event loop running in the main
+    thread until the session ends, and asyncio.run() refuses to start under one."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
 # --- in CI nothing may skip ------------------------------------------------------------------
 
 _skipped: list[str] = []

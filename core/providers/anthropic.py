@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import anthropic
+import httpx2
 
 from core.models import ProviderType
 from core.providers.base import AIProvider, Image, ProviderError, Reply, UnexpectedResponse, Usage
@@ -19,10 +20,18 @@ class ClaudeProvider(AIProvider):
 
     @staticmethod
     def build_client(
-        api_key: str, base_url: str | None, timeout_s: float, max_retries: int
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        max_retries: int,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> anthropic.AsyncAnthropic:
         return anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            http_client=http_client,
         )
 
     async def _reply(

@@ -226,6 +226,17 @@ class AIProvider(ABC):
     max_image_bytes: ClassVar[int] = 20 * 1024 * 1024
     known_models: ClassVar[tuple[str, ...]] = ()
 
+    @staticmethod
+    @abstractmethod
+    def build_client(
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        max_retries: int,
+        http_client: Any = None,
+    ) -> Any:
+        """The SDK client for a key (and base_url); `http_client` shares a connection pool."""
+
     def __init__(self, client: Any, model_name: str, secret: str) -> None:
         self.client = client
         self.model_name = model_name

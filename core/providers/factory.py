@@ -6,6 +6,8 @@ provider is one import and one entry.
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.models import ProviderType
 from core.providers.anthropic import ClaudeProvider
 from core.providers.base import (
@@ -44,10 +46,17 @@ class ProviderFactory:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: Any = None,
     ) -> AIProvider:
-        """An adapter whose SDK client uses `api_key` (and `base_url` when given)."""
+        """An adapter whose SDK client uses `api_key` (and `base_url` when given).
+
+        With `http_client` (an httpx2.AsyncClient) the SDK reuses that connection pool; the
+        caller then owns it, and must not `aclose()` the adapter.
+        """
         adapter = ADAPTERS[provider_type_of(provider_type)]
-        client = adapter.build_client(api_key, base_url or None, timeout_s, max_retries)
+        client = adapter.build_client(
+            api_key, base_url or None, timeout_s, max_retries, http_client
+        )
         return adapter(client, model_name, secret=api_key)
 
     @staticmethod

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
+
 import httpx2
 from google import genai
 from google.genai import errors, types
@@ -26,6 +29,11 @@ _BAD_KEY_MARKERS = ("API_KEY_INVALID", "API key not valid", "API_KEY_")
 _RETRY_STATUSES = [408, 429, 500, 502, 503, 504]
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 class GeminiProvider(AIProvider):
     provider_type = ProviderType.GEMINI
     image_mime_types = AIProvider.image_mime_types | {"image/heic", "image/heif"}
@@ -33,15 +41,24 @@ class GeminiProvider(AIProvider):
 
     @staticmethod
     def build_client(
-        api_key: str, base_url: str | None, timeout_s: float, max_retries: int
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        max_retries: int,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> genai.Client:
         # Unlike the other two SDKs, google-genai neither retries nor times out by default.
+        # Handing it a ready TLS context saves ~35 ms per client (it loads the CA store twice).
+        tls = _tls_context()
         options = types.HttpOptions(
             base_url=base_url,
             timeout=int(timeout_s * 1000),
             retry_options=types.HttpRetryOptions(
                 attempts=max_retries + 1, http_status_codes=_RETRY_STATUSES
             ),
+            httpx_async_client=http_client,
+            client_args={"verify": tls},
+            async_client_args={"verify": tls, "ssl": tls},
         )
         return genai.Client(api_key=api_key, http_options=options)
 

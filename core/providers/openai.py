@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import httpx2
 import openai
 
 from core.models import ProviderType
@@ -18,10 +19,18 @@ class OpenAIProvider(AIProvider):
 
     @staticmethod
     def build_client(
-        api_key: str, base_url: str | None, timeout_s: float, max_retries: int
+        api_key: str,
+        base_url: str | None,
+        timeout_s: float,
+        max_retries: int,
+        http_client: httpx2.AsyncClient | None = None,
     ) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            http_client=http_client,
         )
 
     async def _reply(
@@ -30,12 +39,16 @@ class OpenAIProvider(AIProvider):
         messages: list[dict[str, Any]] = []
         if system_prompt:
             messages.append({"role": "system", "content": system_prompt})
-        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
-        if image is not None:
+        if image is None:  # a plain string: the same request, less for the SDK to walk
+            messages.append({"role": "user", "content": prompt})
+        else:
             data = base64.b64encode(image.data).decode("ascii")
             url = f"data:{image.mime_type};base64,{data}"
-            content.append({"type": "image_url", "image_url": {"url": url}})
-        messages.append({"role": "user", "content": content})
+            parts = [
+                {"type": "text", "text": prompt},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]
+            messages.append({"role": "user", "content": parts})
         response = await self.client.chat.completions.create(
             model=self.model_name, messages=messages, max_completion_tokens=max_output_tokens
         )

@@ -1,0 +1,55 @@
+"""Prometheus metrics for every provider attempt, with the names operators already query.
+
+A backend service exposes them with one line at startup::
+
+    import core.metrics; core.metrics.serve(9464)   # http://host:9464/metrics
+
+(or mount `prometheus_client.make_asgi_app()` in an existing ASGI app).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+REQUESTS = Counter(
+    "ai_provider_requests_total",
+    "Provider attempts by outcome (success, error, timeout, rejected).",
+    ["provider_type", "task_type", "status"],
+)
+TOKENS = Counter(
+    "ai_provider_tokens_used_total", "Tokens used (input + output).", ["provider_type"]
+)
+COST = Counter(
+    "ai_provider_cost_usd_total", "Cost in USD of priced calls (genai-prices).", ["provider_type"]
+)
+LATENCY = Histogram(
+    "ai_provider_latency_ms",
+    "Latency of provider attempts in milliseconds.",
+    ["provider_type"],
+    buckets=(50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000),
+)
+
+
+def observe(
+    provider_type: str,
+    task_type: str,
+    status: str,
+    total_tokens: int,
+    cost_usd: Decimal | None,
+    latency_ms: int,
+) -> None:
+    """Count one attempt."""
+    REQUESTS.labels(provider_type, task_type, status).inc()
+    if total_tokens:
+        TOKENS.labels(provider_type).inc(total_tokens)
+    if cost_usd:
+        COST.labels(provider_type).inc(float(cost_usd))
+    if status != "rejected":
+        LATENCY.labels(provider_type).observe(latency_ms)
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts
+    """Expose /metrics on `port` from a background thread."""
+    start_http_server(port, addr=addr)

@@ -1,0 +1,110 @@
+"""Token limits hold across OS processes calling at once, and a crash leaves nothing held."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from core.models import QuotaCounter, QuotaReservation, UsageLog, utcnow
+from core.quota import QuotaLedger, reservation_size
+from tests.conftest import MigratedDatabase
+from tests.fakes import FakeProviderServer
+from tests.quota_worker import PROMPT, call_and_hang, hammer
+from tests.routing_support import add_config, allow_planted_keys
+
+PROCESSES = 4
+CALLS_PER_PROCESS = 25
+MAX_OUTPUT = 40
+LIMIT = 2_000
+
+
+@pytest.mark.slow
+def test_many_processes_never_overspend_a_daily_limit(
+    db: MigratedDatabase, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    config = add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
+    per_call = reservation_size(PROMPT, None, MAX_OUTPUT)
+    assert PROCESSES * CALLS_PER_PROCESS * per_call > 3 * LIMIT  # far more asked than allowed
+
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(PROCESSES) as pool:
+        results = pool.starmap(
+            hammer,
+            [(db.url, db.settings.fernet_keys[0], CALLS_PER_PROCESS, MAX_OUTPUT)] * PROCESSES,
+        )
+
+    outcomes: dict[str, int] = {}
+    for result in results:
+        for kind, n in result.items():
+            outcomes[kind] = outcomes.get(kind, 0) + n
+    assert set(outcomes) == {"ok", "QuotaExceeded"}, outcomes
+    assert sum(outcomes.values()) == PROCESSES * CALLS_PER_PROCESS
+    assert outcomes["ok"] >= LIMIT // per_call  # the limit was used, not just refused
+
+    with db.session() as session:
+        recorded = session.scalar(
+            select(func.sum(UsageLog.total_tokens)).where(UsageLog.status == "success")
+        )
+        successes = session.scalar(select(func.count()).where(UsageLog.status == "success"))
+        rejected = session.scalar(select(func.count()).where(UsageLog.status == "rejected"))
+        counter = session.scalars(select(QuotaCounter)).one()
+        held = session.scalars(select(QuotaReservation)).all()
+    assert recorded is not None and recorded <= LIMIT
+    assert (successes, rejected) == (outcomes["ok"], outcomes["QuotaExceeded"])
+    assert (counter.config_id, counter.used_tokens, counter.reserved_tokens) == (
+        config,
+        recorded,
+        0,
+    )
+    assert held == []
+
+
+@pytest.mark.slow
+def test_a_process_killed_mid_call_leaves_no_reservation_behind(
+    db: MigratedDatabase, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
+    fake_providers.fail_next("openai", mode="slow", delay=60)
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=call_and_hang, args=(db.url, db.settings.fernet_keys[0])
+    )
+    child.start()
+    try:
+        held = _wait_for_reservation(db, child)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join()
+    assert child.exitcode == -signal.SIGKILL
+    assert held.tokens == reservation_size(PROMPT, None, 10)
+
+    ledger = QuotaLedger(db.engine)
+    assert ledger.sweep(utcnow()) == 0  # not yet expired: the call could still be running
+    assert ledger.sweep(held.expires_at + timedelta(seconds=1)) == 1
+    with db.session() as session:
+        assert session.scalars(select(QuotaReservation)).all() == []
+        counter = session.scalars(select(QuotaCounter)).one()
+    assert (counter.used_tokens, counter.reserved_tokens) == (0, 0)
+
+
+def _wait_for_reservation(
+    db: MigratedDatabase, child: multiprocessing.process.BaseProcess
+) -> QuotaReservation:
+    """Poll until the child holds its reservation (it starts a Python process: seconds)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert child.is_alive(), f"worker exited early with {child.exitcode}"
+        with db.session() as session:
+            held = session.scalars(select(QuotaReservation)).first()
+        if held is not None:
+            return held
+        time.sleep(0.05)
+    pytest.fail("the worker never reserved tokens")
