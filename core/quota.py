@@ -81,10 +81,17 @@ _RESERVE_PG_PSYCOPG = re.sub(r":(\w+)", r"%(\1)s", _RESERVE_PG)
 _RELEASE = text(
     "DELETE FROM ai_provider_quota_reservations WHERE id IN :ids RETURNING id, tokens"
 ).bindparams(bindparam("ids", expanding=True))
-_SETTLE = text("""
-UPDATE ai_provider_quota_counters
-SET reserved_tokens = reserved_tokens - :released, used_tokens = used_tokens + :used
+_RELEASE_HELD = text("""
+UPDATE ai_provider_quota_counters SET reserved_tokens = reserved_tokens - :released
 WHERE config_id = :config_id AND day = :day
+""")
+# Usage is counted for every config, limited or not, so a limit set later in the day or month
+# already sees what was used before it. (A config deleted meanwhile is skipped.)
+_ADD_USED = text("""
+INSERT INTO ai_provider_quota_counters AS c (config_id, day, used_tokens, reserved_tokens)
+SELECT :config_id, :day, :used, 0
+WHERE EXISTS (SELECT 1 FROM ai_provider_configs WHERE id = :config_id)
+ON CONFLICT (config_id, day) DO UPDATE SET used_tokens = c.used_tokens + excluded.used_tokens
 """)
 _EXPIRED = (
     text(
@@ -110,6 +117,16 @@ class Reservation:
     config_id: int
     day: date
     tokens: int
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What one finished call used, against its config's day (and the hold it had, if any)."""
+
+    config_id: int
+    day: date
+    tokens: int
+    reservation: Reservation | None = None
 
 
 @dataclass(frozen=True)
@@ -200,35 +217,44 @@ class QuotaLedger:
             await pool.close()
 
     @staticmethod
-    def settle(conn: Connection, settlements: Iterable[tuple[Reservation, int]]) -> None:
-        """Release holds and record what each call really used, inside the caller's
+    def settle(conn: Connection, spends: Iterable[Spend]) -> None:
+        """Record what calls really used and release their holds, inside the caller's
         transaction, in a few statements however many calls there are. A hold that a sweep
         already released (an overdue call) only adds its usage."""
-        items = list(settlements)
-        if not items:
-            return
-        ids = [reservation.id for reservation, _ in items]
-        released: dict[int, int] = dict(conn.execute(_RELEASE, {"ids": ids}).all())  # type: ignore[arg-type]
-        totals: dict[tuple[int, date], list[int]] = {}
-        for reservation, used in items:
-            total = totals.setdefault((reservation.config_id, reservation.day), [0, 0])
-            total[0] += released.get(reservation.id, 0)
-            total[1] += used
-        conn.execute(
-            _SETTLE,
-            [
-                {"config_id": config_id, "day": day, "released": freed, "used": used}
-                for (config_id, day), (freed, used) in totals.items()
-            ],
+        items = list(spends)
+        ids = [spend.reservation.id for spend in items if spend.reservation is not None]
+        released: dict[int, int] = (
+            dict(conn.execute(_RELEASE, {"ids": ids}).all())  # type: ignore[arg-type]
+            if ids
+            else {}
         )
+        freed: dict[tuple[int, date], int] = {}
+        used: dict[tuple[int, date], int] = {}
+        for spend in items:
+            key = (spend.config_id, spend.day)
+            if spend.reservation is not None:
+                key = (spend.reservation.config_id, spend.reservation.day)
+                freed[key] = freed.get(key, 0) + released.get(spend.reservation.id, 0)
+            used[key] = used.get(key, 0) + spend.tokens
+        if any(freed.values()):
+            conn.execute(
+                _RELEASE_HELD,
+                [{"config_id": c, "day": d, "released": n} for (c, d), n in freed.items() if n],
+            )
+        if any(used.values()):
+            conn.execute(
+                _ADD_USED,
+                [{"config_id": c, "day": d, "used": n} for (c, d), n in used.items() if n],
+            )
 
     def sweep(self, now: datetime) -> int:
         """Release every expired hold (left by a crashed process); returns how many."""
         with self._engine.begin() as conn:
             expired = conn.execute(_EXPIRED, {"now": now}).all()
-            for config_id, day, tokens in expired:
+            if expired:
                 conn.execute(
-                    _SETTLE, {"released": tokens, "used": 0, "config_id": config_id, "day": day}
+                    _RELEASE_HELD,
+                    [{"config_id": c, "day": d, "released": n} for c, d, n in expired],
                 )
         return len(expired)
 

@@ -19,13 +19,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.orm import Session
 
 from core.models import ProviderConfig, UsageLog, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
-from core.quota import QuotaLedger, Reservation
+from core.quota import QuotaLedger, Reservation, Spend
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +136,29 @@ class UsageWriter:
         for attempt in range(3):
             try:
                 with self._engine.begin() as conn:
+                    rows = _rows_for(conn, batch)
                     self._ledger.settle(
                         conn,
-                        [(i.reservation, i.record.total_tokens) for i in batch if i.reservation],
+                        [
+                            Spend(
+                                row["provider_config_id"],
+                                row["created_at"].date(),
+                                row["total_tokens"],
+                                item.reservation,
+                            )
+                            for item, row in zip(batch, rows, strict=True)
+                            if row["provider_config_id"] is not None
+                        ],
                     )
-                    conn.execute(insert(UsageLog), [asdict(item.record) for item in batch])
+                    conn.execute(insert(UsageLog), rows)
                 return
             except Exception as exc:  # the database is down or refused the batch
                 log.warning(
                     "usage writer: writing %d row(s) failed (%s), attempt %d of 3",
-                    len(batch), type(exc).__name__, attempt + 1,
-                )  # fmt: skip
+                    len(batch),
+                    type(exc).__name__,
+                    attempt + 1,
+                )
                 time.sleep(0.2 * 5**attempt)
         log.error("usage writer: dropped %d usage row(s) after 3 failed attempts", len(batch))
 
@@ -159,6 +172,19 @@ class UsageWriter:
                 log.warning("released %d expired token reservation(s)", released)
         except Exception as exc:
             log.warning("usage writer: sweeping reservations failed (%s)", type(exc).__name__)
+
+
+def _rows_for(conn: Connection, batch: list[_Settlement]) -> list[dict[str, Any]]:
+    """The usage rows to insert; a config deleted since its call is no longer referenced (the
+    row keeps its provider and model, as deleting a config does to older rows)."""
+    rows = [asdict(item.record) for item in batch]
+    ids = {row["provider_config_id"] for row in rows} - {None}
+    if ids:
+        live = set(conn.scalars(select(ProviderConfig.id).where(ProviderConfig.id.in_(ids))))
+        for row in rows:
+            if row["provider_config_id"] not in live:
+                row["provider_config_id"] = None
+    return rows
 
 
 def log_provider_usage(

@@ -305,8 +305,9 @@ def test_calls_do_not_read_configs_from_the_database(
             await router.generate("extraction", PROMPT)
 
     run(make_router(db, config_refresh_s=60), five_calls)
-    reads = [s for s in statements if "FROM ai_provider_configs" in s]
-    assert len(reads) == 2  # one fingerprint, one load, for all five calls
+    fingerprints = [s for s in statements if "count(ai_provider_configs.id)" in s]
+    loads = [s for s in statements if "ai_provider_configs.api_key_encrypted" in s]
+    assert (len(fingerprints), len(loads)) == (1, 1)  # for all five calls
 
 
 def test_generate_sync_for_synchronous_callers(
@@ -401,3 +402,42 @@ def test_every_attempt_updates_the_prometheus_metrics(
     )
     assert sample("ai_provider_latency_ms_count", provider_type="claude") == before["latency"] + 1
     assert b"ai_provider_latency_ms_bucket" in generate_latest(REGISTRY)
+
+
+def test_usage_counts_before_a_limit_is_set(db: MigratedDatabase, fake: FakeProviderServer) -> None:
+    """A limit set mid-day already sees what the config used while it was unlimited."""
+    config = add_config(db, fake, "openai", tasks=["extraction"])
+    used = generate(make_router(db)).total_tokens
+    with db.session() as session:
+        session.execute(update(ProviderConfig).values(daily_token_limit=used + 10))
+        session.commit()
+    router = make_router(db)
+    [plan] = router.explain("extraction").candidates
+    assert plan.eligible  # 10 tokens left: not "reached", but too few for a call
+    with pytest.raises(QuotaExceeded):
+        generate(router)
+    assert [r.status for r in usage_rows(db)] == ["success", "rejected"]
+    assert usage_rows(db)[1].provider_config_id == config
+
+
+def test_a_config_deleted_before_its_usage_is_written_does_not_lose_the_row(
+    db: MigratedDatabase,
+) -> None:
+    from core.quota import QuotaLedger
+    from core.usage import UsageRecord, UsageWriter
+
+    writer = UsageWriter(db.engine, QuotaLedger(db.engine))
+    writer.submit(
+        UsageRecord(
+            provider_config_id=999,
+            user_id=None,
+            provider_type="openai",
+            model_name="gpt-4o-mini",
+            task_type="extraction",
+            status="success",
+            total_tokens=12,
+        )
+    )
+    writer.close()
+    [row] = usage_rows(db)
+    assert (row.provider_config_id, row.total_tokens) == (None, 12)
