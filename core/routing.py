@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -59,6 +59,7 @@ __all__ = [
     "TaskType",
     "UnknownTask",
     "estimate_cost_usd",
+    "explain",
     "get_default_provider_config",
     "log_provider_usage",
 ]
@@ -310,56 +311,14 @@ class Router:
 
     def explain(self, task: str | TaskType) -> RoutePlan:
         """The candidates for `task` in order, each with why it is or is not eligible now."""
-        task_name = _task_name(task)
         snapshot = self._refresh(force=True)
-        if not snapshot.candidates:
-            legacy = self._legacy_candidates()
-            plans = [
-                CandidatePlan(
-                    None,
-                    c.display_name,
-                    c.provider_type,
-                    c.model_name,
-                    True,
-                    "no config is stored: served from the environment",
-                )
-                for c in legacy
-            ]
-            return RoutePlan(task_name, tuple(plans), legacy=True)
-        now = utcnow()
-        considered = [c for c in snapshot.candidates if task_name in c.tasks or c.is_default]
-        considered.sort(key=lambda c: (task_name not in c.tasks, c.priority, c.config_id or 0))
-        plans = []
-        for candidate in considered:
-            eligible, reason = self._eligibility(candidate, now)
-            plans.append(
-                CandidatePlan(
-                    candidate.config_id,
-                    candidate.display_name,
-                    candidate.provider_type,
-                    candidate.model_name,
-                    eligible,
-                    reason,
-                )
-            )
-        return RoutePlan(task_name, tuple(plans))
-
-    def _eligibility(self, candidate: Candidate, now: Any) -> tuple[bool, str]:
-        if not candidate.is_active:
-            return False, "inactive"
-        try:
-            self._cipher.decrypt(candidate.secret)
-        except DecryptionError:
-            return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
-        if candidate.limited:
-            assert candidate.config_id is not None
-            standing = self._ledger.standing(candidate.config_id, now)
-            if full := _limit_reached(candidate, standing):
-                return False, full
-        why = "default for every task" if candidate.is_default else "serves this task"
-        if candidate.last_test_success is False:
-            return True, f"{why}; warning: its last credential test failed"
-        return True, why
+        return _plan(
+            _task_name(task),
+            snapshot.candidates,
+            self._legacy_candidates(),
+            self._cipher,
+            self._ledger,
+        )
 
     # --- closing ---
 
@@ -641,15 +600,7 @@ class Router:
         return chosen
 
     def _legacy_candidates(self) -> list[Candidate]:
-        found = []
-        for provider_type, key_var, model_var, model in LEGACY_PROVIDERS:
-            key = self._environ.get(key_var, "").strip()
-            if key:
-                model_name = (self._environ.get(model_var) or model).removeprefix("models/")
-                found.append(
-                    Candidate(None, provider_type, model_name, f"{key_var} (legacy)", None, key)
-                )
-        return found
+        return _legacy_from(self._environ)
 
     def _refresh(self, force: bool = False) -> _Snapshot:
         """Re-read configs if the fingerprint changed (at most once per refresh interval)."""
@@ -714,6 +665,19 @@ _FINGERPRINT = select(
 )
 
 
+def _legacy_from(environ: Mapping[str, str]) -> list[Candidate]:
+    """Candidates from GEMINI_API_KEY, OPENAI_API_KEY and ANTHROPIC_API_KEY, in that order."""
+    found = []
+    for provider_type, key_var, model_var, model in LEGACY_PROVIDERS:
+        key = environ.get(key_var, "").strip()
+        if key:
+            model_name = (environ.get(model_var) or model).removeprefix("models/")
+            found.append(
+                Candidate(None, provider_type, model_name, f"{key_var} (legacy)", None, key)
+            )
+    return found
+
+
 def _candidate(row: ProviderConfig) -> Candidate:
     return Candidate(
         config_id=row.id,
@@ -731,6 +695,77 @@ def _candidate(row: ProviderConfig) -> Candidate:
         last_test_success=row.last_test_success,
         last_test_message=row.last_test_message,
     )
+
+
+def explain(
+    task: str | TaskType,
+    engine: Engine,
+    cipher: SecretBox,
+    environ: Mapping[str, str] | None = None,
+) -> RoutePlan:
+    """What a router would do for `task` now (for the console, which runs no router)."""
+    with Session(engine) as session:
+        candidates = tuple(_candidate(row) for row in session.scalars(select(ProviderConfig)))
+    return _plan(
+        _task_name(task),
+        candidates,
+        _legacy_from(os.environ if environ is None else environ),
+        cipher,
+        QuotaLedger(engine),
+    )
+
+
+def _plan(
+    task: str,
+    candidates: Sequence[Candidate],
+    legacy: Sequence[Candidate],
+    cipher: SecretBox,
+    ledger: QuotaLedger,
+) -> RoutePlan:
+    if not candidates:
+        reason = "no config is stored: served from the environment"
+        plans = [
+            CandidatePlan(None, c.display_name, c.provider_type, c.model_name, True, reason)
+            for c in legacy
+        ]
+        return RoutePlan(task, tuple(plans), legacy=True)
+    now = utcnow()
+    considered = sorted(
+        (c for c in candidates if task in c.tasks or c.is_default),
+        key=lambda c: (task not in c.tasks, c.priority, c.config_id or 0),
+    )
+    return RoutePlan(
+        task,
+        tuple(
+            CandidatePlan(
+                c.config_id,
+                c.display_name,
+                c.provider_type,
+                c.model_name,
+                *_eligibility(c, cipher, ledger, now),
+            )
+            for c in considered
+        ),
+    )
+
+
+def _eligibility(
+    candidate: Candidate, cipher: SecretBox, ledger: QuotaLedger, now: datetime
+) -> tuple[bool, str]:
+    if not candidate.is_active:
+        return False, "inactive"
+    try:
+        cipher.decrypt(candidate.secret)
+    except DecryptionError:
+        return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
+    if candidate.limited:
+        assert candidate.config_id is not None
+        if full := _limit_reached(candidate, ledger.standing(candidate.config_id, now)):
+            return False, full
+    why = "default for every task" if candidate.is_default else "serves this task"
+    if candidate.last_test_success is False:
+        return True, f"{why}; warning: its last credential test failed"
+    return True, why
 
 
 def _task_name(task: str | TaskType) -> str:

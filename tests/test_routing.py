@@ -441,3 +441,14 @@ def test_a_config_deleted_before_its_usage_is_written_does_not_lose_the_row(
     writer.close()
     [row] = usage_rows(db)
     assert (row.provider_config_id, row.total_tokens) == (None, 12)
+
+
+def test_the_console_can_explain_a_task_without_a_router(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    from core.routing import explain
+
+    served = add_config(db, fake, "claude", tasks=["validation"], daily_token_limit=50_000)
+    plan = explain("validation", db.engine, SecretBox(db.settings.fernet_keys), environ={})
+    assert plan.serving is not None and plan.serving.config_id == served
+    assert str(plan).startswith("validation:\n  1. ok claude config (claude")
