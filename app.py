@@ -1,41 +1,48 @@
-"""AI Provider Console: Streamlit entry point.
+"""AI Provider Console: the Streamlit entry point.
 
-Thin by design: page config, the shared engine, and (for now) a home page that says whether the
-database is ready. Login, roles and st.navigation arrive with the console-security work.
+A thin router: page config, a ready database, the sign-in gate, then st.navigation built from the
+signed-in user's role. A page a role may not see is never registered, and every page checks the
+role again through core, because URLs can be typed. No user yet: only the setup page exists.
 """
 
 from __future__ import annotations
 
 import streamlit as st
-from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
-from core.config import Settings
-from core.db import make_engine, schema_status
+import ui
+from core.models import UserRole
 
 st.set_page_config(page_title="AI Provider Console", page_icon=":material/hub:", layout="wide")
 
+ADMIN, ANALYST = UserRole.SUPER_ADMIN, UserRole.ANALYST
 
-@st.cache_resource
-def settings() -> Settings:
-    return Settings.from_env()
+# One line per page: file, title, icon, roles that see it. A role's first page opens first.
+PAGES = [
+    ("pages/users.py", "Users", ":material/group:", {ADMIN}),
+    ("pages/audit.py", "Audit log", ":material/policy:", {ADMIN}),
+    ("pages/usage.py", "Usage", ":material/query_stats:", {ADMIN, ANALYST}),
+    ("pages/account.py", "Account", ":material/account_circle:", {ADMIN, ANALYST}),
+]
+SETUP = ("pages/setup.py", "Set up", ":material/rocket_launch:")
+SIGN_IN = ("pages/login.py", "Sign in", ":material/login:")
+ACCOUNT = ("pages/account.py", "Account", ":material/account_circle:")
 
+problem = ui.startup_problem()
+if problem:
+    st.title("AI Provider Console")
+    st.error(problem)
+    st.stop()
 
-@st.cache_resource
-def engine() -> Engine:
-    return make_engine(settings())
-
-
-st.title("AI Provider Console")
-st.caption("Route tasks to Gemini, OpenAI or Claude, keep keys encrypted, cap and see spending.")
-
-url = make_url(settings().database_url)
-status = schema_status(engine())
-where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(True)
-if status.up_to_date:
-    st.success(f"Database ready: {url.get_backend_name()} `{where}`, schema {status.head}.")
+ui.resume_from_cookie()
+user = ui.current_user()
+if user is None:
+    only = SETUP if ui.needs_setup() else SIGN_IN
+    navigation = st.navigation([st.Page(only[0], title=only[1], icon=only[2])], position="hidden")
 else:
-    st.error(
-        f"The database schema is at {status.current or 'nothing'} but this version needs "
-        f"{status.head}. Run `python -m core migrate` (or `make run`) and reload."
-    )
+    if user.needs_enrolment:  # nothing else until an authenticator app is set up
+        pages = [st.Page(ACCOUNT[0], title=ACCOUNT[1], icon=ACCOUNT[2])]
+    else:
+        pages = [st.Page(f, title=t, icon=i) for f, t, i, roles in PAGES if user.role in roles]
+    navigation = st.navigation(pages)
+    ui.account_menu(user)
+navigation.run()

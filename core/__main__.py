@@ -7,6 +7,7 @@ an audit row with actor_label `cli:<os user>`.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from core import audit
+from core import audit, auth, users
 from core.admin import (
     TASKS,
     AdminError,
@@ -26,7 +27,12 @@ from core.admin import (
     ValidationFailed,
 )
 from core.config import ConfigError, Settings
-from core.crypto import DecryptionError, generate_key, load_cipher, rotate_all_secrets
+from core.crypto import (
+    DecryptionError,
+    generate_key,
+    load_cipher,
+    rotate_all_secrets,
+)
 from core.db import make_engine, make_session_factory, schema_status, session_scope, upgrade
 from core.routing import LEGACY_PROVIDERS
 
@@ -41,6 +47,41 @@ def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     upgrade(engine)
     status = schema_status(engine)
     print(f"Database {_safe_url(settings)} is at revision {status.current} (head).")
+    with session_scope(make_session_factory(engine)) as session:
+        issued = auth.issue_setup_token(session)
+    if issued is not None:
+        print(
+            "\nNo user exists yet. Open the console and enter this one-time setup token to create "
+            f"the first super-admin:\n\n    {issued.token}\n\nIt works once, until "
+            f"{issued.expires_at:%Y-%m-%d %H:%M} UTC; running migrate again replaces it."
+        )
+
+
+def cmd_users_add(settings: Settings, args: argparse.Namespace) -> None:
+    password = _read_password()
+    engine = _migrated_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        view = users.create_user(
+            session,
+            audit.Actor.cli(),
+            args.name,
+            password,
+            args.role,
+            args.display_name,
+            args.email,
+        )
+    then = " They must set up an authenticator app at their first sign-in."
+    print(f"Added {view.username} ({view.role}).{then if view.role == 'super_admin' else ''}")
+
+
+def _read_password() -> str:
+    """Twice from a terminal prompt, or the first line of standard input (for scripts)."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != password:
+        raise CliError("the two passwords differ")
+    return password
 
 
 def cmd_keys_generate(_settings: Settings, _args: argparse.Namespace) -> None:
@@ -238,6 +279,36 @@ def _stored_with_key(
     return None
 
 
+MAX_DEMO_DAYS, MAX_DEMO_CALLS = 400, 20_000_000
+
+
+def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> None:
+    from core import demo_data  # numpy and pandas: only for this command
+
+    if not args.purge and not (0 < args.days <= MAX_DEMO_DAYS and 0 < args.calls <= MAX_DEMO_CALLS):
+        raise CliError(f"--days must be 1 to {MAX_DEMO_DAYS} and --calls 1 to {MAX_DEMO_CALLS:,}")
+    engine = _migrated_engine(settings)
+    admin = ProviderAdmin(make_session_factory(engine), load_cipher(settings))
+    if args.purge:
+        gone = demo_data.purge_demo_data(engine, admin, audit.Actor.cli())
+        kept = (
+            f" ({gone.configs_kept} kept: other usage refers to them)" if gone.configs_kept else ""
+        )
+        print(
+            f"Removed {gone.rows:,} demo usage row(s) and {gone.configs_removed} demo "
+            f"config(s){kept}."
+        )
+        return
+    done = demo_data.add_demo_data(
+        engine, admin, audit.Actor.cli(), args.days, args.calls, seed=args.seed
+    )
+    print(
+        f"Added {done.rows:,} demo usage rows from {done.start:%Y-%m-%d %H:%M} to "
+        f"{done.end:%Y-%m-%d %H:%M} UTC ({done.configs_created} demo config(s) created, inactive). "
+        "Open Usage in the console; `python -m core demo-data --purge` removes them."
+    )
+
+
 def _migrated_engine(settings: Settings) -> Engine:
     engine = make_engine(settings)
     status = schema_status(engine)
@@ -293,11 +364,30 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--skip-validation", action="store_true", help="save without testing")
     for name, text in (("test", "test a saved config's key"), ("remove", "delete a config")):
         actions.add_parser(name, help=text).add_argument("id", type=int)
+
     seed = commands.add_parser(
         "seed-from-env",
         help="store GEMINI_API_KEY / OPENAI_API_KEY / ANTHROPIC_API_KEY as encrypted configs",
     )
     seed.add_argument("--skip-validation", action="store_true", help="store without testing")
+
+    demo = commands.add_parser(
+        "demo-data", help="add realistic sample usage (marked as demo) so the charts show data"
+    )
+    demo.add_argument("--days", type=int, default=30, help="spread over the last D days")
+    demo.add_argument("--calls", type=int, default=20_000, help="number of usage rows")
+    demo.add_argument("--seed", type=int, help="random seed, for the same data again")
+    demo.add_argument("--purge", action="store_true", help="remove all demo rows and configs")
+
+    accounts = commands.add_parser("users", help="console accounts")
+    account_actions = accounts.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    add_user = account_actions.add_parser(
+        "add", help="add an account; the password is prompted for, or read from standard input"
+    )
+    add_user.add_argument("name", help="username (letters, digits, . _ @ -)")
+    add_user.add_argument("--role", required=True, choices=["super_admin", "analyst"])
+    add_user.add_argument("--display-name", default="", help="shown in the console")
+    add_user.add_argument("--email")
     return parser
 
 
@@ -311,8 +401,14 @@ def _command(args: argparse.Namespace) -> Command:
         ("providers", "test"): cmd_providers_test,
         ("providers", "remove"): cmd_providers_remove,
         ("seed-from-env", None): cmd_seed_from_env,
+        ("demo-data", None): cmd_demo_data,
+        ("users", "add"): cmd_users_add,
     }
-    action = getattr(args, "keys_command", None) or getattr(args, "providers_command", None)
+    action = (
+        getattr(args, "keys_command", None)
+        or getattr(args, "providers_command", None)
+        or getattr(args, "users_command", None)
+    )
     return table[(args.command, action)]
 
 
@@ -324,7 +420,7 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     except ValidationFailed as exc:
         print(f"error: not saved: {exc}", file=sys.stderr)
         return 1
-    except (CliError, ConfigError, DecryptionError, AdminError) as exc:
+    except (CliError, ConfigError, DecryptionError, AdminError, auth.AuthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:

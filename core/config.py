@@ -16,6 +16,7 @@ from sqlalchemy.exc import ArgumentError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("development", "production")
+MIN_COOKIE_KEY_LENGTH = 32
 
 
 class ConfigError(Exception):
@@ -32,6 +33,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "data")
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    # Signs the console's sign-in cookie; "" means the development default (core.auth.cookie_key).
+    cookie_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -53,6 +56,11 @@ class Settings:
         if self.db_pool_size < 1 or self.db_max_overflow < 0:
             raise ConfigError(
                 "AI_CONSOLE_DB_POOL_SIZE must be ≥ 1 and AI_CONSOLE_DB_MAX_OVERFLOW ≥ 0"
+            )
+        if self.cookie_key and len(self.cookie_key) < MIN_COOKIE_KEY_LENGTH:
+            raise ConfigError(
+                f"AI_CONSOLE_COOKIE_KEY must be at least {MIN_COOKIE_KEY_LENGTH} characters; "
+                "make one with `python -m core keys generate`"
             )
 
     @property
@@ -80,6 +88,7 @@ class Settings:
             data_dir=data_dir,
             db_pool_size=_int(env, "AI_CONSOLE_DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "AI_CONSOLE_DB_MAX_OVERFLOW", 10),
+            cookie_key=env.get("AI_CONSOLE_COOKIE_KEY", "").strip(),
         )
 
 

@@ -15,12 +15,15 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
+    Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     false,
     func,
@@ -64,6 +67,7 @@ class UsageStatus(enum.StrEnum):
 class UsageSource(enum.StrEnum):
     ROUTER = "router"  # a call routed to a stored provider config
     LEGACY_ENV = "legacy_env"  # no config stored yet: served from GEMINI_API_KEY etc.
+    DEMO = "demo"  # sample rows from `python -m core demo-data`; `--purge` deletes them
 
 
 class UserRole(enum.StrEnum):
@@ -130,10 +134,32 @@ class User(Base):
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
     locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    # Console sessions and sign-in cookies that began before this instant are no longer valid
+    # (set by logout, password change, MFA reset and disabling the account).
+    sessions_revoked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         default=utcnow, onupdate=utcnow, server_default=func.now()
     )
+
+
+class SetupToken(Base):
+    """The one-time token that lets the first super-admin be created (first run only).
+
+    Only a SHA-256 of the token is stored, so every replica can check it and nobody can read it
+    back. `python -m core migrate` replaces it while no user exists; the setup deletes it.
+    """
+
+    __tablename__ = "setup_tokens"
+    __table_args__ = (CheckConstraint("failed_attempts >= 0", name="failed_attempts_non_negative"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime]
+    failed_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
 class ProviderConfig(Base):
@@ -286,6 +312,7 @@ class AdminActionLog(Base):
         CheckConstraint("actor_id IS NOT NULL OR actor_label <> ''", name="actor_known"),
         Index("ix_admin_action_logs_actor_created", "actor_id", "created_at"),
         Index("ix_admin_action_logs_action_created", "action", "created_at"),
+        Index("ix_admin_action_logs_label_created", "actor_label", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -301,3 +328,47 @@ class AdminActionLog(Base):
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=func.now(), index=True
     )
+
+
+# --- usage rollups (maintained by database triggers; see core/usage_rollup.py) ---------------
+
+# Latency histogram: bucket k counts latencies with LATENCY_BUCKETS_MS[k] <= ms < [k + 1] (the
+# last bucket is open-ended). From 50 ms to about two minutes each bound is 1.2 times the one
+# before. The migration that installs the rollup triggers carries the same list: changing it
+# needs a new migration that rebuilds the rollups.
+LATENCY_BUCKETS_MS: tuple[int, ...] = (
+    0, 10, 25, 50, 60, 72, 86, 104, 124, 149, 179, 215, 258, 310, 372, 446, 535, 642, 770, 924,
+    1109, 1331, 1597, 1917, 2300, 2760, 3312, 3975, 4770, 5724, 6869, 8242, 9891, 11869, 14243,
+    17091, 20509, 24611, 29533, 35440, 42528, 51034, 61240, 73489, 88186, 105824, 126988, 300000,
+)  # fmt: skip
+LATENCY_COLUMNS: tuple[str, ...] = tuple(f"lat_{k:02d}" for k in range(len(LATENCY_BUCKETS_MS)))
+
+
+def _usage_rollup(name: str, period: Column[Any]) -> Table:
+    """Sums of ai_provider_usage_logs per period and key. config_id 0 stands for "no config"
+    (a legacy-env call, or a deleted config), so the key has no NULLs."""
+    return Table(
+        name,
+        Base.metadata,
+        period,
+        Column("provider_type", String(16), primary_key=True),
+        Column("config_id", Integer(), primary_key=True),
+        Column("model_name", String(200), primary_key=True),
+        Column("task_type", String(32), primary_key=True),
+        Column("status", String(16), primary_key=True),
+        Column("source", String(16), primary_key=True),
+        Column("calls", Integer(), nullable=False, server_default="0"),
+        Column("priced_calls", Integer(), nullable=False, server_default="0"),  # cost not NULL
+        Column("cost_micro_usd", BigInteger(), nullable=False, server_default="0"),
+        Column("input_tokens", BigInteger(), nullable=False, server_default="0"),
+        Column("output_tokens", BigInteger(), nullable=False, server_default="0"),
+        Column("total_tokens", BigInteger(), nullable=False, server_default="0"),
+        Column("latency_ms_sum", BigInteger(), nullable=False, server_default="0"),
+        *(Column(name, Integer(), nullable=False, server_default="0") for name in LATENCY_COLUMNS),
+    )
+
+
+usage_hourly = _usage_rollup(
+    "ai_provider_usage_hourly", Column("hour", UTCDateTime(), primary_key=True)
+)
+usage_daily = _usage_rollup("ai_provider_usage_daily", Column("day", Date(), primary_key=True))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import time
+import types
 from datetime import timedelta
 
 import pytest
@@ -17,6 +19,14 @@ from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
 from tests.quota_worker import PROMPT, call_and_hang, hammer
 from tests.routing_support import add_config, allow_planted_keys
+
+
+@pytest.fixture(autouse=True)
+def plain_main_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spawned processes re-import __main__; after an AppTest that is a page script, which must
+    not run in the workers. Give them an empty __main__ instead."""
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+
 
 PROCESSES = 4
 CALLS_PER_PROCESS = 25

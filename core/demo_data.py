@@ -1,0 +1,419 @@
+"""Demo usage: realistic sample calls, so a new console shows populated charts at once.
+
+`add_demo_data` stores six inactive provider configs (named "Demo · …", serving no task, with
+a placeholder key) and N usage rows over the last D days with source 'demo': business-hours
+traffic, per-provider latency distributions, errors, timeouts and over-limit rejections, an
+afternoon-long incident, and costs from genai-prices (core.pricing). It also records the demo
+configs' token use in the quota counters, so their limit columns show something.
+`purge_demo_data` deletes every demo row (the rollup triggers subtract them) and the demo
+configs (their counters go with them). Rows are written with COPY on PostgreSQL and batched
+executemany on SQLite (`load`, which the bench uses too).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.admin import ProviderAdmin, ProviderInput
+from core.audit import Actor
+from core.models import ProviderConfig, QuotaCounter, UsageLog, UsageSource, utcnow
+from core.pricing import estimate_cost_usd
+
+DEMO_DESCRIPTION = "Demo data from `python -m core demo-data`; `--purge` removes it."
+DEMO_KEY = "demo-placeholder-not-a-key"
+CHUNK = 200_000
+COLUMNS = (
+    "user_id", "provider_config_id", "provider_type", "model_name", "task_type", "input_tokens",
+    "output_tokens", "total_tokens", "cost_micro_usd", "status", "error_type", "error_message",
+    "latency_ms", "source", "created_at",
+)  # fmt: skip
+# Built from the constants above only.
+_COPY = f"COPY ai_provider_usage_logs ({', '.join(COLUMNS)}) FROM STDIN (FORMAT csv)"
+_INSERT = (
+    f"INSERT INTO ai_provider_usage_logs ({', '.join(COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    provider_type: str
+    model_name: str
+    name: str
+    tasks: tuple[str, ...]
+    share: float  # of all calls
+    first_token_ms: float  # latency ≈ first_token_ms + output tokens × ms_per_token, noisy
+    ms_per_token: float
+    error_rate: float
+    timeout_rate: float
+    daily_limit: int | None = None
+    monthly_limit: int | None = None
+
+
+MODELS = (
+    DemoModel("openai", "gpt-4o-mini", "Demo · GPT-4o mini", ("extraction", "validation"),
+              0.30, 420, 9, 0.015, 0.003, 4_000_000, 80_000_000),
+    DemoModel("openai", "gpt-4o", "Demo · GPT-4o", ("cv_draft", "cover_letter"),
+              0.12, 600, 11, 0.012, 0.004),
+    DemoModel("claude", "claude-3-5-haiku-latest", "Demo · Claude Haiku",
+              ("extraction", "cover_letter"), 0.18, 520, 10, 0.02, 0.004, 3_000_000),
+    DemoModel("claude", "claude-sonnet-4-0", "Demo · Claude Sonnet", ("cv_draft",),
+              0.10, 950, 15, 0.018, 0.008, None, 40_000_000),
+    DemoModel("gemini", "gemini-2.5-flash", "Demo · Gemini Flash", ("extraction", "validation"),
+              0.22, 380, 5, 0.03, 0.005, 5_000_000),
+    DemoModel("gemini", "gemini-2.5-pro", "Demo · Gemini Pro", ("cv_draft", "validation"),
+              0.08, 2500, 8, 0.025, 0.012),
+)  # fmt: skip
+# Median input and output tokens per task.
+TASK_TOKENS = {
+    "extraction": (1800, 220),
+    "cv_draft": (2600, 1300),
+    "cover_letter": (1500, 700),
+    "validation": (1100, 40),
+}
+# Relative traffic per UTC hour: a working day in Europe with the Americas' afternoon behind it.
+HOUR_WEIGHT = np.array(
+    [0.15, 0.1, 0.1, 0.1, 0.15, 0.25, 0.45, 0.7, 0.9, 1.0, 1.0, 0.95,
+     0.9, 0.95, 1.0, 1.0, 0.95, 0.85, 0.7, 0.55, 0.45, 0.35, 0.25, 0.2]
+)  # fmt: skip
+WEEKEND_WEIGHT = 0.4
+REJECTED_RATE = 0.004  # only for models with a limit
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    rows: int
+    configs_created: int
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class PurgeSummary:
+    rows: int
+    configs_removed: int
+    configs_kept: int  # demo configs that non-demo usage refers to
+
+
+# --- generating --------------------------------------------------------------------------
+
+
+def generate(
+    days: float,
+    calls: int,
+    config_ids: dict[str, int | None],
+    now: datetime,
+    seed: int | None = None,
+    chunk: int = CHUNK,
+) -> Iterator[pd.DataFrame]:
+    """`calls` demo rows over [now - days, now), oldest first, in frames of about `chunk` rows
+    (as a service writes them: in time order). `config_ids` maps MODELS' model names to ids."""
+    rng = np.random.default_rng(seed)
+    rates = {m.model_name: _rates(m) for m in MODELS}
+    starts, lengths, weights = _hours(days, now)
+    counts = rng.multinomial(calls, weights / weights.sum())
+    # Consecutive runs of hours holding about `chunk` rows each.
+    group = np.cumsum(counts) // max(chunk, 1)
+    for g in np.unique(group):
+        mine = group == g
+        epoch = np.repeat(starts[mine], counts[mine])
+        epoch += rng.random(epoch.size) * np.repeat(lengths[mine], counts[mine])
+        if epoch.size:
+            micros = np.sort((epoch * 1e6).astype(np.int64))
+            yield _frame(rng, micros, days, now, config_ids, rates)
+
+
+def _hours(days: float, now: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start (epoch s), length (s) and traffic weight of each hour-long cell of the period:
+    the hour of day, weekends and a growth trend shape it."""
+    span = days * 86_400
+    first = now.timestamp() - span
+    starts = first + np.arange(int(np.ceil(span / 3600))) * 3600.0
+    lengths = np.minimum(3600.0, now.timestamp() - starts)
+    middle = starts + lengths / 2
+    hour = (middle // 3600 % 24).astype(int)
+    weekday = (middle // 86_400 + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
+    weights = HOUR_WEIGHT[hour] * np.where(weekday >= 5, WEEKEND_WEIGHT, 1.0)
+    weights *= (0.75 + 0.25 * (middle - first) / span) * lengths / 3600
+    return starts, lengths, weights
+
+
+def _rates(model: DemoModel) -> tuple[float, float] | None:
+    """Micro-dollars per input and per output token, from genai-prices (None: unpriced)."""
+    probe = 10_000  # below every long-context tier
+    cost_in = estimate_cost_usd(model.provider_type, model.model_name, probe, 0)
+    cost_out = estimate_cost_usd(model.provider_type, model.model_name, 0, probe)
+    if cost_in is None or cost_out is None:
+        return None
+    return float(cost_in) * 1e6 / probe, float(cost_out) * 1e6 / probe
+
+
+def _frame(
+    rng: np.random.Generator,
+    micros: np.ndarray,
+    days: float,
+    now: datetime,
+    config_ids: dict[str, int | None],
+    rates: dict[str, tuple[float, float] | None],
+) -> pd.DataFrame:
+    size = micros.size
+    which = rng.choice(len(MODELS), size=size, p=[m.share for m in MODELS])
+    tasks = list(TASK_TOKENS)
+    task_index = np.zeros(size, dtype=np.int64)
+    for i, model in enumerate(MODELS):
+        mine = which == i
+        choices = [tasks.index(t) for t in model.tasks]
+        task_index[mine] = rng.choice(choices, size=int(mine.sum()))
+    task = np.array(tasks, dtype=object)[task_index]
+    medians = np.array([TASK_TOKENS[t] for t in tasks], dtype=float)[task_index]
+    tokens_in = np.maximum(20, rng.lognormal(np.log(medians[:, 0]), 0.45)).astype(np.int64)
+    tokens_out = np.maximum(1, rng.lognormal(np.log(medians[:, 1]), 0.6)).astype(np.int64)
+
+    first = np.array([m.first_token_ms for m in MODELS])[which]
+    per_token = np.array([m.ms_per_token for m in MODELS])[which]
+    latency = (first + tokens_out * per_token) * rng.lognormal(0.0, 0.3, size)
+
+    # An incident: one afternoon, a third of the way back, Gemini Flash fails and slows down.
+    incident_start = now.timestamp() - days * 86_400 / 3
+    incident = (
+        (np.array([m.model_name for m in MODELS])[which] == "gemini-2.5-flash")
+        & (micros >= incident_start * 1e6)
+        & (micros < (incident_start + 5 * 3600) * 1e6)
+    )
+    latency = np.where(incident, latency * 1.8, latency)
+    error_rate = np.array([m.error_rate for m in MODELS])[which] * np.where(incident, 8, 1)
+    timeout_rate = np.array([m.timeout_rate for m in MODELS])[which]
+    limited = np.array([m.daily_limit or m.monthly_limit for m in MODELS], dtype=bool)[which]
+    draw = rng.random(size)
+    rejected = limited & (draw < REJECTED_RATE)
+    failed = ~rejected & (draw < REJECTED_RATE + error_rate)
+    timed_out = ~rejected & ~failed & (draw < REJECTED_RATE + error_rate + timeout_rate)
+    ok = ~(rejected | failed | timed_out)
+
+    latency = np.where(failed, rng.lognormal(np.log(350), 0.8, size), latency)
+    latency = np.where(timed_out, 60_000 + rng.integers(0, 1500, size), latency)
+    latency = np.where(rejected, 0, latency)
+    tokens_in, tokens_out = np.where(ok, tokens_in, 0), np.where(ok, tokens_out, 0)
+
+    cost = pd.array(np.zeros(size, dtype=np.int64), dtype="Int64")
+    cost[:] = pd.NA
+    for i, model in enumerate(MODELS):
+        rate = rates[model.model_name]
+        mine = (which == i) & ok
+        if rate is not None:
+            cost[mine] = np.rint(tokens_in[mine] * rate[0] + tokens_out[mine] * rate[1])
+
+    status = np.select([ok, failed, timed_out], ["success", "error", "timeout"], "rejected")
+    server_error = rng.random(size) < 0.7
+    error_type = np.select(
+        [failed & server_error, failed, timed_out, rejected],
+        ["server_error", "rate_limited", "timeout", "quota"],
+        None,
+    )
+    message = np.select(
+        [failed & server_error, failed, timed_out, rejected],
+        [
+            "demo: the provider answered 503 Service Unavailable",
+            "demo: the provider answered 429 Too Many Requests",
+            "demo: no answer within 60 s",
+            "daily or monthly token limit reached",
+        ],
+        None,
+    )
+    ids = pd.array([config_ids.get(m.model_name) for m in MODELS], dtype="Int64")[which]
+    return pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 400, size),
+            "provider_config_id": ids,
+            "provider_type": np.array([m.provider_type for m in MODELS])[which],
+            "model_name": np.array([m.model_name for m in MODELS])[which],
+            "task_type": task,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+            "cost_micro_usd": cost,
+            "status": status,
+            "error_type": error_type,
+            "error_message": message,
+            "latency_ms": np.rint(latency).astype(np.int64),
+            "source": UsageSource.DEMO.value,
+            "created_at": pd.to_datetime(micros, unit="us", utc=True),
+        },
+        columns=list(COLUMNS),
+    )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load(conn: Connection, frame: pd.DataFrame) -> int:
+    """Insert the rows of `frame` (COLUMNS) in the caller's transaction: COPY on PostgreSQL,
+    executemany on SQLite. The rollup triggers fold them in as they land."""
+    if frame.empty:
+        return 0
+    if conn.dialect.name == "postgresql":
+        copy_csv(conn, to_csv(frame))
+        return len(frame)
+    # SQLAlchemy's own text format for SQLite datetimes (what UTCDateTime reads back).
+    frame = frame.assign(created_at=frame["created_at"].dt.strftime("%Y-%m-%d %H:%M:%S.%f"))
+    rows = list(map(tuple, frame.astype(object).where(frame.notna(), None).to_numpy().tolist()))
+    conn.exec_driver_sql(_INSERT, rows)
+    return len(frame)
+
+
+def to_csv(frame: pd.DataFrame) -> bytes:
+    """The rows as COPY's CSV: NULL is an empty unquoted field, text is quoted, timestamps are
+    ISO 8601 UTC. Arrow's multithreaded writer is about five times faster than pandas'."""
+    sink = io.BytesIO()
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False))
+    return sink.getvalue()
+
+
+def copy_csv(conn: Connection, csv: bytes) -> None:
+    """COPY `to_csv` text into the usage table, in the caller's (PostgreSQL) transaction."""
+    raw = conn.connection.driver_connection  # psycopg's, inside SQLAlchemy's transaction
+    with raw.cursor() as cursor, cursor.copy(_COPY) as copy:  # type: ignore[union-attr]
+        copy.write(csv)
+
+
+# --- the command's two halves --------------------------------------------------------------
+
+
+def add_demo_data(
+    engine: Engine,
+    admin: ProviderAdmin,
+    actor: Actor,
+    days: float,
+    calls: int,
+    now: datetime | None = None,
+    seed: int | None = None,
+) -> DemoSummary:
+    """Add `calls` demo rows over the last `days` days (creating the demo configs if needed)."""
+    if days <= 0 or calls <= 0:
+        raise ValueError("days and calls must be positive")
+    now = now or utcnow()
+    config_ids, created = ensure_demo_configs(engine, admin, actor)
+    used: dict[tuple[int, date], int] = {}
+    with engine.begin() as conn:
+        for frame in generate(days, calls, config_ids, now, seed):
+            load(conn, frame)
+            _count_tokens(frame, now, used)
+        _record_quota(conn, used)
+        with Session(bind=conn) as session:
+            audit.record(
+                session,
+                actor,
+                "usage.demo_data",
+                target_type="usage",
+                details={"rows": calls, "days": days, "configs_created": created},
+            )
+            session.flush()
+    return DemoSummary(calls, created, now - timedelta(days=days), now)
+
+
+def ensure_demo_configs(
+    engine: Engine, admin: ProviderAdmin, actor: Actor
+) -> tuple[dict[str, int | None], int]:
+    """The demo configs' ids by model (inactive, serving no task); creates missing ones."""
+    with Session(engine) as session:
+        existing = {
+            c.model_name: c.id
+            for c in session.scalars(
+                select(ProviderConfig).where(ProviderConfig.description == DEMO_DESCRIPTION)
+            )
+        }
+    created = 0
+    ids: dict[str, int | None] = {}
+    for model in MODELS:
+        if model.model_name not in existing:
+            view = admin.create(
+                actor,
+                ProviderInput(
+                    provider_type=model.provider_type,
+                    model_name=model.model_name,
+                    display_name=model.name,
+                    api_key=DEMO_KEY,
+                    description=DEMO_DESCRIPTION,
+                    daily_token_limit=model.daily_limit,
+                    monthly_token_limit=model.monthly_limit,
+                    is_active=False,
+                ),
+                validate=False,
+            )
+            existing[model.model_name] = view.id
+            created += 1
+        ids[model.model_name] = existing[model.model_name]
+    return ids, created
+
+
+def _count_tokens(frame: pd.DataFrame, now: datetime, used: dict[tuple[int, date], int]) -> None:
+    """Tokens per config and UTC day of the current month (what the quota counters hold)."""
+    month = pd.Timestamp(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
+    recent = frame[(frame["created_at"] >= month) & frame["provider_config_id"].notna()]
+    sums = recent.groupby([recent["provider_config_id"], recent["created_at"].dt.date])
+    for (config_id, day), tokens in sums["total_tokens"].sum().items():
+        key = (int(config_id), day)
+        used[key] = used.get(key, 0) + int(tokens)
+
+
+def _record_quota(conn: Connection, used: dict[tuple[int, date], int]) -> None:
+    if not used:
+        return
+    table = QuotaCounter.__table__
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c.config_id, table.c.day],
+        set_={"used_tokens": table.c.used_tokens + statement.excluded.used_tokens},
+    )
+    conn.execute(
+        statement,
+        [
+            {"config_id": c, "day": d, "used_tokens": t, "reserved_tokens": 0}
+            for (c, d), t in used.items()
+        ],
+    )
+
+
+def purge_demo_data(engine: Engine, admin: ProviderAdmin, actor: Actor) -> PurgeSummary:
+    """Delete every demo row, then the demo configs no other usage refers to."""
+    usage = UsageLog.__table__
+    with engine.begin() as conn:
+        rows = conn.execute(delete(usage).where(usage.c.source == UsageSource.DEMO.value)).rowcount
+        with Session(bind=conn) as session:
+            audit.record(
+                session, actor, "usage.demo_purge", target_type="usage", details={"rows": rows}
+            )
+            session.flush()
+    with Session(engine) as session:
+        demo = session.scalars(
+            select(ProviderConfig.id).where(ProviderConfig.description == DEMO_DESCRIPTION)
+        ).all()
+        referenced = set(
+            session.scalars(
+                select(usage.c.provider_config_id)
+                .where(usage.c.provider_config_id.in_(demo))
+                .group_by(usage.c.provider_config_id)
+                .having(func.count() > 0)
+            )
+        )
+    removed = 0
+    for config_id in demo:
+        if config_id not in referenced:
+            admin.delete(actor, config_id)
+            removed += 1
+    return PurgeSummary(rows, removed, len(referenced))

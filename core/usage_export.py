@@ -1,0 +1,104 @@
+"""CSV export of the Usage page: every figure it shows, as one long table, and an audit row.
+
+One row per figure — section, period start, provider, task, config, metric, value — so a
+spreadsheet pivot rebuilds any of the page's charts and tables. Percentiles carry their
+kind ("exact" or "approximate") in the `basis` column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core import audit
+from core.access import require_role
+from core.audit import Actor
+from core.usage_queries import READERS, Percentiles, Totals, UsageReport
+
+COLUMNS = ("section", "period_start", "provider_type", "task_type", "config", "metric", "value")
+COLUMNS += ("basis",)
+TOTALS = (
+    "calls", "succeeded", "failed", "rejected", "success_rate", "error_rate", "cost_usd",
+    "unpriced_calls", "input_tokens", "output_tokens", "total_tokens", "avg_latency_ms",
+)  # fmt: skip
+
+
+def report_csv(report: UsageReport) -> str:
+    """The report as CSV text (header first)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    writer.writerows([_cell(v) for v in row] for row in _rows(report))
+    return buffer.getvalue()
+
+
+def export_csv(session: Session, actor: Actor, report: UsageReport) -> str:
+    """`report_csv`, recorded in the audit trail as `usage.exported` with the range and filters."""
+    require_role(session, actor, *READERS)
+    text = report_csv(report)
+    query = report.query
+    filters = {
+        name: getattr(query, name)
+        for name in ("provider_type", "config_id", "model_name", "task_type", "status")
+        if getattr(query, name) is not None
+    }
+    details = {"start": query.start.isoformat(), "end": query.end.isoformat(), **filters}
+    audit.record(session, actor, "usage.exported", target_type="usage", details=details)
+    return text
+
+
+def _rows(report: UsageReport) -> Iterator[list[Any]]:
+    query = report.query
+    yield from _totals("range", query.start, report.headline.current)
+    yield from _totals("previous period", query.previous().start, report.headline.previous)
+    for p in report.cost_by_provider:
+        yield ["cost by provider", p.t, p.provider_type, "", "", "cost_usd", p.cost_usd, ""]
+        yield ["cost by provider", p.t, p.provider_type, "", "", "calls", p.calls, ""]
+    for c in report.calls_over_time:
+        for metric in ("calls", "succeeded", "failed", "rejected", "error_rate"):
+            yield ["calls over time", c.t, "", "", "", metric, getattr(c, metric), ""]
+    for point in report.latency_by_provider:
+        base = ["latency by provider", point.t, point.provider_type, "", ""]
+        yield [*base, "calls", point.calls, ""]
+        yield [*base, "avg_ms", point.avg_ms, ""]
+        yield from ([*base, *row] for row in _percentiles(point.latency))
+    for t in report.tokens_by_task:
+        for metric in ("calls", "input_tokens", "output_tokens", "total_tokens"):
+            yield ["tokens by task", "", "", t.task_type, "", metric, getattr(t, metric), ""]
+    for row in report.configs:
+        base = ["configs", "", row.provider_type, "", f"{row.name} (#{row.config_id})"]
+        for metric in (
+            "calls", "success_rate", "cost_usd", "avg_latency_ms", "daily_token_limit",
+            "used_today", "monthly_token_limit", "used_this_month",
+        ):  # fmt: skip
+            yield [*base, metric, getattr(row, metric), ""]
+
+
+def _totals(section: str, start: datetime, totals: Totals) -> Iterator[list[Any]]:
+    for metric in TOTALS:
+        yield [section, start, "", "", "", metric, getattr(totals, metric), ""]
+    for row in _percentiles(totals.latency):
+        yield [section, start, "", "", "", *row]
+
+
+def _percentiles(latency: Percentiles) -> Iterator[list[Any]]:
+    basis = "exact" if latency.exact else "approximate"
+    for name in ("p50", "p95", "p99"):
+        yield [f"{name}_ms", getattr(latency, name), basis]
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if value is None:
+        return ""
+    # A spreadsheet runs a cell that starts with = + - @ as a formula; config names are typed
+    # by people (OWASP "CSV injection").
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

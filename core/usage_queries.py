@@ -1,0 +1,535 @@
+"""Usage analytics for the console: totals, trends and per-config figures for a time range.
+
+Every function takes the caller's Session and Actor, checks the role (super-admin or analyst)
+in the database, and aggregates in the database over the rollups and at most two hours of raw
+rows (core.usage_rollup explains how). Ranges are [start, end) in UTC; days are UTC days.
+
+Definitions: *calls* are all attempts (usage rows); *succeeded*, *failed* (error or timeout)
+and *rejected* (over a token limit, never sent) split them, so success rate + error rate +
+rejected share = 1. Latency figures cover the calls that reached a provider (not the rejected).
+Cost sums the priced calls; calls of unpriced models are counted in `unpriced_calls`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, case, func, select
+from sqlalchemy.orm import Session
+
+from core.access import require_role
+from core.audit import Actor
+from core.models import (
+    ProviderConfig,
+    ProviderType,
+    QuotaCounter,
+    TaskType,
+    UsageSource,
+    UsageStatus,
+    UserRole,
+    usage_daily,
+    utcnow,
+)
+from core.pricing import from_micro_usd
+from core.quota import month_start
+from core.usage_rollup import (
+    EXACT_MAX_CALLS,
+    HISTOGRAM_ERROR,
+    LATENCY_COLUMNS,
+    Grain,
+    UsageFilter,
+    aggregate,
+    connection,
+    exact_allowed,
+    exact_percentiles,
+    floor_day,
+    floor_hour,
+    histogram,
+    histogram_percentiles,
+    run,
+)
+
+READERS = (UserRole.SUPER_ADMIN, UserRole.ANALYST)
+HOURLY_UP_TO = timedelta(days=2)  # longer ranges are charted by day
+NO_CONFIG = 0
+OK, REJECTED = UsageStatus.SUCCESS.value, UsageStatus.REJECTED.value
+FAILED = (UsageStatus.ERROR.value, UsageStatus.TIMEOUT.value)
+COUNTS = ("calls", "priced_calls", "cost_micro_usd", "input_tokens", "output_tokens")
+COUNTS += ("total_tokens",)
+APPROXIMATE_NOTE = (
+    "Latency percentiles marked ≈ are estimated from latency histograms (within {:.0%} of the "
+    "true value) because the range holds more than {:,} calls; counts, costs, tokens, rates and "
+    "average latency are always exact."
+)
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """A time range [start, end) (aware datetimes) and optional filters."""
+
+    start: datetime
+    end: datetime
+    provider_type: str | None = None
+    config_id: int | None = None  # NO_CONFIG (0): calls without a stored config
+    model_name: str | None = None
+    task_type: str | None = None
+    status: str | None = None
+    grain: Grain | None = None  # None: by hour up to two days, by day beyond
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware (UTC)")
+        if self.start >= self.end:
+            raise ValueError("the range is empty: start must be before end")
+
+    @classmethod
+    def last(cls, period: timedelta, now: datetime | None = None, **filters: Any) -> UsageQuery:
+        """The `period` up to `now` (default: this instant)."""
+        end = now or utcnow()
+        return cls(end - period, end, **filters)
+
+    @property
+    def bucket(self) -> Grain:
+        if self.grain is not None:
+            return self.grain
+        return "hour" if self.end - self.start <= HOURLY_UP_TO else "day"
+
+    @property
+    def where(self) -> UsageFilter:
+        return UsageFilter(
+            self.provider_type, self.config_id, self.model_name, self.task_type, self.status
+        )
+
+    def previous(self) -> UsageQuery:
+        """The period of equal length just before this one, with the same filters."""
+        length = self.end - self.start
+        return replace(self, start=self.start - length, end=self.start, grain=self.bucket)
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    exact: bool = True
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Everything the headline shows, for one range."""
+
+    calls: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    rejected: int = 0
+    priced_calls: int = 0
+    cost_micro_usd: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    measured_calls: int = 0  # reached a provider: the latency figures' base
+    latency_ms_sum: int = 0
+    demo_calls: int = 0
+    latency: Percentiles = field(default_factory=Percentiles)
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return from_micro_usd(self.cost_micro_usd) or Decimal(0)
+
+    @property
+    def unpriced_calls(self) -> int:
+        return self.calls - self.priced_calls
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.calls if self.calls else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed / self.calls if self.calls else None
+
+    @property
+    def avg_latency_ms(self) -> float | None:
+        return self.latency_ms_sum / self.measured_calls if self.measured_calls else None
+
+
+@dataclass(frozen=True)
+class Headline:
+    current: Totals
+    previous: Totals
+
+    def change(self, metric: str) -> float | None:
+        """Relative change of a count or amount (0.25 = +25%); for a rate, the difference
+        in percentage points over 100 (0.02 = +2 points). None without a previous figure."""
+        now, before = _metric(self.current, metric), _metric(self.previous, metric)
+        if now is None or before is None:
+            return None
+        if metric.endswith("_rate"):
+            return now - before
+        return (now - before) / before if before else None
+
+
+def _metric(totals: Totals, metric: str) -> float | None:
+    if metric.startswith("p") and metric[1:].isdigit():
+        return getattr(totals.latency, metric)
+    value = getattr(totals, metric)
+    return None if value is None else float(value)
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    t: date | datetime
+    provider_type: str
+    cost_usd: Decimal
+    calls: int
+    priced_calls: int
+
+
+@dataclass(frozen=True)
+class CallsPoint:
+    t: date | datetime
+    calls: int
+    succeeded: int
+    failed: int
+    rejected: int
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failed / self.calls if self.calls else None
+
+
+@dataclass(frozen=True)
+class LatencyPoint:
+    t: date | datetime
+    provider_type: str
+    calls: int
+    avg_ms: float | None
+    latency: Percentiles
+
+
+@dataclass(frozen=True)
+class TaskTokens:
+    task_type: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class ConfigUsage:
+    """One row of the per-config table: usage in the range, and limits with current use."""
+
+    config_id: int
+    name: str
+    provider_type: str
+    model_name: str
+    is_active: bool | None  # None: no stored config (legacy env, or deleted)
+    calls: int
+    succeeded: int
+    cost_usd: Decimal
+    measured_calls: int
+    latency_ms_sum: int
+    daily_token_limit: int | None = None
+    monthly_token_limit: int | None = None
+    used_today: int = 0  # tokens, UTC day (from the quota counters)
+    used_this_month: int = 0
+
+    @property
+    def success_rate(self) -> float | None:
+        return self.succeeded / self.calls if self.calls else None
+
+    @property
+    def avg_latency_ms(self) -> float | None:
+        return self.latency_ms_sum / self.measured_calls if self.measured_calls else None
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """All the usage page shows for one query."""
+
+    query: UsageQuery
+    headline: Headline
+    cost_by_provider: list[CostPoint]
+    calls_over_time: list[CallsPoint]
+    latency_by_provider: list[LatencyPoint]
+    tokens_by_task: list[TaskTokens]
+    configs: list[ConfigUsage]
+    notes: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return self.headline.current.calls == 0
+
+
+# --- the queries ---------------------------------------------------------------------------
+
+
+def totals(session: Session, actor: Actor, query: UsageQuery) -> Totals:
+    """Counts, cost, tokens, rates and latency for the range."""
+    require_role(session, actor, *READERS)
+    return _totals(connection(session), query)
+
+
+def _totals(conn: Connection, query: UsageQuery) -> Totals:
+    measures = (*COUNTS, "latency_ms_sum", *LATENCY_COLUMNS)
+    by = ("status", "source")
+    rows = run(conn, aggregate(query.start, query.end, query.bucket, by, measures, query.where))
+    sums: dict[str, int] = defaultdict(int)
+    hist = [0] * len(LATENCY_COLUMNS)
+    for row in rows:
+        for name in COUNTS:
+            sums[name] += row[name]
+        status = row["status"]
+        sums["succeeded"] += row["calls"] if status == OK else 0
+        sums["failed"] += row["calls"] if status in FAILED else 0
+        sums["rejected"] += row["calls"] if status == REJECTED else 0
+        sums["demo_calls"] += row["calls"] if row["source"] == UsageSource.DEMO else 0
+        if status != REJECTED:
+            sums["measured_calls"] += row["calls"]
+            sums["latency_ms_sum"] += row["latency_ms_sum"]
+            hist = [a + b for a, b in zip(hist, histogram(row), strict=True)]
+    if exact_allowed(conn, sums["measured_calls"]):
+        found = exact_percentiles(conn, query.start, query.end, query.bucket, (), query.where)
+        latency = Percentiles(*found.get((), (None, None, None)), exact=True)
+    else:
+        latency = Percentiles(*histogram_percentiles(hist), exact=False)
+    return Totals(**sums, latency=latency)
+
+
+def headline(session: Session, actor: Actor, query: UsageQuery) -> Headline:
+    """Totals for the range and for the period of equal length before it."""
+    require_role(session, actor, *READERS)
+    conn = connection(session)
+    return Headline(_totals(conn, query), _totals(conn, query.previous()))
+
+
+def cost_by_provider(session: Session, actor: Actor, query: UsageQuery) -> list[CostPoint]:
+    """Cost and calls per hour or day and provider, in time order."""
+    require_role(session, actor, *READERS)
+    measures = ("cost_micro_usd", "calls", "priced_calls")
+    select_ = aggregate(
+        query.start, query.end, query.bucket, ("t", "provider_type"), measures, query.where
+    )
+    rows = run(connection(session), select_)
+    points = [
+        CostPoint(
+            r["t"],
+            r["provider_type"],
+            from_micro_usd(r["cost_micro_usd"]) or Decimal(0),
+            r["calls"],
+            r["priced_calls"],
+        )
+        for r in rows
+    ]
+    return sorted(points, key=lambda p: (p.t, p.provider_type))
+
+
+def calls_over_time(session: Session, actor: Actor, query: UsageQuery) -> list[CallsPoint]:
+    """Calls by outcome per hour or day; every period of the range is listed, idle ones as 0."""
+    require_role(session, actor, *READERS)
+    select_ = aggregate(
+        query.start, query.end, query.bucket, ("t", "status"), ("calls",), query.where
+    )
+    counts: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in run(connection(session), select_):
+        counts[row["t"]][row["status"]] += row["calls"]
+    points = []
+    for t in _periods(query):
+        by_status = counts.get(t, {})
+        points.append(
+            CallsPoint(
+                t,
+                sum(by_status.values()),
+                by_status.get(OK, 0),
+                sum(by_status.get(s, 0) for s in FAILED),
+                by_status.get(REJECTED, 0),
+            )
+        )
+    return points
+
+
+def _periods(query: UsageQuery) -> list[date | datetime]:
+    if query.bucket == "hour":
+        step, t = timedelta(hours=1), floor_hour(query.start)
+        out: list[date | datetime] = []
+        while t < query.end:
+            out.append(t)
+            t += step
+        return out
+    first, last = floor_day(query.start).date(), (query.end - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def latency_by_provider(session: Session, actor: Actor, query: UsageQuery) -> list[LatencyPoint]:
+    """Average and p50/p95/p99 latency per hour or day and provider (calls that reached a
+    provider); exact for small ranges, histogram estimates otherwise (see each point)."""
+    require_role(session, actor, *READERS)
+    conn = connection(session)
+    by = ("t", "provider_type")
+    measures = ("calls", "latency_ms_sum", *LATENCY_COLUMNS)
+    rows = run(
+        conn,
+        aggregate(
+            query.start, query.end, query.bucket, by, measures, query.where, measured_only=True
+        ),
+    )
+    exact = exact_allowed(conn, sum(r["calls"] for r in rows))
+    found = (
+        exact_percentiles(conn, query.start, query.end, query.bucket, by, query.where)
+        if exact
+        else {}
+    )
+    points = []
+    for r in rows:
+        if exact:
+            latency = Percentiles(*found.get((r["t"], r["provider_type"]), ()), exact=True)
+        else:
+            latency = Percentiles(*histogram_percentiles(histogram(r)), exact=False)
+        average = r["latency_ms_sum"] / r["calls"] if r["calls"] else None
+        points.append(LatencyPoint(r["t"], r["provider_type"], r["calls"], average, latency))
+    return sorted(points, key=lambda p: (p.t, p.provider_type))
+
+
+def tokens_by_task(session: Session, actor: Actor, query: UsageQuery) -> list[TaskTokens]:
+    """Input, output and total tokens per task over the range, biggest first."""
+    require_role(session, actor, *READERS)
+    measures = ("calls", "input_tokens", "output_tokens", "total_tokens")
+    select_ = aggregate(query.start, query.end, query.bucket, ("task_type",), measures, query.where)
+    rows = run(connection(session), select_)
+    out = [TaskTokens(r["task_type"], *(r[m] for m in measures)) for r in rows]
+    return sorted(out, key=lambda t: (-t.total_tokens, t.task_type))
+
+
+def config_usage(
+    session: Session, actor: Actor, query: UsageQuery, now: datetime | None = None
+) -> list[ConfigUsage]:
+    """Per config: calls, success, cost and latency in the range, plus its daily and monthly
+    token limits with the tokens used in the current UTC day and month (quota counters).
+    Stored configs matching the provider/config/model filters are listed even when idle."""
+    require_role(session, actor, *READERS)
+    measures = ("calls", "cost_micro_usd", "latency_ms_sum")
+    select_ = aggregate(
+        query.start, query.end, query.bucket, ("config_id", "status"), measures, query.where
+    )
+    usage: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in run(connection(session), select_):
+        bucket = usage[row["config_id"]]
+        bucket["calls"] += row["calls"]
+        bucket["cost"] += row["cost_micro_usd"]
+        bucket["succeeded"] += row["calls"] if row["status"] == OK else 0
+        if row["status"] != REJECTED:
+            bucket["measured"] += row["calls"]
+            bucket["latency"] += row["latency_ms_sum"]
+    stored = {c.id: c for c in session.scalars(select(ProviderConfig))}
+    today = (now or utcnow()).date()
+    used = {
+        config_id: (int(day_used or 0), int(month_used or 0))
+        for config_id, day_used, month_used in session.execute(
+            select(
+                QuotaCounter.config_id,
+                func.sum(case((QuotaCounter.day == today, QuotaCounter.used_tokens), else_=0)),
+                func.sum(QuotaCounter.used_tokens),
+            )
+            .where(QuotaCounter.day >= month_start(today), QuotaCounter.day <= today)
+            .group_by(QuotaCounter.config_id)
+        )
+    }
+    ids = set(usage) | {c.id for c in stored.values() if _matches(c, query)}
+    rows = []
+    for config_id in ids:
+        config, figures = stored.get(config_id), usage.get(config_id, {})
+        day_used, month_used = used.get(config_id, (0, 0))
+        rows.append(
+            ConfigUsage(
+                config_id=config_id,
+                name=config.display_name if config else "(no stored config)",
+                provider_type=config.provider_type if config else "",
+                model_name=config.model_name if config else "",
+                is_active=config.is_active if config else None,
+                calls=figures.get("calls", 0),
+                succeeded=figures.get("succeeded", 0),
+                cost_usd=from_micro_usd(figures.get("cost", 0)) or Decimal(0),
+                measured_calls=figures.get("measured", 0),
+                latency_ms_sum=figures.get("latency", 0),
+                daily_token_limit=config.daily_token_limit if config else None,
+                monthly_token_limit=config.monthly_token_limit if config else None,
+                used_today=day_used,
+                used_this_month=month_used,
+            )
+        )
+    return sorted(rows, key=lambda r: (-r.cost_usd, -r.calls, r.config_id))
+
+
+def _matches(config: ProviderConfig, query: UsageQuery) -> bool:
+    return (
+        query.provider_type in (None, config.provider_type)
+        and query.config_id in (None, config.id)
+        and query.model_name in (None, config.model_name)
+    )
+
+
+# --- the page in one call, and what its filters offer ------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    providers: list[str]
+    configs: list[tuple[int, str]]  # (id, label); NO_CONFIG for calls without a stored config
+    models: list[str]
+    tasks: list[str]
+    statuses: list[str]
+
+
+def filter_options(session: Session, actor: Actor) -> FilterOptions:
+    """The values the page's filters offer: every stored config and every model ever used."""
+    require_role(session, actor, *READERS)
+    used = session.execute(
+        select(usage_daily.c.config_id, usage_daily.c.model_name).distinct()
+    ).all()
+    configs = {c.id: c for c in session.scalars(select(ProviderConfig))}
+    labels = [(i, f"{c.display_name} (#{i})") for i, c in sorted(configs.items())]
+    if any(config_id == NO_CONFIG for config_id, _ in used):
+        labels.append((NO_CONFIG, "(no stored config)"))
+    models = {model for _, model in used} | {c.model_name for c in configs.values()}
+    return FilterOptions(
+        providers=[p.value for p in ProviderType],
+        configs=labels,
+        models=sorted(models),
+        tasks=[t.value for t in TaskType],
+        statuses=[s.value for s in UsageStatus],
+    )
+
+
+PAGE_QUERIES: dict[str, Callable[[Session, Actor, UsageQuery], Any]] = {
+    "headline": headline,
+    "cost_by_provider": cost_by_provider,
+    "calls_over_time": calls_over_time,
+    "latency_by_provider": latency_by_provider,
+    "tokens_by_task": tokens_by_task,
+    "configs": config_usage,
+}
+
+
+def usage_report(session: Session, actor: Actor, query: UsageQuery) -> UsageReport:
+    """Every figure the usage page shows, for `query` (the bench times exactly this)."""
+    require_role(session, actor, *READERS)
+    parts = {name: fn(session, actor, query) for name, fn in PAGE_QUERIES.items()}
+    report = UsageReport(query=query, notes=[], **parts)
+    approximate = not report.headline.current.latency.exact or any(
+        not p.latency.exact for p in report.latency_by_provider
+    )
+    if approximate:
+        limit = EXACT_MAX_CALLS.get(session.get_bind().dialect.name, 0)
+        report.notes.append(APPROXIMATE_NOTE.format(HISTOGRAM_ERROR, limit))
+    if report.headline.current.demo_calls:
+        report.notes.append(
+            f"{report.headline.current.demo_calls:,} of these calls are demo data; "
+            "`python -m core demo-data --purge` removes them."
+        )
+    return report

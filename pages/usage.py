@@ -1,0 +1,252 @@
+"""Usage (analysts and super-admins): cost, calls, tokens, success rate and latency for a time
+range, with the change against the period before, charts, the per-config table with limit use,
+and a CSV export of it all. Figures come from core.usage_queries (aggregated in the database)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+import ui
+from core import usage_export, usage_queries
+from core.audit import Actor
+from core.models import UserRole
+from core.usage_queries import FilterOptions, Headline, UsageQuery, UsageReport
+
+ANY = "(any)"
+RANGES = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
+RANGES |= {"90 d": timedelta(days=90), "Custom": None}
+CACHE_SECONDS = 30
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def _report(user_id: int, username: str, start: datetime, end: datetime, **filters: Any) -> Any:
+    with ui.transaction() as session:
+        query = UsageQuery(start, end, **filters)
+        return usage_queries.usage_report(session, Actor(label=username, user_id=user_id), query)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
+def _options(user_id: int, username: str) -> Any:
+    with ui.transaction() as session:
+        return usage_queries.filter_options(session, Actor(label=username, user_id=user_id))
+
+
+def _range(choice: str | None) -> tuple[datetime, datetime]:
+    # The end is the next whole minute, so reruns within a minute share one cached report.
+    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    if choice != "Custom":
+        return now - RANGES[choice or "30 d"], now  # type: ignore[operator]
+    today = now.date()
+    days = st.date_input(
+        "Dates (UTC)", value=(today - timedelta(days=6), today), max_value=today, key="usage_days"
+    )
+    first, last = (days[0], days[-1]) if isinstance(days, tuple) and days else (today, today)
+    return _midnight(first), _midnight(last) + timedelta(days=1)
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _filters(options: FilterOptions) -> dict[str, Any]:
+    configs = dict(options.configs)
+    columns = st.columns(5)
+    picks = {
+        "provider_type": columns[0].selectbox("Provider", [ANY, *options.providers]),
+        "config_id": columns[1].selectbox(
+            "Config", [ANY, *configs], format_func=lambda c: configs.get(c, c)
+        ),
+        "model_name": columns[2].selectbox("Model", [ANY, *options.models]),
+        "task_type": columns[3].selectbox("Task", [ANY, *options.tasks]),
+        "status": columns[4].selectbox("Status", [ANY, *options.statuses]),
+    }
+    return {name: value for name, value in picks.items() if value != ANY}
+
+
+def _percent(change: float | None) -> str | None:
+    return None if change is None else f"{change:+.1%}"
+
+
+def _headline(both: Headline) -> None:
+    now, change = both.current, both.change
+    approx = "" if now.latency.exact else "≈ "
+    cells = [
+        ("Cost (USD)", f"${now.cost_usd:,.2f}", _percent(change("cost_usd")), "inverse"),
+        ("Calls", f"{now.calls:,}", _percent(change("calls")), "off"),
+        ("Success rate", _rate(now.success_rate), _points(change("success_rate")), "normal"),
+        ("Input tokens", f"{now.input_tokens:,}", _percent(change("input_tokens")), "off"),
+        ("Output tokens", f"{now.output_tokens:,}", _percent(change("output_tokens")), "off"),
+        ("Avg latency", _ms(now.avg_latency_ms), _percent(change("avg_latency_ms")), "inverse"),
+        (f"{approx}p50 latency", _ms(now.latency.p50), _percent(change("p50")), "inverse"),
+        (f"{approx}p95 latency", _ms(now.latency.p95), _percent(change("p95")), "inverse"),
+        (f"{approx}p99 latency", _ms(now.latency.p99), _percent(change("p99")), "inverse"),
+    ]
+    for row in (cells[:5], cells[5:]):
+        for column, (label, value, delta, colour) in zip(st.columns(5), row, strict=False):
+            column.metric(label, value, delta, delta_color=colour, border=True)  # type: ignore[arg-type]
+    if now.unpriced_calls:
+        st.caption(f"{now.unpriced_calls:,} call(s) had no price (unknown model or no answer).")
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _points(change: float | None) -> str | None:
+    return None if change is None else f"{change * 100:+.1f} pts"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f} ms" if value < 10_000 else f"{value / 1000:,.1f} s"
+
+
+def _charts(report: UsageReport) -> None:
+    unit = "hour" if report.query.bucket == "hour" else "day"
+    left, right = st.columns(2)
+    costs = [{"t": p.t, "Provider": p.provider_type, "Cost (USD)": float(p.cost_usd)}
+             for p in report.cost_by_provider]  # fmt: skip
+    figure = px.bar(costs, x="t", y="Cost (USD)", color="Provider", barmode="stack")
+    left.subheader(f"Cost per {unit}, by provider")
+    left.plotly_chart(_tidy(figure), key="cost_chart")
+
+    calls = report.calls_over_time
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_trace(go.Bar(x=[c.t for c in calls], y=[c.calls for c in calls], name="Calls"))
+    figure.add_trace(
+        go.Scatter(x=[c.t for c in calls], y=[c.error_rate for c in calls], name="Error rate"),
+        secondary_y=True,
+    )
+    figure.update_yaxes(tickformat=".0%", secondary_y=True, rangemode="tozero")
+    right.subheader(f"Calls and error rate per {unit}")
+    right.plotly_chart(_tidy(figure), key="calls_chart")
+
+    left, right = st.columns(2)
+    points = [
+        {"t": p.t, "Provider": p.provider_type, "Percentile": name, "ms": getattr(p.latency, name)}
+        for p in report.latency_by_provider
+        for name in ("p50", "p95", "p99")
+    ]
+    figure = px.line(points, x="t", y="ms", color="Provider", line_dash="Percentile")
+    approximate = any(not p.latency.exact for p in report.latency_by_provider)
+    left.subheader(f"{'≈ ' if approximate else ''}Latency percentiles per {unit}")
+    left.plotly_chart(_tidy(figure), key="latency_chart")
+
+    tokens = [
+        {"Task": t.task_type, "Kind": kind, "Tokens": getattr(t, f"{kind}_tokens")}
+        for t in report.tokens_by_task
+        for kind in ("input", "output")
+    ]
+    figure = px.bar(tokens, x="Task", y="Tokens", color="Kind", barmode="stack")
+    right.subheader("Tokens by task")
+    right.plotly_chart(_tidy(figure), key="tokens_chart")
+
+
+def _tidy(figure: go.Figure) -> go.Figure:
+    return figure.update_layout(
+        margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend_title_text="", xaxis_title=None
+    )
+
+
+def _configs(report: UsageReport) -> None:
+    st.subheader("Configs")
+    st.dataframe(
+        [
+            {
+                "Config": row.name,
+                "Provider": row.provider_type,
+                "Model": row.model_name,
+                "Active": {True: "yes", False: "no", None: "–"}[row.is_active],
+                "Calls": row.calls,
+                "Success rate": row.success_rate,
+                "Cost (USD)": float(row.cost_usd),
+                "Avg latency (ms)": row.avg_latency_ms,
+                "Tokens today": row.used_today,
+                "Daily limit": row.daily_token_limit,
+                "Of daily limit": _share(row.used_today, row.daily_token_limit),
+                "Tokens this month": row.used_this_month,
+                "Monthly limit": row.monthly_token_limit,
+                "Of monthly limit": _share(row.used_this_month, row.monthly_token_limit),
+            }
+            for row in report.configs
+        ],
+        hide_index=True,
+        column_config={
+            "Success rate": st.column_config.NumberColumn(format="percent"),
+            "Cost (USD)": st.column_config.NumberColumn(format="dollar"),
+            "Avg latency (ms)": st.column_config.NumberColumn(format="%.0f"),
+            "Of daily limit": st.column_config.ProgressColumn(format="percent"),
+            "Of monthly limit": st.column_config.ProgressColumn(format="percent"),
+        },
+    )
+    st.caption(
+        "Calls, success, cost and latency are for the selected range; tokens and limits are "
+        "today's and this month's (UTC), as the limits count them."
+    )
+
+
+def _share(used: int, limit: int | None) -> float | None:
+    return None if not limit else min(used / limit, 1.0)
+
+
+me = ui.require_user(UserRole.SUPER_ADMIN, UserRole.ANALYST)
+st.title("Usage")
+st.caption("Every provider call: cost, tokens, outcome and latency. Times and days are UTC.")
+
+choice = st.segmented_control("Time range", list(RANGES), default="30 d", key="usage_range")
+start, end = _range(choice)
+filters = _filters(_options(me.id, me.username))
+if "config_id" in filters:
+    filters["config_id"] = int(filters["config_id"])
+
+with st.spinner("Adding up usage…"):
+    report: UsageReport = _report(me.id, me.username, start, end, **filters)
+
+if report.empty:
+    if filters:
+        st.info("No calls match these filters in this range. Widen the range or clear a filter.")
+    else:
+        st.info(
+            "No usage in this range yet. Calls routed through `core.routing` appear here within "
+            "seconds. To explore the page first, fill it with sample data: "
+            "`python -m core demo-data --days 60 --calls 40000` (60 days give the last 30 a "
+            "period to compare with; `python -m core demo-data --purge` removes it again).",
+            icon=":material/query_stats:",
+        )
+    st.stop()
+
+_headline(report.headline)
+previous = report.query.previous()
+st.caption(
+    f"Change against {previous.start:%Y-%m-%d %H:%M} – {previous.end:%Y-%m-%d %H:%M} UTC, "
+    "the period of equal length before."
+)
+for note in report.notes:
+    st.caption(note)
+_charts(report)
+_configs(report)
+
+factory, exporter = ui.session_factory(), ui.actor(me)
+
+
+def _csv() -> str:
+    # Built when the button is clicked (on another thread), so the export is recorded then.
+    with factory() as session, session.begin():
+        return usage_export.export_csv(session, exporter, report)
+
+
+st.download_button(
+    "Export CSV",
+    data=_csv,
+    file_name=f"usage-{start:%Y%m%d-%H%M}-{end:%Y%m%d-%H%M}.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    on_click="ignore",
+)

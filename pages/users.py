@@ -1,0 +1,138 @@
+"""Users (super-admins): who can sign in, with which role; add, change role, reset MFA, unlock,
+disable and enable. Every change needs a fresh authenticator code and is audited."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from core import users
+from core.models import UserRole, utcnow
+
+ROLES = {UserRole.SUPER_ADMIN: "super-admin", UserRole.ANALYST: "analyst (read-only)"}
+
+me = ui.require_user(UserRole.SUPER_ADMIN)
+st.title("Users")
+
+with ui.transaction() as session:
+    accounts = users.list_users(session, ui.actor(me))
+
+now = utcnow()
+st.dataframe(
+    [
+        {
+            "Username": a.username,
+            "Name": a.display_name,
+            "Role": a.role.replace("_", "-"),
+            "Status": a.status(now),
+            "Authenticator": "set up" if a.mfa_enrolled else "not set up",
+            "Last sign-in": a.last_login_at,
+            "Created": a.created_at,
+        }
+        for a in accounts
+    ],
+    hide_index=True,
+    column_config={
+        "Last sign-in": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm [UTC]"),
+        "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm [UTC]"),
+    },
+)
+
+with st.expander("Add a user", icon=":material/person_add:"):
+    with st.form("add_user", clear_on_submit=True):
+        left, right = st.columns(2)
+        username = left.text_input("Username", autocomplete="off")
+        display_name = right.text_input("Display name (optional)")
+        email = left.text_input("Email (optional)")
+        role = right.selectbox("Role", list(ROLES), format_func=ROLES.get, index=1)
+        password = left.text_input(
+            "Initial password",
+            type="password",
+            autocomplete="new-password",
+            help="Give it to them in person; they can change it on their Account page.",
+        )
+        repeat = right.text_input("Repeat it", type="password", autocomplete="new-password")
+        add = st.form_submit_button("Add user", type="primary")
+    if add:
+        if password != repeat:
+            st.error("The two passwords differ. Type the same password twice.")
+        else:
+            name = username.strip().lower()
+            ui.run_sensitive(
+                f"Adding {name or 'a user'}",
+                users.create_user,
+                username,
+                ui.seal(password),
+                role,
+                display_name,
+                email,
+                done=f"Added {name} ({role.value.replace('_', '-')}).",
+            )
+
+st.subheader("Change a user")
+others = [a for a in accounts if a.id != me.id]
+if not others:
+    st.caption("You are the only user so far: add one above.")
+    st.stop()
+by_id = {a.id: a for a in others}
+picked_id = st.selectbox(
+    "User",
+    list(by_id),
+    format_func=lambda i: f"{by_id[i].username} ({ROLES[UserRole(by_id[i].role)]})",
+    key="picked_user",
+)
+picked = by_id[picked_id]
+st.caption(
+    f"Status: **{picked.status(now)}** · authenticator "
+    f"{'set up' if picked.mfa_enrolled else 'not set up'} · "
+    f"{picked.failed_logins} failed sign-in(s) since the last success"
+)
+name = picked.username
+role_col, mfa_col, lock_col, access_col = st.columns(4)
+with role_col:
+    current = UserRole(picked.role)
+    new_role = st.selectbox(
+        "Role", list(ROLES), format_func=ROLES.get, index=list(ROLES).index(current), key="new_role"
+    )
+    if st.button("Change role", disabled=new_role is current):
+        ui.run_sensitive(
+            f"Making {name} {ROLES[new_role]}",
+            users.change_role,
+            picked.id,
+            new_role,
+            done=f"{name} is now {ROLES[new_role]}.",
+        )
+with mfa_col:
+    st.caption("Authenticator app")
+    if st.button(
+        "Reset authenticator",
+        disabled=not picked.mfa_enrolled,
+        help="They sign in with their password and set up an authenticator app again.",
+    ):
+        ui.run_sensitive(
+            f"Resetting the authenticator of {name}",
+            users.reset_mfa,
+            picked.id,
+            done=f"{name} must set up an authenticator app again at their next sign-in.",
+        )
+with lock_col:
+    st.caption("Failed sign-ins")
+    if st.button("Unlock", disabled=not picked.is_locked(now) and picked.failed_logins == 0):
+        ui.run_sensitive(
+            f"Unlocking {name}", users.unlock, picked.id, done=f"{name} can sign in again."
+        )
+with access_col:
+    st.caption("Access")
+    if picked.is_active:
+        if st.button("Disable", help="Ends their sessions at once; they can no longer sign in."):
+            ui.run_sensitive(
+                f"Disabling {name}",
+                users.set_active,
+                picked.id,
+                False,
+                done=f"{name} is disabled.",
+            )
+    elif st.button("Enable"):
+        ui.run_sensitive(
+            f"Enabling {name}", users.set_active, picked.id, True, done=f"{name} is enabled."
+        )

@@ -1,0 +1,41 @@
+"""The Audit log page in AppTest: the trail with actor, action, IP and browser, filters, and the
+CSV export button."""
+# ruff: noqa: F811 (pytest fixtures imported from tests.pages_support)
+
+from __future__ import annotations
+
+from core.audit import Actor, record
+from tests.pages_support import Console, console  # noqa: F401
+
+
+def test_the_trail_is_shown_filtered_and_exportable(console: Console) -> None:
+    admin, _ = console.add_user("root")
+    with console.db.session() as session, session.begin():
+        root = Actor(label="root", user_id=admin, ip_address="198.51.100.7", user_agent="Firefox")
+        record(
+            session,
+            root,
+            "auth.login",
+            target_type="user",
+            target_id=admin,
+            details={"via": "password and code"},
+        )
+        record(session, Actor.cli(), "keys.rotate", details={"provider_configs": 2})
+    at = console.page("pages/audit.py", admin).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert list(table["Action"]) == ["keys.rotate", "auth.login"]
+    login = table.iloc[1]
+    assert (login["Actor"], login["IP address"], login["User agent"]) == (
+        "root",
+        "198.51.100.7",
+        "Firefox",
+    )
+    assert login["Details"] == "via: password and code"
+    assert at.markdown[0].value == "2 matching entries."
+
+    actor_filter, action_filter = at.selectbox
+    assert actor_filter.options == ["(any)", *sorted(["root", Actor.cli().label])]
+    action_filter.select("auth.login").run()
+    assert list(at.dataframe[0].value["Action"]) == ["auth.login"]
+    assert at.get("download_button")[0].label.startswith("Export CSV")

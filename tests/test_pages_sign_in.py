@@ -1,0 +1,220 @@
+"""Signing in, in AppTest: app.py's gate and navigation, the setup page, the sign-in page with
+its password-then-code steps, lockout, replayed codes, and logout.
+
+AppTest drives one page at a time: app.py's first run (which pages a session gets), or one page
+file run on its own. (After a first run, AppTest treats our pages/ folder as Streamlit's old
+multipage folder and reruns only the page, so interactions are tested on the page itself.)
+"""
+# ruff: noqa: F811 (pytest fixtures imported from tests.pages_support)
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+from streamlit.testing.v1 import AppTest
+
+import ui
+from core import auth
+from core.models import AdminActionLog, User, utcnow
+from tests.pages_support import (  # noqa: F401
+    PASSWORD,
+    Console,
+    code,
+    console,
+    state_dump,
+    texts,
+)
+
+
+def nav_titles(at: AppTest) -> list[str]:
+    return [page["page_name"] for page in at._registered_pages.values()]  # type: ignore[index]
+
+
+def signed_in_app(console: Console, user_id: int, **state: object) -> AppTest:
+    """app.py's first run for a session signed in as `user_id`."""
+    at = console.app()
+    at.session_state[ui.USER_ID] = user_id
+    at.session_state[ui.SIGNED_IN_AT] = utcnow()
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def sign_in(at: AppTest, username: str, password: str) -> AppTest:
+    at.text_input[0].input(username)
+    at.text_input[1].input(password)
+    return at.button[0].click().run()
+
+
+def enter_code(at: AppTest, value: str) -> AppTest:
+    at.text_input[0].input(value)
+    return at.button[0].click().run()
+
+
+def actions(console: Console) -> list[str]:
+    with console.db.session() as session:
+        return list(session.scalars(select(AdminActionLog.action).order_by(AdminActionLog.id)))
+
+
+# --- app.py: which pages a session gets ------------------------------------------------------
+
+
+def test_with_no_user_the_console_offers_only_the_setup(console: Console) -> None:
+    at = console.app().run()
+    assert not at.exception
+    assert at.title[0].value == "AI Provider Console"
+    assert at.subheader[0].value == "Set up the console"
+    assert "python -m core migrate" in at.markdown[0].value
+    assert nav_titles(at) == ["Set up"]
+
+
+def test_once_a_user_exists_the_console_asks_to_sign_in(console: Console) -> None:
+    console.add_user("root")
+    at = console.app().run()
+    assert at.subheader[0].value == "Sign in" and nav_titles(at) == ["Sign in"]
+
+
+@pytest.mark.parametrize(
+    ("role", "mfa", "present", "absent"),
+    [
+        ("super_admin", True, ["Users", "Audit log", "Account"], []),
+        ("analyst", False, ["Account"], ["Users", "Audit log"]),
+        ("analyst", True, ["Account"], ["Users", "Audit log"]),
+    ],
+)
+def test_navigation_is_built_from_the_role(
+    console: Console, role: str, mfa: bool, present: list[str], absent: list[str]
+) -> None:
+    user_id, _ = console.add_user("someone", role=role, mfa=mfa)
+    at = signed_in_app(console, user_id, **{ui.MFA_VERIFIED_AT: utcnow()})
+    assert not at.exception
+    titles = nav_titles(at)
+    assert [t for t in titles if t in present] == present  # in this order
+    assert not set(absent) & set(titles)
+    assert at.sidebar.button[0].label == "Log out"
+
+
+def test_a_super_admin_without_an_authenticator_gets_only_the_account_page(
+    console: Console,
+) -> None:
+    user_id, _ = console.add_user("root", mfa=False)
+    at = signed_in_app(console, user_id)
+    assert nav_titles(at) == ["Account"]
+    assert at.title[0].value == "Account"
+    assert "Super-admins must set up an authenticator app" in at.warning[0].value
+
+
+def test_a_disabled_account_is_signed_out_at_its_next_click(console: Console) -> None:
+    user_id, _ = console.add_user("ann", role="analyst", mfa=False)
+    with console.db.session() as session:
+        session.execute(update(User).where(User.id == user_id).values(is_active=False))
+        session.commit()
+    at = signed_in_app(console, user_id)
+    assert nav_titles(at) == ["Sign in"]
+    assert ui.USER_ID not in at.session_state
+    assert "You were signed out" in at.toast[0].value
+
+
+# --- the setup page --------------------------------------------------------------------------
+
+
+def test_a_wrong_setup_token_is_refused_and_the_right_one_signs_in_the_first_admin(
+    console: Console,
+) -> None:
+    with console.db.session() as session, session.begin():
+        issued = auth.issue_setup_token(session)
+    assert issued is not None
+    at = console.page("pages/setup.py").run()
+    values = ("wrong-token", "root", "", PASSWORD, PASSWORD)
+    for field, value in zip(at.text_input, values, strict=True):
+        field.input(value)
+    at.button[0].click().run()
+    assert "That is not the setup token" in at.error[0].value
+    assert ui.USER_ID not in at.session_state
+
+    values = (issued.token, "Root", "Rooty", PASSWORD, PASSWORD)
+    for field, value in zip(at.text_input, values, strict=True):
+        field.input(value)
+    at.button[0].click().run()
+    assert not at.exception
+    user_id = at.session_state[ui.USER_ID]
+    assert console.user(user_id).username == "root"
+    assert issued.token not in state_dump(at) and PASSWORD not in state_dump(at)
+    assert actions(console) == ["setup.failed", "setup.completed", "auth.login"]
+
+    # Next, app.py offers the new super-admin nothing but enrolment.
+    after = signed_in_app(console, user_id)
+    assert after.title[0].value == "Account"
+    assert "Super-admins must set up an authenticator app" in after.warning[0].value
+    assert issued.token not in texts(after)
+
+
+# --- the sign-in page ------------------------------------------------------------------------
+
+
+def test_the_code_is_required_after_the_password_and_a_used_code_is_refused(
+    console: Console,
+) -> None:
+    user_id, secret = console.add_user("root")
+    at = console.page("pages/login.py").run()
+    sign_in(at, "root", PASSWORD)
+    assert at.subheader[0].value == "Two-step verification"
+    assert ui.USER_ID not in at.session_state  # the password alone signs nobody in
+
+    used = code(secret)
+    enter_code(at, used)
+    assert not at.exception
+    assert at.session_state[ui.USER_ID] == user_id
+    assert at.session_state[ui.MFA_VERIFIED_AT] is not None
+
+    # Another browser replays the same code: refused.
+    other = console.page("pages/login.py").run()
+    sign_in(other, "root", PASSWORD)
+    enter_code(other, used)
+    assert other.error[0].value == auth.REPLAYED_CODE
+    assert ui.USER_ID not in other.session_state
+    assert PASSWORD not in state_dump(at) and used not in state_dump(at)
+    assert actions(console) == ["auth.login", "auth.login_failed"]
+
+
+def test_five_failures_lock_the_account_until_the_period_is_over(console: Console) -> None:
+    user_id, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page("pages/login.py").run()
+    for _ in range(4):
+        sign_in(at, "ann", "not the password")
+        assert at.error[0].value == auth.WRONG_CREDENTIALS
+    sign_in(at, "ann", "not the password")
+    assert "locked until" in at.error[0].value
+    sign_in(at, "ann", PASSWORD)
+    assert "locked until" in at.error[0].value
+    assert ui.USER_ID not in at.session_state
+
+    # Fifteen minutes later (moved back in the database, where the lock lives): released.
+    released = utcnow() - timedelta(seconds=1)
+    with console.db.session() as session:
+        session.execute(update(User).where(User.id == user_id).values(locked_until=released))
+        session.commit()
+    sign_in(at, "ann", PASSWORD)
+    assert at.session_state[ui.USER_ID] == user_id
+
+
+def test_logout_ends_the_session_and_is_audited(console: Console) -> None:
+    user_id, _ = console.add_user("ann", role="analyst", mfa=False)
+
+    def menu() -> None:
+        import ui
+
+        user = ui.current_user()
+        if user is not None:
+            ui.account_menu(user)
+
+    at = AppTest.from_function(menu, default_timeout=30)
+    at.session_state[ui.USER_ID] = user_id
+    at.session_state[ui.SIGNED_IN_AT] = utcnow()
+    at.run()
+    at.sidebar.button[0].click().run()
+    assert ui.USER_ID not in at.session_state and at.session_state["logout"] is True
+    assert console.user(user_id).sessions_revoked_at is not None
+    assert actions(console) == ["auth.logout"]
