@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -61,12 +61,22 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN")
+        immediate = conn.get_execution_options().get("sqlite_begin") == "immediate"
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded attributes after commit (pages read them after saving)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that will write after reading. On SQLite it takes the write lock at BEGIN
+    (waiting up to the busy timeout): a deferred transaction that read first could not
+    upgrade once another process had written, and would fail at once instead of waiting."""
+    with engine.connect().execution_options(sqlite_begin="immediate") as conn, conn.begin():
+        yield conn
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import BigInteger, Connection, Date, Engine, Integer, bindparam, text
 
+from core.db import write_transaction
 from core.models import UTCDateTime
 
 UNLIMITED = 2**62
@@ -173,7 +174,7 @@ class QuotaLedger:
     ) -> Reservation | None:
         """Hold `tokens` against the config's limits; None when that would exceed one."""
         params = _params(config_id, tokens, daily_limit, monthly_limit, now, ttl)
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             if self._postgres:
                 hold_id = conn.execute(_RESERVE_PG_SQLALCHEMY, params).scalar()
             elif conn.execute(_COUNT_SQLITE, params).first() is None:
@@ -249,7 +250,7 @@ class QuotaLedger:
 
     def sweep(self, now: datetime) -> int:
         """Release every expired hold (left by a crashed process); returns how many."""
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             expired = conn.execute(_EXPIRED, {"now": now}).all()
             if expired:
                 conn.execute(

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from core.access import require_role
 from core.audit import Actor
+from core.db import write_transaction
 from core.models import ProviderConfig, UsageLog, UsageStatus, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from core.quota import QuotaLedger, Reservation, Spend
@@ -150,7 +151,7 @@ class UsageWriter:
     def _write(self, batch: list[_Settlement]) -> None:
         for attempt in range(3):
             try:
-                with self._engine.begin() as conn:
+                with write_transaction(self._engine) as conn:
                     rows = _rows_for(conn, batch)
                     self._ledger.settle(
                         conn,
