@@ -29,6 +29,7 @@ from streamlit_authenticator.controllers import CookieController
 
 from core import auth
 from core.access import PermissionDenied, StepUpRequired, require_role
+from core.admin import AdminError
 from core.audit import Actor
 from core.config import ConfigError, Settings
 from core.crypto import SecretBox, load_cipher
@@ -440,7 +441,7 @@ def _attempt(pending: _Pending) -> str:
             pending.call(session, actor(user), *args)
     except StepUpRequired:
         return "step-up"
-    except (PermissionDenied, auth.AuthError) as exc:
+    except (PermissionDenied, auth.AuthError, AdminError) as exc:
         text = str(exc)
         st.error(text[:1].upper() + text[1:].rstrip(".") + ".")
         return "failed"

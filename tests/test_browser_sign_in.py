@@ -63,7 +63,7 @@ def expect_nav(page: Page, *titles: str) -> None:
     expect(page.get_by_test_id("stSidebarNavLink")).to_contain_text(list(titles))
 
 
-ADMIN_ONLY = ("Users", "Audit log")
+ADMIN_ONLY = ("Providers", "Users", "Audit log")
 
 
 def test_first_run_setup_enrolment_and_sign_in(
@@ -98,8 +98,8 @@ def test_first_run_setup_enrolment_and_sign_in(
         expect(page.get_by_role("heading", name="Two-step verification")).to_be_visible()
         field(page, "Code").fill(totp.at(time.time() + totp.interval))
         page.get_by_role("button", name="Verify").click()
-        expect(page.get_by_role("heading", name="Users")).to_be_visible()
-        expect_nav(page, "Users", "Audit log", "Account")
+        expect(page.get_by_role("heading", name="Providers")).to_be_visible()  # lands there
+        expect_nav(page, "Providers", "Users", "Audit log", "Account")
         pages_html.append(page.content())
 
         page.get_by_role("link", name="Audit log").click()

@@ -1,0 +1,179 @@
+"""Providers (super-admins): every config at a glance, who serves each task now, and the quick
+actions Test, Activate/Deactivate and Delete. Changes need a fresh authenticator code."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import streamlit as st
+from sqlalchemy.orm import Session
+
+import ui
+from core import routing
+from core.admin import ProviderAdmin, ProviderView
+from core.audit import Actor
+from core.models import TaskType, UserRole, utcnow
+from core.quota import QuotaLedger, Standing
+
+PROVIDERS = {  # label and badge colour per provider type
+    "gemini": ("Gemini", "blue"),
+    "openai": ("OpenAI", "green"),
+    "claude": ("Claude", "orange"),
+}
+TASK_LABELS = {
+    "extraction": "Job extraction",
+    "cv_draft": "CV draft",
+    "cover_letter": "Cover letter",
+    "validation": "Image validation",
+}
+
+
+def admin() -> ProviderAdmin:
+    return ProviderAdmin(ui.session_factory(), ui.cipher())
+
+
+# Sensitive actions run through ui.run_sensitive, which calls them as f(session, actor, ...).
+def set_active(_session: Session, actor: Actor, config_id: int, active: bool) -> None:
+    admin().set_active(actor, config_id, active)
+
+
+def delete(_session: Session, actor: Actor, config_id: int) -> None:
+    admin().delete(actor, config_id)
+
+
+CONFIRM_DELETE = "providers_confirm_delete"  # the id whose deletion awaits confirmation
+
+
+def _cancel_delete() -> None:
+    st.session_state.pop(CONFIRM_DELETE, None)
+
+
+@st.dialog("Delete provider", on_dismiss=_cancel_delete)
+def confirm_delete(view: ProviderView, orphaned: list[str]) -> None:
+    st.write(
+        f"Delete **{view.display_name}** ({PROVIDERS[view.provider_type][0]} "
+        f"{view.model_name})? Its usage history stays."
+    )
+    if orphaned:
+        names = ", ".join(TASK_LABELS[task] for task in orphaned)
+        st.warning(f"No other active provider serves {names}: calls for it will fail.")
+    confirm, cancel = st.columns(2)
+    if cancel.button("Cancel", key="delete-cancel"):
+        _cancel_delete()
+        st.rerun()
+    if confirm.button("Delete", type="primary", icon=":material/delete:", key="delete-confirm"):
+        _cancel_delete()
+        ui.run_sensitive(
+            f"Deleting {view.display_name}", delete, view.id, done=f"Deleted {view.display_name}."
+        )
+
+
+def limit_line(label: str, used: int, limit: int | None) -> None:
+    if limit is None:
+        st.caption(f"{label}: {used:,} tokens, no limit")
+        return
+    share = min(used / limit, 1.0) if limit else 1.0
+    st.progress(share, text=f"{label}: {used:,} of {limit:,} tokens ({share:.0%})")
+
+
+def tested(view: ProviderView, now: datetime) -> str:
+    if view.last_tested_at is None:
+        return "Never tested"
+    minutes = int((now - view.last_tested_at).total_seconds() // 60)
+    when = (
+        "just now"
+        if minutes < 1
+        else f"{minutes} min ago"
+        if minutes < 120
+        else (f"{view.last_tested_at:%Y-%m-%d %H:%M} UTC")
+    )
+    return f"{'Test passed' if view.last_test_success else 'Test FAILED'} {when}"
+
+
+def card(view: ProviderView, standing: Standing, now: datetime) -> None:
+    name, colour = PROVIDERS[view.provider_type]
+    with st.container(border=True):
+        head, actions = st.columns([3, 2])
+        with head:
+            st.markdown(f"#### {view.display_name}")
+            badges = [f":{colour}-badge[{name}]", f":gray-badge[{view.model_name}]"]
+            badges.append(":green-badge[Active]" if view.is_active else ":red-badge[Inactive]")
+            if view.is_default:
+                badges.append(":violet-badge[Default]")
+            st.markdown(" ".join(badges))
+            tasks = ", ".join(TASK_LABELS[t] for t in view.tasks) or "no task (default only)"
+            st.caption(f"Serves: {tasks} · priority {view.priority} · key {view.masked_key}")
+            if view.description:
+                st.caption(view.description)
+        with actions:
+            test_col, toggle_col, delete_col = st.columns(3)
+            if test_col.button("Test", key=f"test-{view.id}", icon=":material/network_check:"):
+                with st.spinner(f"Testing {view.display_name} with {name}…"):
+                    check = admin().test(ui.actor(ui.current_user()), view.id)  # type: ignore[arg-type]
+                (st.success if check.ok else st.error)(f"{check.message} ({check.latency_ms} ms)")
+            label = "Deactivate" if view.is_active else "Activate"
+            if toggle_col.button(label, key=f"toggle-{view.id}"):
+                ui.run_sensitive(
+                    f"{label} {view.display_name}",
+                    set_active,
+                    view.id,
+                    not view.is_active,
+                    done=f"{view.display_name} is now "
+                    f"{'inactive' if view.is_active else 'active'}.",
+                )
+            if delete_col.button("Delete", key=f"delete-{view.id}", icon=":material/delete:"):
+                st.session_state[CONFIRM_DELETE] = view.id
+            st.caption(tested(view, now))
+            if view.last_test_success is False and view.last_test_message:
+                st.caption(view.last_test_message)
+        limit_line("Today", standing.day_used + standing.day_reserved, view.daily_token_limit)
+        limit_line(
+            "This month", standing.month_used + standing.month_reserved, view.monthly_token_limit
+        )
+
+
+me = ui.require_user(UserRole.SUPER_ADMIN)
+st.title("Providers")
+st.caption(
+    "Which provider and model serves each task, their keys (shown as …last4), limits "
+    "and health. Backend services follow a change here within seconds."
+)
+
+views = admin().list(ui.actor(me))
+now = utcnow()
+
+st.subheader("Routing now")
+columns = st.columns(len(TaskType))
+for column, task in zip(columns, TaskType, strict=True):
+    plan = routing.explain(task, ui.engine(), ui.cipher())
+    with column, st.container(border=True):
+        st.markdown(f"**{TASK_LABELS[task.value]}**")
+        serving = plan.serving
+        if serving is None:
+            st.error("Nobody: calls fail", icon=":material/error:")
+        else:
+            st.markdown(f"{serving.display_name}")
+            if plan.legacy:
+                st.caption("from the legacy environment variables")
+        fallbacks = [c.display_name for c in plan.candidates if c.eligible][1:]
+        skipped = [f"{c.display_name} ({c.reason})" for c in plan.candidates if not c.eligible]
+        if fallbacks:
+            st.caption("then " + ", then ".join(fallbacks))
+        if skipped:
+            st.caption("skipped: " + "; ".join(skipped))
+
+st.subheader("Configured providers")
+if not views:
+    st.info(
+        "No provider is configured yet. Add one with `python -m core providers add --help`, or "
+        "store the keys your services already use with `python -m core seed-from-env`.",
+        icon=":material/add_circle:",
+    )
+ledger = QuotaLedger(ui.engine())
+for view in views:
+    card(view, ledger.standing(view.id, now), now)
+
+# A dialog opens again on every run until it is answered (a rerun would otherwise drop it).
+pending = next((v for v in views if v.id == st.session_state.get(CONFIRM_DELETE)), None)
+if pending is not None:
+    confirm_delete(pending, admin().tasks_only_served_by(ui.actor(me), pending.id))

@@ -1,0 +1,141 @@
+"""The Providers page in AppTest: status at a glance, routing now, Test/Activate/Delete."""
+# ruff: noqa: F811 (pytest fixtures imported from tests.pages_support)
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+import ui
+from core.models import AdminActionLog, ProviderConfig, utcnow
+from tests.fakes import FakeProviderServer
+from tests.pages_support import Console, console, dialogs, state_dump, texts  # noqa: F401
+from tests.routing_support import KEYS, add_config, allow_planted_keys
+
+PAGE = "pages/providers.py"
+
+
+def button(at: AppTest, key: str):  # type: ignore[no-untyped-def]
+    return next(b for b in at.button if b.key == key)
+
+
+def markdown(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.markdown)
+
+
+def test_an_analyst_is_refused(console: Console) -> None:
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    assert at.error[0].value == "Not allowed: this needs the super-admin role."
+    assert not at.subheader
+
+
+def test_the_empty_state_says_what_to_do_first(console: Console) -> None:
+    admin, _ = console.add_user("ada")
+    at = console.page(PAGE, admin).run()
+    assert not at.exception
+    assert "No provider is configured yet" in at.info[0].value
+    assert "python -m core seed-from-env" in at.info[0].value
+    assert sum("Nobody: calls fail" in e.value for e in at.error) == 4
+
+
+def test_cards_show_status_badges_limits_and_only_the_last_four(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    add_config(
+        console.db,
+        fake_providers,
+        "gemini",
+        display_name="Gemini Fast",
+        tasks=["extraction", "validation"],
+        daily_token_limit=1_000_000,
+        is_default=True,
+        last_test_success=True,
+        last_tested_at=utcnow(),
+    )
+    add_config(
+        console.db,
+        fake_providers,
+        "claude",
+        display_name="Claude Backup",
+        tasks=["extraction"],
+        priority=200,
+        is_active=False,
+    )
+    at = console.page(PAGE, admin).run()
+    assert not at.exception
+    text = markdown(at)
+    assert ":blue-badge[Gemini]" in text and ":orange-badge[Claude]" in text
+    assert ":green-badge[Active]" in text and ":red-badge[Inactive]" in text
+    assert ":violet-badge[Default]" in text
+    assert any("key …89ab" in c.value for c in at.caption)
+    assert any(p.proto.text.startswith("Today: 0 of 1,000,000 tokens") for p in at.get("progress"))
+    assert any("Test passed just now" in c.value for c in at.caption)
+    # Routing now: Gemini serves extraction; the inactive Claude is skipped, with the reason.
+    assert "Gemini Fast" in text
+    assert any("skipped: Claude Backup (inactive)" in c.value for c in at.caption)
+    for key in KEYS.values():
+        assert key not in texts(at) and key not in state_dump(at)
+
+
+def test_test_checks_the_stored_key_and_records_the_result(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", tasks=["extraction"])
+    at = console.page(PAGE, admin).run()
+    button(at, f"test-{config}").click().run()
+    assert at.success[0].value.startswith("Key accepted; model gpt-4o-mini is available.")
+    with console.db.session() as session:
+        row = session.get(ProviderConfig, config)
+        assert row is not None and row.last_test_success is True
+
+    fake_providers.fail_next("openai", 401)
+    button(at, f"test-{config}").click().run()
+    assert any(e.value.startswith("The key was refused") for e in at.error)
+
+
+def test_deactivate_needs_a_fresh_code_then_applies(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", tasks=["extraction"])
+    stale = {ui.MFA_VERIFIED_AT: utcnow() - timedelta(minutes=11)}
+    at = console.page(PAGE, admin, **stale).run()
+    button(at, f"toggle-{config}").click().run()
+    assert dialogs(at), "the step-up dialog should open"
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config).is_active  # type: ignore[union-attr]
+
+    at = console.page(PAGE, admin).run()
+    button(at, f"toggle-{config}").click().run()
+    with console.db.session() as session:
+        assert not session.get(ProviderConfig, config).is_active  # type: ignore[union-attr]
+        actions = session.scalars(select(AdminActionLog.action)).all()
+    assert "provider.deactivate" in actions
+
+
+def test_delete_confirms_and_warns_about_unserved_tasks(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(
+        console.db, fake_providers, "openai", display_name="Only One", tasks=["cover_letter"]
+    )
+    at = console.page(PAGE, admin).run()
+    button(at, f"delete-{config}").click().run()
+    assert dialogs(at)
+    assert any("No other active provider serves Cover letter" in w.value for w in at.warning)
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config) is not None  # nothing happens before confirm
+    button(at, "delete-confirm").click().run()
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config) is None
+        assert "provider.delete" in session.scalars(select(AdminActionLog.action)).all()
