@@ -469,6 +469,11 @@ def _without_credentials(url: str | None) -> str | None:
 # --- field validation ---------------------------------------------------------------------------
 
 
+def check_fields(data: ProviderInput, *, creating: bool) -> None:
+    """Raise ValidationFailed naming every bad field (forms call it before asking for a code)."""
+    _clean(data, creating=creating)
+
+
 def _clean(data: ProviderInput, *, creating: bool) -> dict[str, Any]:
     """Normalised column values, or ValidationFailed naming every bad field."""
     errors: dict[str, str] = {}

@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 import ui
 from core import routing
-from core.admin import ProviderAdmin, ProviderView
+from core.admin import ProviderAdmin, ProviderInput, ProviderView, ValidationFailed, check_fields
 from core.audit import Actor
-from core.models import TaskType, UserRole, utcnow
+from core.models import ProviderType, TaskType, UserRole, utcnow
+from core.providers import ADAPTERS
 from core.quota import QuotaLedger, Standing
 
 PROVIDERS = {  # label and badge colour per provider type
@@ -28,6 +29,23 @@ TASK_LABELS = {
 }
 
 
+FORM = "providers_form"  # None, "new" or the id of the config being edited
+FORM_VERSION = "providers_form_version"  # the version the edit started from
+KEY_FIELD = "pf_api_key"
+FIELD_LABELS = {
+    "provider_type": "Provider",
+    "api_key": "API key",
+    "model_name": "Model",
+    "display_name": "Display name",
+    "description": "Description",
+    "base_url": "Base URL",
+    "tasks": "Tasks",
+    "priority": "Priority",
+    "daily_token_limit": "Daily token limit",
+    "monthly_token_limit": "Monthly token limit",
+}
+
+
 def admin() -> ProviderAdmin:
     return ProviderAdmin(ui.session_factory(), ui.cipher())
 
@@ -39,6 +57,148 @@ def set_active(_session: Session, actor: Actor, config_id: int, active: bool) ->
 
 def delete(_session: Session, actor: Actor, config_id: int) -> None:
     admin().delete(actor, config_id)
+
+
+def save(
+    _session: Session,
+    actor: Actor,
+    config_id: int | None,
+    version: int | None,
+    fields: dict[str, object],
+    key: str | None,
+) -> None:
+    """Create or update; the provider checks the key (and model) before anything is saved."""
+    data = ProviderInput(**fields, api_key=key)  # type: ignore[arg-type]
+    if config_id is None:
+        admin().create(actor, data)
+    else:
+        admin().update(actor, config_id, data, expected_version=version or 0)
+    st.session_state.pop(FORM, None)
+    st.session_state.pop(KEY_FIELD, None)
+
+
+def close_form() -> None:
+    st.session_state.pop(FORM, None)
+    st.session_state.pop(KEY_FIELD, None)
+
+
+def provider_form(editing: ProviderView | None) -> None:
+    """Add or edit a config. An empty key on edit keeps the stored one."""
+    st.subheader(f"Edit {editing.display_name}" if editing else "Add a provider")
+    kinds = list(PROVIDERS)
+    kind = st.selectbox(
+        "Provider",
+        kinds,
+        format_func=lambda k: PROVIDERS[k][0],
+        index=kinds.index(editing.provider_type) if editing else 0,
+        key="pf_type",
+    )
+    known = list(ADAPTERS[ProviderType(kind)].known_models)
+    if editing and editing.model_name not in known:
+        known.insert(0, editing.model_name)
+    with st.form("provider_form", border=True):
+        key = st.text_input(
+            "API key",
+            type="password",
+            key=KEY_FIELD,
+            autocomplete="off",
+            help=f"Leave empty to keep the current key ({editing.masked_key})."
+            if editing
+            else "Pasted keys are checked with the provider, then stored encrypted.",
+        )
+        left, right = st.columns(2)
+        model = left.selectbox(
+            "Model",
+            known,
+            accept_new_options=True,
+            index=known.index(editing.model_name) if editing else 0,
+            help="Pick a known model or type any model name the provider offers.",
+        )
+        name = right.text_input("Display name", value=editing.display_name if editing else "")
+        description = st.text_input("Description", value=editing.description if editing else "")
+        st.markdown("**Tasks it serves**")
+        task_columns = st.columns(len(TASK_LABELS))
+        tasks = [
+            task
+            for column, (task, label) in zip(task_columns, TASK_LABELS.items(), strict=True)
+            if column.checkbox(
+                label, value=bool(editing and task in editing.tasks), key=f"pf_task_{task}"
+            )
+        ]
+        one, two, three = st.columns(3)
+        priority = one.number_input(
+            "Priority",
+            min_value=0,
+            step=1,
+            value=editing.priority if editing else 100,
+            help="Lower numbers are tried first for a task.",
+        )
+        daily = two.text_input(
+            "Daily token limit",
+            help="Empty means unlimited.",
+            value=""
+            if not editing or editing.daily_token_limit is None
+            else str(editing.daily_token_limit),
+        )
+        monthly = three.text_input(
+            "Monthly token limit",
+            help="Empty means unlimited.",
+            value=""
+            if not editing or editing.monthly_token_limit is None
+            else str(editing.monthly_token_limit),
+        )
+        active, default = st.columns(2)
+        is_active = active.toggle("Active", value=editing.is_active if editing else True)
+        is_default = default.toggle(
+            "Default for every task",
+            value=editing.is_default if editing else False,
+            help="Serves any task no active provider is ticked for; only one can be default.",
+        )
+        with st.expander("Advanced"):
+            base_url = st.text_input(
+                "Base URL",
+                value=(editing.base_url or "") if editing else "",
+                help="Only for proxies, gateways or compatible servers. OpenAI-style URLs end "
+                "in /v1; Anthropic and Gemini ones are the bare host.",
+            )
+        submitted = st.form_submit_button(
+            "Save changes" if editing else "Create provider", type="primary"
+        )
+    if st.button("Cancel", key="pf_cancel"):
+        close_form()
+        st.rerun()
+    if not submitted:
+        return
+    fields: dict[str, object] = {
+        "provider_type": kind,
+        "model_name": model or "",
+        "display_name": name,
+        "description": description,
+        "base_url": base_url,
+        "tasks": tasks,
+        "priority": priority,
+        "daily_token_limit": daily,
+        "monthly_token_limit": monthly,
+        "is_active": is_active,
+        "is_default": is_default,
+    }
+    try:
+        check_fields(ProviderInput(**fields, api_key=key), creating=editing is None)  # type: ignore[arg-type]
+    except ValidationFailed as exc:
+        for field, message in exc.errors.items():
+            st.error(f"{FIELD_LABELS.get(field, field)}: {message}.")
+        return
+    label = PROVIDERS[kind][0]
+    with st.spinner(f"Checking the key with {label}…"):
+        ui.run_sensitive(
+            f"Saving {name}",
+            save,
+            editing.id if editing else None,
+            st.session_state.get(FORM_VERSION) if editing else None,
+            fields,
+            ui.seal(key) if key else None,
+            done=f"Saved {name}: {label} accepted the key.",
+        )
 
 
 CONFIRM_DELETE = "providers_confirm_delete"  # the id whose deletion awaits confirmation
@@ -106,7 +266,11 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
             if view.description:
                 st.caption(view.description)
         with actions:
-            test_col, toggle_col, delete_col = st.columns(3)
+            edit_col, test_col, toggle_col, delete_col = st.columns(4)
+            if edit_col.button("Edit", key=f"edit-{view.id}", icon=":material/edit:"):
+                st.session_state[FORM] = view.id
+                st.session_state[FORM_VERSION] = view.version
+                st.rerun()  # the form sits above the cards
             if test_col.button("Test", key=f"test-{view.id}", icon=":material/network_check:"):
                 with st.spinner(f"Testing {view.display_name} with {name}…"):
                     check = admin().test(ui.actor(ui.current_user()), view.id)  # type: ignore[arg-type]
@@ -162,11 +326,18 @@ for column, task in zip(columns, TaskType, strict=True):
         if skipped:
             st.caption("skipped: " + "; ".join(skipped))
 
+editing_id = st.session_state.get(FORM)
+if editing_id is not None:
+    provider_form(next((v for v in views if v.id == editing_id), None))
+elif st.button("Add provider", type="primary", icon=":material/add:"):
+    st.session_state[FORM] = "new"
+    st.rerun()
+
 st.subheader("Configured providers")
 if not views:
     st.info(
-        "No provider is configured yet. Add one with `python -m core providers add --help`, or "
-        "store the keys your services already use with `python -m core seed-from-env`.",
+        "No provider is configured yet. Click **Add provider** and paste a key, or store the "
+        "keys your services already use with `python -m core seed-from-env`.",
         icon=":material/add_circle:",
     )
 ledger = QuotaLedger(ui.engine())

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -214,6 +214,9 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         skip_or_fail(f"Chromium is not at {CHROMIUM} (scripts/ensure-chromium installs it)")
+    # Pages run real queries on a loaded 2-core machine: give expectations the same 20 s as
+    # actions instead of Playwright's 5 s default.
+    expect.set_options(timeout=20_000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser

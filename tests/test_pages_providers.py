@@ -139,3 +139,100 @@ def test_delete_confirms_and_warns_about_unserved_tasks(
     with console.db.session() as session:
         assert session.get(ProviderConfig, config) is None
         assert "provider.delete" in session.scalars(select(AdminActionLog.action)).all()
+
+
+def fill_form(at: AppTest, **values: object) -> None:
+    for label, value in values.items():
+        widget = next(w for w in (*at.text_input, *at.number_input) if w.label == label)
+        widget.set_value(value)
+
+
+def test_add_a_provider_the_seed_way(console: Console, fake_providers: FakeProviderServer) -> None:
+    """The walk-through: Gemini, paste the key, gemini-2.5-flash, a name, two tasks, a limit."""
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    at = console.page(PAGE, admin).run()
+    next(b for b in at.button if b.label == "Add provider").click().run()
+    at.selectbox(key="pf_type").set_value("gemini").run()
+    fill_form(
+        at,
+        **{
+            "API key": KEYS["gemini"],
+            "Display name": "Gemini Fast (Budget)",
+            "Daily token limit": "1000000",
+        },
+    )
+    at.checkbox(key="pf_task_extraction").check()
+    at.checkbox(key="pf_task_validation").check()
+    with_base = next(w for w in at.text_input if w.label == "Base URL")
+    with_base.set_value(fake_providers.gemini_base_url)
+    at.button(key="FormSubmitter:provider_form-Create provider").click().run()
+    assert not at.exception
+    with console.db.session() as session:
+        row = session.scalars(select(ProviderConfig)).one()
+    assert (row.provider_type, row.model_name, row.display_name) == (
+        "gemini",
+        "gemini-2.5-flash",
+        "Gemini Fast (Budget)",
+    )
+    assert (
+        row.default_for_extraction and row.default_for_validation and not row.default_for_cv_draft
+    )
+    assert row.daily_token_limit == 1_000_000 and row.last_test_success
+    assert KEYS["gemini"] not in state_dump(at) and KEYS["gemini"] not in texts(at)
+
+
+def test_bad_fields_are_named_and_bad_keys_save_nothing(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    at = console.page(PAGE, admin, **{"providers_form": "new"}).run()
+    fill_form(
+        at,
+        **{
+            "API key": "sk-proj-WRONGkey00000000",
+            "Display name": "",
+            "Daily token limit": "-5",
+            "Base URL": fake_providers.openai_base_url,
+        },
+    )
+    at.button(key="FormSubmitter:provider_form-Create provider").click().run()
+    errors = [e.value for e in at.error]
+    assert "Display name: must not be empty." in errors
+    assert "Daily token limit: must not be negative." in errors
+    fill_form(at, **{"Display name": "Wrong key", "Daily token limit": ""})
+    at.button(key="FormSubmitter:provider_form-Create provider").click().run()
+    assert any(e.value.startswith("Not saved: The key was refused") for e in at.error)
+    with console.db.session() as session:
+        assert session.scalars(select(ProviderConfig)).all() == []
+
+
+def test_edit_without_a_key_keeps_it_and_a_stale_edit_is_refused(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(
+        console.db, fake_providers, "openai", display_name="Mini", tasks=["extraction"]
+    )
+    with console.db.session() as session:
+        stored_key = session.get(ProviderConfig, config).api_key_encrypted  # type: ignore[union-attr]
+    at = console.page(PAGE, admin).run()
+    button(at, f"edit-{config}").click().run()
+    fill_form(at, **{"Daily token limit": "5000"})
+    at.button(key="FormSubmitter:provider_form-Save changes").click().run()
+    with console.db.session() as session:
+        row = session.get(ProviderConfig, config)
+        assert row is not None and row.daily_token_limit == 5000
+        assert row.api_key_encrypted == stored_key
+
+    button(at, f"edit-{config}").click().run()  # opened at version 2...
+    with console.db.session() as session:  # ...someone else saves meanwhile
+        session.get(ProviderConfig, config).priority = 1  # type: ignore[union-attr]
+        session.commit()
+    fill_form(at, **{"Daily token limit": "9000"})
+    at.button(key="FormSubmitter:provider_form-Save changes").click().run()
+    assert any("was changed by someone else" in e.value for e in at.error)
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config).daily_token_limit == 5000  # type: ignore[union-attr]
