@@ -253,7 +253,7 @@ def tested(view: ProviderView, now: datetime) -> str:
 def card(view: ProviderView, standing: Standing, now: datetime) -> None:
     name, colour = PROVIDERS[view.provider_type]
     with st.container(border=True):
-        head, actions = st.columns([3, 2])
+        head, actions = st.columns([1, 1])
         with head:
             st.markdown(f"#### {view.display_name}")
             badges = [f":{colour}-badge[{name}]", f":gray-badge[{view.model_name}]"]

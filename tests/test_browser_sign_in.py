@@ -24,6 +24,7 @@ from core import users
 from core.audit import Actor
 from core.config import PROJECT_ROOT
 from core.models import User
+from tests.browser_support import field, sign_in
 from tests.conftest import MigratedDatabase
 from tests.console_server import ConsoleServer
 from ui import COOKIE_NAME
@@ -45,17 +46,6 @@ def migrate(env: dict[str, str]) -> str:
     match = re.search(r"first super-admin:\n\n    (\S+)\n", result.stdout)
     assert match, result.stdout
     return match.group(1)
-
-
-def field(page: Page, label: str):  # type: ignore[no-untyped-def]
-    return page.get_by_role("textbox", name=label, exact=True)
-
-
-def sign_in(page: Page, username: str, password: str) -> None:
-    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    field(page, "Username").fill(username)
-    field(page, "Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def expect_nav(page: Page, *titles: str) -> None:
@@ -98,7 +88,9 @@ def test_first_run_setup_enrolment_and_sign_in(
         expect(page.get_by_role("heading", name="Two-step verification")).to_be_visible()
         field(page, "Code").fill(totp.at(time.time() + totp.interval))
         page.get_by_role("button", name="Verify").click()
-        expect(page.get_by_role("heading", name="Providers")).to_be_visible()  # lands there
+        expect(
+            page.get_by_role("heading", name="Providers", exact=True)
+        ).to_be_visible()  # lands there
         expect_nav(page, "Providers", "Users", "Audit log", "Account")
         pages_html.append(page.content())
 
