@@ -22,6 +22,7 @@ the cache and are decrypted for one call at a time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
@@ -359,6 +360,7 @@ class Router:
         last_error: ProviderError | None = None
         for candidate in candidates:
             started = utcnow()
+            record = functools.partial(self._record, candidate, task_name, user_id, started)
             reservation: Reservation | None = None
             if candidate.limited:
                 assert candidate.config_id is not None
@@ -372,11 +374,7 @@ class Router:
                 )
                 if reservation is None:
                     attempts.append(
-                        self._record(
-                            candidate,
-                            task_name,
-                            user_id,
-                            started,
+                        record(
                             None,
                             UsageStatus.REJECTED,
                             "quota",
@@ -388,16 +386,7 @@ class Router:
                 provider = self._provider(candidate)
             except DecryptionError as exc:
                 attempts.append(
-                    self._record(
-                        candidate,
-                        task_name,
-                        user_id,
-                        started,
-                        reservation,
-                        UsageStatus.ERROR,
-                        "key_undecryptable",
-                        str(exc),
-                    )
+                    record(reservation, UsageStatus.ERROR, "key_undecryptable", str(exc))
                 )
                 continue
             try:
@@ -406,19 +395,7 @@ class Router:
                 last_error = error
                 status = UsageStatus.TIMEOUT if isinstance(error, ProviderTimeout) else "error"
                 latency = round((utcnow() - started).total_seconds() * 1000)
-                attempts.append(
-                    self._record(
-                        candidate,
-                        task_name,
-                        user_id,
-                        started,
-                        reservation,
-                        status,
-                        error.kind,
-                        error.message,
-                        latency,
-                    )
-                )
+                attempts.append(record(reservation, status, error.kind, error.message, latency))
                 if not error.fallback:
                     raise ProviderCallError(str(error), error, attempts) from None
                 continue

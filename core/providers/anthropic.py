@@ -10,7 +10,7 @@ import httpx2
 
 from core.models import ProviderType
 from core.providers.base import AIProvider, Image, ProviderError, Reply, UnexpectedResponse, Usage
-from core.providers.stainless import map_stainless_error
+from core.providers.stainless import map_stainless_error, stainless_client
 
 
 class ClaudeProvider(AIProvider):
@@ -26,12 +26,8 @@ class ClaudeProvider(AIProvider):
         max_retries: int,
         http_client: httpx2.AsyncClient | None = None,
     ) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=max_retries,
-            http_client=http_client,
+        return stainless_client(
+            anthropic.AsyncAnthropic, api_key, base_url, timeout_s, max_retries, http_client
         )
 
     async def _reply(

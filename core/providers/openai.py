@@ -10,7 +10,7 @@ import openai
 
 from core.models import ProviderType
 from core.providers.base import AIProvider, Image, ProviderError, Reply, UnexpectedResponse, Usage
-from core.providers.stainless import map_stainless_error
+from core.providers.stainless import map_stainless_error, stainless_client
 
 
 class OpenAIProvider(AIProvider):
@@ -25,12 +25,8 @@ class OpenAIProvider(AIProvider):
         max_retries: int,
         http_client: httpx2.AsyncClient | None = None,
     ) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=max_retries,
-            http_client=http_client,
+        return stainless_client(
+            openai.AsyncOpenAI, api_key, base_url, timeout_s, max_retries, http_client
         )
 
     async def _reply(

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx2
 
 from core.providers.base import (
     ProviderError,
@@ -19,6 +21,26 @@ from core.providers.base import (
     error_for_status,
     parse_retry_after,
 )
+
+T = TypeVar("T")
+
+
+def stainless_client(
+    sdk_class: type[T],
+    api_key: str,
+    base_url: str | None,
+    timeout_s: float,
+    max_retries: int,
+    http_client: httpx2.AsyncClient | None,
+) -> T:
+    """An AsyncOpenAI or AsyncAnthropic client: both take the same arguments."""
+    return sdk_class(  # type: ignore[call-arg]
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout_s,
+        max_retries=max_retries,
+        http_client=http_client,
+    )
 
 
 def map_stainless_error(provider: str, exc: Exception, sdk: ModuleType) -> ProviderError:
