@@ -367,6 +367,18 @@ def _resume(token: dict[str, Any] | None) -> None:
         sign_in(outcome)
 
 
+# --- formatting -------------------------------------------------------------------------------
+
+
+def compact_count(n: int) -> str:
+    """Exact below a million; beyond, compact enough for a metric tile ("19.6 M")."""
+    if n < 1_000_000:
+        return f"{n:,}"
+    if n < 1_000_000_000:
+        return f"{n / 1_000_000:.1f} M"
+    return f"{n / 1_000_000_000:.2f} B"
+
+
 # --- messages that survive a rerun -----------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ import streamlit as st
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
+import ui
 from core.audit import Actor
 from core.models import AdminActionLog, utcnow
 from core.usage_export import COLUMNS, export_csv
@@ -56,8 +57,12 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
     assert metric(at, "Cost (USD)") == f"${cost:,.2f}"
     assert len(at.get("plotly_chart")) == 4
     table = at.dataframe[0].value
-    assert set(table["Config"]) == {"openai config", "claude config", "gemini config",
-                                    "(no stored config)"}  # fmt: skip
+    assert set(table["Config"]) == {
+        "openai config",
+        "claude config",
+        "gemini config",
+        "(no stored config)",
+    }
     assert table.loc[table["Config"] == "openai config", "Daily limit"].item() == 1_000_000
     assert any("demo data" in c.value for c in at.caption)  # some rows are marked demo
     assert at.get("download_button")[0].label == "Export CSV"
@@ -121,11 +126,26 @@ def test_the_export_holds_what_the_page_shows_and_is_audited(console: Console) -
     calls = next(r for r in table if r["section"] == "range" and r["metric"] == "calls")
     assert int(calls["value"]) == sum(r["provider_type"] == "claude" for r in rows)
     sections = {r["section"] for r in table}
-    assert sections == {"range", "previous period", "cost by provider", "calls over time",
-                        "latency by provider", "tokens by task", "configs"}  # fmt: skip
+    assert sections == {
+        "range",
+        "previous period",
+        "cost by provider",
+        "calls over time",
+        "latency by provider",
+        "tokens by task",
+        "configs",
+    }
     assert {r["basis"] for r in table if r["metric"] == "p95_ms"} == {"exact"}
     with console.db.session() as session:
         entry = session.scalars(
             select(AdminActionLog).where(AdminActionLog.action == "usage.exported")
         ).one()
     assert entry.actor_label == "ann" and entry.details["provider_type"] == "claude"
+
+
+def test_big_token_counts_fit_their_tile() -> None:
+    assert [ui.compact_count(n) for n in (999_999, 19_628_412, 2_500_000_000)] == [
+        "999,999",
+        "19.6 M",
+        "2.50 B",
+    ]
