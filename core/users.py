@@ -100,14 +100,7 @@ def create_user(
     except IntegrityError:  # created concurrently by someone else
         raise AuthError(f"The username {name!r} is taken.") from None
     session.execute(delete(SetupToken))  # a first user made here makes the setup token moot
-    audit.record(
-        session,
-        actor,
-        "user.created",
-        target_type="user",
-        target_id=user.id,
-        details={"username": name, "role": role.value},
-    )
+    _record(session, actor, "user.created", user.id, name, {"role": role.value})
     return UserView.of(user)
 
 
@@ -121,13 +114,13 @@ def change_role(session: Session, actor: Actor, user_id: int, role: UserRole | s
     if user.role == ADMIN.value and user.is_active:
         _keep_a_super_admin(session, user, "demote")
     before, user.role = user.role, role.value
-    audit.record(
+    _record(
         session,
         actor,
         "user.role_changed",
-        target_type="user",
-        target_id=user.id,
-        details={"username": user.username, "from": before, "to": role.value},
+        user.id,
+        user.username,
+        {"from": before, "to": role.value},
     )
     return UserView.of(user)
 
@@ -144,14 +137,7 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
     if not active:
         user.sessions_revoked_at = utcnow()
     action = "user.enabled" if active else "user.disabled"
-    audit.record(
-        session,
-        actor,
-        action,
-        target_type="user",
-        target_id=user.id,
-        details={"username": user.username},
-    )
+    _record(session, actor, action, user.id, user.username)
     return UserView.of(user)
 
 
@@ -162,14 +148,7 @@ def reset_mfa(session: Session, actor: Actor, user_id: int) -> UserView:
     user.totp_secret_encrypted = None
     user.totp_last_step = None
     user.sessions_revoked_at = utcnow()
-    audit.record(
-        session,
-        actor,
-        "user.mfa_reset",
-        target_type="user",
-        target_id=user.id,
-        details={"username": user.username},
-    )
+    _record(session, actor, "user.mfa_reset", user.id, user.username)
     return UserView.of(user)
 
 
@@ -179,14 +158,7 @@ def unlock(session: Session, actor: Actor, user_id: int) -> UserView:
     user = _get(session, user_id)
     user.locked_until = None
     user.failed_logins = 0
-    audit.record(
-        session,
-        actor,
-        "user.unlocked",
-        target_type="user",
-        target_id=user.id,
-        details={"username": user.username},
-    )
+    _record(session, actor, "user.unlocked", user.id, user.username)
     return UserView.of(user)
 
 
@@ -229,3 +201,22 @@ def _keep_a_super_admin(session: Session, user: User, verb: str) -> None:
             f"cannot {verb} {user.username}: they are the last active super-admin; "
             "make another account super-admin first"
         )
+
+
+def _record(
+    session: Session,
+    actor: Actor,
+    action: str,
+    user_id: int,
+    username: str,
+    more: dict[str, object] | None = None,
+) -> None:
+    """Audit a change to a user account (never its password or secret)."""
+    audit.record(
+        session,
+        actor,
+        action,
+        target_type="user",
+        target_id=user_id,
+        details={"username": username, **(more or {})},
+    )
