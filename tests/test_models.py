@@ -289,3 +289,26 @@ def test_sqlite_runs_in_wal_mode(db: MigratedDatabase) -> None:
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_a_write_transaction_takes_the_sqlite_write_lock_at_begin(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """So a transaction that reads before it writes waits for other writers instead of
+    failing when it upgrades (SQLITE_BUSY_SNAPSHOT)."""
+    import sqlite3
+
+    from core.config import Settings
+    from core.db import make_engine, write_transaction
+
+    path = tmp_path / "lock.db"
+    engine = make_engine(Settings(database_url=f"sqlite:///{path}"))
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)
+    with engine.begin() as conn:  # a plain transaction holds no write lock yet
+        conn.exec_driver_sql("SELECT 1")
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql("SELECT 1")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    other.close()
+    engine.dispose()
