@@ -289,10 +289,11 @@ class QuotaCounter(Base):
 
 
 class QuotaReservation(Base):
-    """One in-flight call's hold on a counter; expired holds are released by a sweep."""
+    """Tokens held on a counter: by one in-flight call, or by a router's lease that its calls
+    draw down (core/quota.py). Expired holds are released by a sweep."""
 
     __tablename__ = "ai_provider_quota_reservations"
-    __table_args__ = (CheckConstraint("tokens > 0", name="tokens_positive"),)
+    __table_args__ = (CheckConstraint("tokens >= 0", name="tokens_non_negative"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     config_id: Mapped[int] = mapped_column(

@@ -5,21 +5,30 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
 - One counter row per config and UTC day (`ai_provider_quota_counters`: used and reserved
   tokens). A month's total is the sum of its day rows, so a call is counted in the day and month
   in which it started.
-- Before a call, `reserve` runs one atomic conditional upsert: insert today's row, or add to its
-  `reserved_tokens`, only if used + reserved + this call stays within the daily limit and the
-  month's other days + today + this call within the monthly limit. On PostgreSQL the upsert
-  takes the row lock and re-checks the condition against the newest row version; on SQLite the
-  statement holds the database's write lock. Either way concurrent callers, in any number of
-  processes, are serialised on that one row and cannot both take the last tokens. A reservation
-  row (`ai_provider_quota_reservations`) with an expiry records each hold.
-- The reservation is an upper bound: prompt bytes (a token never covers less than one byte of
-  UTF-8 text) plus a per-message allowance plus max_output_tokens. After the call, `settle`
-  deletes the reservation and moves the real usage from reserved to used. So for text prompts
-  the tokens recorded against a config in a period never exceed its limit. (Images have no such
-  bound; their estimate is generous but not a proof.)
-- A process that dies mid-call leaves its reservation behind; `sweep` (run by every router in
-  the background) deletes expired reservations and releases their tokens, so nothing dangles
-  for longer than the reservation's lifetime (longer than any call can last).
+- A hold is taken by one atomic conditional upsert: insert today's row, or add to its
+  `reserved_tokens`, only if used + reserved + the hold (+ a margin, below) stays within the
+  daily limit and the month's other days + today + the hold within the monthly limit. On
+  PostgreSQL the upsert takes the row lock and re-checks the condition against the newest row
+  version; on SQLite the statement holds the database's write lock. Either way concurrent
+  callers, in any number of processes, are serialised on that one row and cannot both take the
+  last tokens. A reservation row (`ai_provider_quota_reservations`) with an expiry records each
+  hold.
+- What a call holds is an upper bound on what it can use: prompt bytes (a token never covers
+  less than one byte of UTF-8 text) plus a per-message allowance plus max_output_tokens. After
+  the call, `settle` moves the real usage from reserved to used and gives back the rest. So for
+  text prompts the tokens recorded against a config in a period never exceed its limit. (Images
+  have no such bound; their estimate is generous but not a proof.)
+- Leases (core/quota_leases.py) take the database round trip off most calls: a router holds a
+  larger block, a lease of about 32 calls' worth, and hands it out to its calls in memory. The
+  lease is one reservation row like any other; each settled call draws its real usage down from
+  it (reserved -> used in the same transaction), and what is left is given back after a few
+  seconds. The guarantee is unchanged, because a call draws only what the lease still covers.
+  A lease is granted only with the `margin`: it must leave at least 15 times its size for
+  everyone else, so leases never hold more than a sixteenth of what remains, and near a limit
+  every call reserves exactly, one round trip each.
+- A process that dies mid-call leaves its reservation (or lease) behind; `sweep` (run by every
+  router in the background) deletes expired reservations and releases their tokens, so nothing
+  dangles for longer than the reservation's lifetime (longer than any call can last).
 """
 
 from __future__ import annotations
@@ -45,15 +54,15 @@ IMAGE_TOKENS_ESTIMATE = 2_000  # generous; providers charge ~250–1,600 for a t
 _COUNT = """
 INSERT INTO ai_provider_quota_counters AS c (config_id, day, used_tokens, reserved_tokens)
 SELECT :config_id, :day, 0, :tokens
-WHERE :tokens <= :daily_limit
-  AND :tokens + (
+WHERE :tokens + :margin <= :daily_limit
+  AND :tokens + :margin + (
       SELECT COALESCE(SUM(used_tokens + reserved_tokens), 0) FROM ai_provider_quota_counters
       WHERE config_id = :config_id AND day >= :month_start AND day < :day
   ) <= :monthly_limit
 ON CONFLICT (config_id, day) DO UPDATE
 SET reserved_tokens = c.reserved_tokens + excluded.reserved_tokens
-WHERE c.used_tokens + c.reserved_tokens + excluded.reserved_tokens <= :daily_limit
-  AND c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + (
+WHERE c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + :margin <= :daily_limit
+  AND c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + :margin + (
       SELECT COALESCE(SUM(used_tokens + reserved_tokens), 0) FROM ai_provider_quota_counters
       WHERE config_id = :config_id AND day >= :month_start AND day < :day
   ) <= :monthly_limit
@@ -82,6 +91,25 @@ _RESERVE_PG_PSYCOPG = re.sub(r":(\w+)", r"%(\1)s", _RESERVE_PG)
 _RELEASE = text(
     "DELETE FROM ai_provider_quota_reservations WHERE id IN :ids RETURNING id, tokens"
 ).bindparams(bindparam("ids", expanding=True))
+_DRAW = text(
+    "UPDATE ai_provider_quota_reservations SET tokens = tokens - :used "
+    "WHERE id = :id AND tokens >= :used RETURNING id"
+)
+# Giving back part of a lease: shrink its row, and the counter by as much, only if the row is
+# still there (the writer may have given the whole lease back meanwhile).
+_SHRINK_SQLITE = text(
+    "UPDATE ai_provider_quota_reservations SET tokens = tokens - :tokens "
+    "WHERE id = :id AND tokens >= :tokens RETURNING id"
+)
+_SHRINK_PG_PSYCOPG = """
+WITH shrunk AS (
+    UPDATE ai_provider_quota_reservations SET tokens = tokens - %(tokens)s
+    WHERE id = %(id)s AND tokens >= %(tokens)s RETURNING config_id, day
+)
+UPDATE ai_provider_quota_counters AS c SET reserved_tokens = c.reserved_tokens - %(tokens)s
+FROM shrunk WHERE c.config_id = shrunk.config_id AND c.day = shrunk.day
+RETURNING c.config_id
+"""
 _RELEASE_HELD = text("""
 UPDATE ai_provider_quota_counters SET reserved_tokens = reserved_tokens - :released
 WHERE config_id = :config_id AND day = :day
@@ -114,10 +142,14 @@ FROM ai_provider_quota_counters WHERE config_id = :config_id AND day >= :month_s
 
 @dataclass(frozen=True)
 class Reservation:
+    """Tokens held on a config's day. `draw` marks one call's share of a lease: settling it
+    draws the call's usage down from the lease's row instead of finishing the row."""
+
     id: int
     config_id: int
     day: date
     tokens: int
+    draw: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,9 +203,11 @@ class QuotaLedger:
         monthly_limit: int | None,
         now: datetime,
         ttl: timedelta,
+        margin: int = 0,
     ) -> Reservation | None:
-        """Hold `tokens` against the config's limits; None when that would exceed one."""
-        params = _params(config_id, tokens, daily_limit, monthly_limit, now, ttl)
+        """Hold `tokens` against the config's limits, if `margin` more tokens would still fit;
+        None when they would not."""
+        params = _params(config_id, tokens, daily_limit, monthly_limit, now, ttl, margin)
         with write_transaction(self._engine) as conn:
             if self._postgres:
                 hold_id = conn.execute(_RESERVE_PG_SQLALCHEMY, params).scalar()
@@ -191,17 +225,36 @@ class QuotaLedger:
         monthly_limit: int | None,
         now: datetime,
         ttl: timedelta,
+        margin: int = 0,
     ) -> Reservation | None:
         """`reserve` for the event loop. On PostgreSQL it runs the one-statement reservation
-        over psycopg's native async connections, skipping both a thread hop and the ORM: it is
-        on every limited call's path, and this keeps it to one round trip (~0.1 ms)."""
+        over psycopg's native async connections, skipping both a thread hop and the ORM, so a
+        call that a lease cannot serve pays one round trip (~0.1 ms)."""
         if not self._postgres:
             return await asyncio.to_thread(
-                self.reserve, config_id, tokens, daily_limit, monthly_limit, now, ttl
+                self.reserve, config_id, tokens, daily_limit, monthly_limit, now, ttl, margin
             )
-        params = _params(config_id, tokens, daily_limit, monthly_limit, now, ttl)
+        params = _params(config_id, tokens, daily_limit, monthly_limit, now, ttl, margin)
         hold_id = await self._connections().fetch_value(_RESERVE_PG_PSYCOPG, params)
         return None if hold_id is None else Reservation(hold_id, config_id, params["day"], tokens)
+
+    async def give_back_async(self, hold: Reservation, tokens: int) -> bool:
+        """Release `tokens` of a lease that no call will draw on, keeping the rest held;
+        False if the lease was already given back whole."""
+        params = {"id": hold.id, "tokens": tokens}
+        if self._postgres:
+            return await self._connections().fetch_value(_SHRINK_PG_PSYCOPG, params) is not None
+        return await asyncio.to_thread(self._give_back, hold, tokens)
+
+    def _give_back(self, hold: Reservation, tokens: int) -> bool:
+        with write_transaction(self._engine) as conn:
+            row = conn.execute(_SHRINK_SQLITE, {"id": hold.id, "tokens": tokens}).first()
+            if row is not None:
+                conn.execute(
+                    _RELEASE_HELD,
+                    {"config_id": hold.config_id, "day": hold.day, "released": tokens},
+                )
+        return row is not None
 
     def _connections(self) -> _AsyncConnections:
         loop = asyncio.get_running_loop()
@@ -219,24 +272,41 @@ class QuotaLedger:
 
     @staticmethod
     def settle(conn: Connection, spends: Iterable[Spend]) -> None:
-        """Record what calls really used and release their holds, inside the caller's
-        transaction, in a few statements however many calls there are. A hold that a sweep
-        already released (an overdue call) only adds its usage."""
+        """Record what calls really used and give back what their holds have left, inside the
+        caller's transaction, in a few statements however many calls there are.
+
+        A call's own reservation is finished: deleted, its tokens released. A draw on a lease
+        takes the call's usage out of the lease's row, so those tokens move from reserved to
+        used. Draws are applied before finishes, so a lease given back in the same batch as its
+        last calls releases only what they left. A hold that a sweep already released (an
+        overdue call) only adds its usage.
+        """
         items = list(spends)
-        ids = [spend.reservation.id for spend in items if spend.reservation is not None]
-        released: dict[int, int] = (
-            dict(conn.execute(_RELEASE, {"ids": ids}).all())  # type: ignore[arg-type]
-            if ids
-            else {}
-        )
-        freed: dict[tuple[int, date], int] = {}
         used: dict[tuple[int, date], int] = {}
+        freed: dict[tuple[int, date], int] = {}
+        drawn: dict[int, tuple[tuple[int, date], int]] = {}
+        finished: dict[int, tuple[int, date]] = {}
         for spend in items:
-            key = (spend.config_id, spend.day)
-            if spend.reservation is not None:
-                key = (spend.reservation.config_id, spend.reservation.day)
-                freed[key] = freed.get(key, 0) + released.get(spend.reservation.id, 0)
+            hold = spend.reservation
+            key = (hold.config_id, hold.day) if hold is not None else (spend.config_id, spend.day)
             used[key] = used.get(key, 0) + spend.tokens
+            if hold is None:
+                continue
+            if hold.draw:
+                drawn[hold.id] = (key, drawn.get(hold.id, (key, 0))[1] + spend.tokens)
+            else:
+                finished[hold.id] = key
+        for lease_id, (key, tokens) in drawn.items():
+            if not tokens:
+                continue
+            if conn.execute(_DRAW, {"id": lease_id, "used": tokens}).first() is not None:
+                freed[key] = freed.get(key, 0) + tokens
+            else:  # swept, or its calls used more than it held (images): finish it
+                finished[lease_id] = key
+        if finished:
+            released = dict(conn.execute(_RELEASE, {"ids": list(finished)}).all())  # type: ignore[arg-type]
+            for hold_id, key in finished.items():
+                freed[key] = freed.get(key, 0) + released.get(hold_id, 0)
         if any(freed.values()):
             conn.execute(
                 _RELEASE_HELD,
@@ -277,12 +347,14 @@ def _params(
     monthly_limit: int | None,
     now: datetime,
     ttl: timedelta,
+    margin: int,
 ) -> dict[str, Any]:
     day = now.date()
     return {
         "config_id": config_id,
         "day": day,
         "tokens": tokens,
+        "margin": margin,
         "month_start": month_start(day),
         "daily_limit": UNLIMITED if daily_limit is None else daily_limit,
         "monthly_limit": UNLIMITED if monthly_limit is None else monthly_limit,

@@ -16,12 +16,18 @@ updates the Prometheus metrics (core.metrics).
 Configs are cached and re-read when a cheap fingerprint query (at most once every
 `config_refresh_s`, 2 s by default) shows a change, so an edit in the console reaches running
 routers within seconds and calls do not read configs from the database. Keys stay encrypted in
-the cache and are decrypted for one call at a time.
+the config cache; each config's SDK client, which holds its decrypted key, is kept in memory while
+that config version is unchanged (building one costs more than the routing itself).
+
+Token limits cost most calls no database round trip: a router leases a block of tokens and hands
+it out to its calls (core/quota_leases.py). `lease_calls` sets a lease's size in calls (1 turns
+leases off) and `lease_share` the largest share of what remains that one lease may take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import os
 import threading
@@ -46,6 +52,7 @@ from core.pricing import estimate_cost_usd, to_micro_usd
 from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory, redact
 from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, ProviderTimeout
 from core.quota import QuotaLedger, Reservation, Standing, reservation_size
+from core.quota_leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.usage import UsageRecord, UsageWriter, log_provider_usage
 
 __all__ = [
@@ -220,6 +227,8 @@ class Router:
         max_retries: int = 2,
         config_refresh_s: float = 2.0,
         reservation_ttl: timedelta | None = None,
+        lease_calls: int = LEASE_CALLS,
+        lease_share: int = LEASE_SHARE,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if settings is None:
@@ -239,7 +248,12 @@ class Router:
         self._ttl = reservation_ttl or timedelta(seconds=timeout_s * (max_retries + 1) + 120)
         self._environ = os.environ if environ is None else environ
         self._ledger = QuotaLedger(self._engine)
-        self._writer = UsageWriter(self._engine, self._ledger)
+        # lease_calls=1 turns leases off: every limited call then reserves its own tokens.
+        self._leases = QuotaLeases(self._ledger, self._ttl, calls=lease_calls, share=lease_share)
+        self._writer = UsageWriter(self._engine, self._ledger, self._leases)
+        # At exit, before the writer's own atexit hook (they run last-registered first): retire
+        # the leases, so the writer's final flush gives back what they hold.
+        atexit.register(self._leases.retire_all)
         self._snapshot = _Snapshot()
         self._refresh_lock = threading.Lock()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -324,7 +338,9 @@ class Router:
     # --- closing ---
 
     async def aclose(self) -> None:
-        """Write pending usage rows and close connections."""
+        """Give back quota leases, write pending usage rows and close connections."""
+        self._leases.retire_all()
+        atexit.unregister(self._leases.retire_all)
         await asyncio.to_thread(self._writer.close)
         await self._ledger.aclose()
         state = self._loops.pop(asyncio.get_running_loop(), None)
@@ -364,13 +380,12 @@ class Router:
             reservation: Reservation | None = None
             if candidate.limited:
                 assert candidate.config_id is not None
-                reservation = await self._ledger.reserve_async(
+                reservation = await self._leases.hold(
                     candidate.config_id,
                     size,
                     candidate.daily_token_limit,
                     candidate.monthly_token_limit,
                     started,
-                    self._ttl,
                 )
                 if reservation is None:
                     attempts.append(
@@ -401,7 +416,7 @@ class Router:
                 continue
             except BaseException:
                 if reservation is not None:  # release the hold; the call's outcome is unknown
-                    self._writer.submit(
+                    self._submit(
                         self._usage(
                             candidate,
                             task_name,
@@ -440,7 +455,7 @@ class Router:
                 result,
                 cost,
             )
-            self._writer.submit(record, reservation)
+            self._submit(record, reservation)
             metrics.observe(
                 candidate.provider_type,
                 task_name,
@@ -496,6 +511,12 @@ class Router:
             state.adapters[cache_key] = adapter
         return adapter
 
+    def _submit(self, record: UsageRecord, reservation: Reservation | None) -> None:
+        """Hand a finished attempt to the usage writer; a lease gets back what it did not use."""
+        if reservation is not None:
+            self._leases.spent(reservation, record.total_tokens)
+        self._writer.submit(record, reservation)
+
     def _usage(
         self,
         candidate: Candidate,
@@ -543,7 +564,7 @@ class Router:
         record = self._usage(
             candidate, task, user_id, started, status, error_type, message, latency_ms
         )
-        self._writer.submit(record, reservation)
+        self._submit(record, reservation)
         metrics.observe(candidate.provider_type, task, str(status), 0, None, latency_ms)
         return Attempt(
             candidate.config_id,
@@ -760,8 +781,8 @@ def _limit_reached(candidate: Candidate, standing: Standing) -> str | None:
     for period, limit, used, reserved in checks:
         if limit is not None and used + reserved >= limit:
             return (
-                f"{period} limit reached: {used:,} used + {reserved:,} in flight "
-                f"of {limit:,} tokens"
+                f"{period} limit reached: {used:,} used + {reserved:,} reserved by running "
+                f"calls of {limit:,} tokens"
             )
     return None
 

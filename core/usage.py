@@ -34,6 +34,7 @@ from core.db import write_transaction
 from core.models import ProviderConfig, UsageLog, UsageStatus, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from core.quota import QuotaLedger, Reservation, Spend
+from core.quota_leases import QuotaLeases
 from core.usage_queries import (
     READERS,
     CostPoint,
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 BATCH_LIMIT = 500
 LINGER_S = 0.05  # gather attempts this long before a write: one transaction serves many calls
 SWEEP_EVERY = timedelta(seconds=30)
+IDLE_TICK_S = 0.25  # with nothing to write, still wake this often to give back idle leases
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,19 @@ class _Settlement:
 
 
 class UsageWriter:
-    """Background writer of usage rows and quota settlements for one engine."""
+    """Background writer of usage rows and quota settlements for one engine; it also gives
+    back the router's quota leases once their calls are settled."""
 
-    def __init__(self, engine: Engine, ledger: QuotaLedger, sweep_every: timedelta = SWEEP_EVERY):
+    def __init__(
+        self,
+        engine: Engine,
+        ledger: QuotaLedger,
+        leases: QuotaLeases | None = None,
+        sweep_every: timedelta = SWEEP_EVERY,
+    ):
         self._engine = engine
         self._ledger = ledger
+        self._leases = leases
         self._sweep_every = sweep_every
         self._queue: queue.SimpleQueue[_Settlement | threading.Event | None] = queue.SimpleQueue()
         self._last_sweep = datetime.min.replace(tzinfo=utcnow().tzinfo)
@@ -118,7 +128,12 @@ class UsageWriter:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first: _Settlement | threading.Event | None = self._queue.get(timeout=IDLE_TICK_S)
+            except queue.Empty:
+                self._give_back_leases()
+                self._maybe_sweep()
+                continue
             if isinstance(first, _Settlement):
                 # Let a batch gather while we sleep, instead of waking for every call: the
                 # callers' threads then never wait on this one for the interpreter lock.
@@ -140,15 +155,16 @@ class UsageWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                self._write(batch)
+            if batch and self._write(batch) and self._leases is not None:
+                self._leases.settled(item.reservation for item in batch)
+            self._give_back_leases()
             self._maybe_sweep()
             for waiter in waiters:
                 waiter.set()
             if stop:
                 return
 
-    def _write(self, batch: list[_Settlement]) -> None:
+    def _write(self, batch: list[_Settlement]) -> bool:
         for attempt in range(3):
             try:
                 with write_transaction(self._engine) as conn:
@@ -167,7 +183,7 @@ class UsageWriter:
                         ],
                     )
                     conn.execute(insert(UsageLog), rows)
-                return
+                return True
             except Exception as exc:  # the database is down or refused the batch
                 log.warning(
                     "usage writer: writing %d row(s) failed (%s), attempt %d of 3",
@@ -177,6 +193,21 @@ class UsageWriter:
                 )
                 time.sleep(0.2 * 5**attempt)
         log.error("usage writer: dropped %d usage row(s) after 3 failed attempts", len(batch))
+        return False
+
+    def _give_back_leases(self) -> None:
+        """Release what retired leases have left (their calls are all settled). If that fails
+        the tokens stay held until the sweep releases the expired lease."""
+        due = self._leases.due() if self._leases is not None else []
+        if not due:
+            return
+        try:
+            with write_transaction(self._engine) as conn:
+                self._ledger.settle(conn, [Spend(r.config_id, r.day, 0, r) for r in due])
+        except Exception as exc:
+            log.warning(
+                "usage writer: giving back %d lease(s) failed (%s)", len(due), type(exc).__name__
+            )
 
     def _maybe_sweep(self) -> None:
         now = utcnow()

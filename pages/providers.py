@@ -228,12 +228,15 @@ def confirm_delete(view: ProviderView, orphaned: list[str]) -> None:
         )
 
 
-def limit_line(label: str, used: int, limit: int | None) -> None:
+def limit_line(label: str, used: int, reserved: int, limit: int | None) -> None:
+    """Used tokens against the limit. Reserved ones (held by calls in progress and by routers'
+    leases) count against it too, so the bar includes them and the text says how many."""
+    held = f"; {reserved:,} reserved by running calls" if reserved else ""
     if limit is None:
-        st.caption(f"{label}: {used:,} tokens, no limit")
+        st.caption(f"{label}: {used:,} tokens, no limit{held}")
         return
-    share = min(used / limit, 1.0) if limit else 1.0
-    st.progress(share, text=f"{label}: {used:,} of {limit:,} tokens ({share:.0%})")
+    share = min((used + reserved) / limit, 1.0) if limit else 1.0
+    st.progress(share, text=f"{label}: {used:,} of {limit:,} tokens ({share:.0%}){held}")
 
 
 def tested(view: ProviderView, now: datetime) -> str:
@@ -290,9 +293,9 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
             st.caption(tested(view, now))
             if view.last_test_success is False and view.last_test_message:
                 st.caption(view.last_test_message)
-        limit_line("Today", standing.day_used + standing.day_reserved, view.daily_token_limit)
+        limit_line("Today", standing.day_used, standing.day_reserved, view.daily_token_limit)
         limit_line(
-            "This month", standing.month_used + standing.month_reserved, view.monthly_token_limit
+            "This month", standing.month_used, standing.month_reserved, view.monthly_token_limit
         )
 
 

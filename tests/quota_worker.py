@@ -4,40 +4,62 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 from core.config import Settings
+from core.quota import QuotaLedger
 from core.routing import Router
 
-PROMPT = " ".join(["word"] * 20)
+# Single-letter words: the fake provider counts a token per word, so a call really uses close to
+# half of what it reserves (a byte per token), and the limit is reached by usage, not only holds.
+PROMPT = " ".join(["a"] * 200)
 
 
 def hammer(
-    database_url: str, fernet_key: str, calls: int, max_output_tokens: int
+    database_url: str,
+    fernet_key: str,
+    calls: int,
+    concurrency: int,
+    max_output_tokens: int,
+    leases: dict[str, int],
 ) -> dict[str, int]:
-    """Make `calls` concurrent calls; count the outcomes by exception type."""
+    """Make `calls` calls, `concurrency` at a time; count the outcomes by exception type, and
+    under "round_trips" the reservations this process made in the database. `leases` holds the
+    router's lease_calls and lease_share."""
+    round_trips = 0
+    reserve = QuotaLedger.reserve_async
+
+    async def counted(self: QuotaLedger, *args: Any, **kwargs: Any) -> Any:
+        nonlocal round_trips
+        round_trips += 1
+        return await reserve(self, *args, **kwargs)
+
+    QuotaLedger.reserve_async = counted  # type: ignore[method-assign]
 
     async def main() -> Counter[str]:
         settings = Settings(database_url=database_url, fernet_keys=(fernet_key,))
-        router = Router(settings=settings, max_retries=0, timeout_s=10, environ={})
+        router = Router(settings=settings, max_retries=0, timeout_s=10, environ={}, **leases)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one() -> str:
+            async with slots:
+                try:
+                    await router.generate("extraction", PROMPT, max_output_tokens=max_output_tokens)
+                except Exception as exc:
+                    return type(exc).__name__
+                return "ok"
+
         try:
-            outcomes = await asyncio.gather(
-                *(
-                    router.generate("extraction", PROMPT, max_output_tokens=max_output_tokens)
-                    for _ in range(calls)
-                ),
-                return_exceptions=True,
-            )
+            return Counter(await asyncio.gather(*(one() for _ in range(calls))))
         finally:
             await router.aclose()
-        return Counter(
-            "ok" if not isinstance(o, BaseException) else type(o).__name__ for o in outcomes
-        )
 
-    return dict(asyncio.run(main()))
+    outcomes = dict(asyncio.run(main()))
+    return {**outcomes, "round_trips": round_trips}
 
 
-def call_and_hang(database_url: str, fernet_key: str) -> None:
+def call_and_hang(database_url: str, fernet_key: str, leases: dict[str, int]) -> None:
     """Make one call against a provider that does not answer; the test kills us mid-call."""
     settings = Settings(database_url=database_url, fernet_keys=(fernet_key,))
-    router = Router(settings=settings, max_retries=0, timeout_s=60, environ={})
+    router = Router(settings=settings, max_retries=0, timeout_s=60, environ={}, **leases)
     router.generate_sync("extraction", PROMPT, max_output_tokens=10)

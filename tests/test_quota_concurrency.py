@@ -17,6 +17,7 @@ from core.models import QuotaCounter, QuotaReservation, UsageLog, utcnow
 from core.quota import QuotaLedger, reservation_size
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
+from tests.fakes.provider_server import count_tokens, make_reply
 from tests.quota_worker import PROMPT, call_and_hang, hammer
 from tests.routing_support import add_config, allow_planted_keys
 
@@ -30,33 +31,68 @@ def plain_main_module(monkeypatch: pytest.MonkeyPatch) -> None:
 
 PROCESSES = 4
 CALLS_PER_PROCESS = 25
+CONCURRENCY = 5  # calls at once in each process
 MAX_OUTPUT = 40
-LIMIT = 2_000
+LIMIT = 18_000
+# Exact: every call reserves its own tokens. Leased: leases of 4 calls, each at most half of
+# what is left, so most of the run is served by leases and its end, near the limit, by exact
+# reservations again: both paths and the switch between them.
+LEASES = {
+    "exact": {"lease_calls": 1},
+    "leased": {"lease_calls": 4, "lease_share": 2},
+}
+
+
+@pytest.fixture(params=sorted(LEASES))
+def leases(request: pytest.FixtureRequest) -> dict[str, int]:
+    return LEASES[request.param]
 
 
 @pytest.mark.slow
 def test_many_processes_never_overspend_a_daily_limit(
-    db: MigratedDatabase, fake_providers: FakeProviderServer
+    db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
 ) -> None:
     allow_planted_keys(fake_providers)
     config = add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
     per_call = reservation_size(PROMPT, None, MAX_OUTPUT)
-    assert PROCESSES * CALLS_PER_PROCESS * per_call > 3 * LIMIT  # far more asked than allowed
+    uses = count_tokens([PROMPT]) + count_tokens([make_reply(PROMPT, MAX_OUTPUT)])
+    calls = PROCESSES * CALLS_PER_PROCESS
+    assert calls * uses > LIMIT  # even one call at a time, the limit is reached by usage
+    lease_tokens = per_call * leases["lease_calls"] if leases["lease_calls"] > 1 else 0
 
     spawn = multiprocessing.get_context("spawn")
     with spawn.Pool(PROCESSES) as pool:
         results = pool.starmap(
             hammer,
-            [(db.url, db.settings.fernet_keys[0], CALLS_PER_PROCESS, MAX_OUTPUT)] * PROCESSES,
+            [
+                (
+                    db.url,
+                    db.settings.fernet_keys[0],
+                    CALLS_PER_PROCESS,
+                    CONCURRENCY,
+                    MAX_OUTPUT,
+                    leases,
+                )
+            ]
+            * PROCESSES,
         )
 
     outcomes: dict[str, int] = {}
     for result in results:
         for kind, n in result.items():
             outcomes[kind] = outcomes.get(kind, 0) + n
+    round_trips = outcomes.pop("round_trips")
+    print(f"{leases}: {outcomes}, {round_trips} reservations in the database")
     assert set(outcomes) == {"ok", "QuotaExceeded"}, outcomes
-    assert sum(outcomes.values()) == PROCESSES * CALLS_PER_PROCESS
-    assert outcomes["ok"] >= LIMIT // per_call  # the limit was used, not just refused
+    assert sum(outcomes.values()) == calls
+    # The limit was used, not just refused: a call is refused only when what is held covers the
+    # limit, and each success holds at most per_call, each process's idle leases at most about
+    # one lease and one call.
+    assert outcomes["ok"] >= (LIMIT - PROCESSES * (lease_tokens + per_call)) // per_call
+    if lease_tokens:
+        assert round_trips < calls  # calls served by a lease made no round trip
+    else:
+        assert round_trips >= calls  # every call reserved for itself
 
     with db.session() as session:
         recorded = session.scalar(
@@ -78,14 +114,14 @@ def test_many_processes_never_overspend_a_daily_limit(
 
 @pytest.mark.slow
 def test_a_process_killed_mid_call_leaves_no_reservation_behind(
-    db: MigratedDatabase, fake_providers: FakeProviderServer
+    db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
 ) -> None:
     allow_planted_keys(fake_providers)
     add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
     fake_providers.fail_next("openai", mode="slow", delay=60)
 
     child = multiprocessing.get_context("spawn").Process(
-        target=call_and_hang, args=(db.url, db.settings.fernet_keys[0])
+        target=call_and_hang, args=(db.url, db.settings.fernet_keys[0], leases)
     )
     child.start()
     try:
@@ -94,7 +130,7 @@ def test_a_process_killed_mid_call_leaves_no_reservation_behind(
         os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
         child.join()
     assert child.exitcode == -signal.SIGKILL
-    assert held.tokens == reservation_size(PROMPT, None, 10)
+    assert held.tokens == reservation_size(PROMPT, None, 10) * leases["lease_calls"]
 
     ledger = QuotaLedger(db.engine)
     assert ledger.sweep(utcnow()) == 0  # not yet expired: the call could still be running

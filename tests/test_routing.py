@@ -242,7 +242,10 @@ def test_settled_usage_counts_against_the_limit(
         session.execute(update(ProviderConfig).values(daily_token_limit=used))
         session.commit()
     reason = router.explain("extraction").candidates[0].reason
-    assert reason == f"daily limit reached: {used:,} used + 0 in flight of {used:,} tokens"
+    assert (
+        reason
+        == f"daily limit reached: {used:,} used + 0 reserved by running calls of {used:,} tokens"
+    )
     asyncio.run(router.aclose())
 
 

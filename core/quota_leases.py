@@ -1,0 +1,223 @@
+"""Quota leases: a router's block of reserved tokens, handed out to its calls in memory.
+
+Reserving each call's tokens in the database costs a round trip on every limited call; on a fast
+provider that is a fifth of the call. A lease removes it from most calls: a call that finds no
+lease reserves `LEASE_CALLS` times its own size in one ordinary reservation (core/quota.py), and
+the calls after it take their share of that block under a lock in this process. A lease serves
+new calls until it runs low, `LEASE_WINDOW_S` has passed, or no call has drawn on it for
+`LEASE_IDLE_S`; then it is retired. The usage writer draws each call's real usage down from the
+lease's row as it settles the call, and gives back what is left once the last one is settled.
+
+Why the limit still holds: the database never holds more than the limit allows (the lease is
+one conditional reservation), and a call is served by a lease only while the lease's balance
+covers the call's upper bound, so everything its calls use fits in it.
+
+What it costs: tokens in another process's lease cannot serve this one. A lease is granted only
+while it leaves at least `LEASE_SHARE - 1` times its size for everyone else, so near a limit no
+lease is granted and every call reserves exactly. Further from it, the tokens a process's leases
+hold beyond its calls in progress (about one lease, for at most `LEASE_IDLE_S` after its last
+draw) may make a call elsewhere be refused that exact reservations would have let through. A
+call refused here first tries this process's own leases. A process that dies leaves its lease to
+the sweep, like any hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from core.quota import QuotaLedger, Reservation
+
+LEASE_CALLS = 32  # a lease covers this many calls of the size of the one that asked for it
+LEASE_SHARE = 16  # ...and is granted only while it is at most 1/16 of what is left
+LEASE_WINDOW_S = 5.0  # calls draw on a lease this long; then what is left is given back
+LEASE_IDLE_S = 0.5  # ...or sooner, once no call has drawn on it for this long
+
+
+@dataclass
+class _Lease:
+    grant: Reservation  # the reservation row, as taken
+    limits: tuple[int | None, int | None]
+    usable_until: float  # monotonic
+    last_draw: float
+    balance: int  # tokens not yet promised to a call
+    unsettled: int = 0  # draws handed out and not yet settled by the usage writer
+    retired: bool = False
+
+
+class QuotaLeases:
+    """This process's leases, one per limited config, over `ledger`. Thread-safe: routers call
+    it from their event loops, the usage writer from its thread."""
+
+    def __init__(
+        self,
+        ledger: QuotaLedger,
+        ttl: timedelta,
+        *,
+        calls: int = LEASE_CALLS,
+        share: int = LEASE_SHARE,
+        window_s: float = LEASE_WINDOW_S,
+        idle_s: float = LEASE_IDLE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self._ttl = ttl
+        self._calls = calls
+        self._share = share
+        self._window_s = window_s
+        self._idle_s = idle_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: dict[int, _Lease] = {}  # config id -> the lease new calls draw on
+        self._open: dict[int, _Lease] = {}  # reservation id -> every lease not yet given back
+        self._asking: dict[int, asyncio.Future[None]] = {}  # config id -> a lease being asked for
+        self._refused_until: dict[int, float] = {}
+
+    async def hold(
+        self,
+        config_id: int,
+        tokens: int,
+        daily_limit: int | None,
+        monthly_limit: int | None,
+        now: datetime,
+    ) -> Reservation | None:
+        """Hold `tokens` for one call: from the config's lease, from a new lease, or reserved
+        for this call alone. None when the limits cannot cover the call."""
+        limits = (daily_limit, monthly_limit)
+        loop = asyncio.get_running_loop()
+        waited = False
+        while True:
+            with self._lock:
+                lease = self._current.get(config_id)
+                if lease is not None:
+                    if self._covers(lease, tokens, limits, now) and (
+                        self._clock() < lease.usable_until
+                    ):
+                        return self._draw(lease, tokens)
+                    self._retire(lease)
+                pending = self._asking.get(config_id)
+                if pending is None and self._may_lease(config_id):
+                    asked = self._asking[config_id] = loop.create_future()
+                    break
+            # Someone in this event loop is asking for a lease: wait for it (one round trip,
+            # the same as reserving alone) and draw on it. Otherwise reserve alone.
+            if waited or pending is None or pending.get_loop() is not loop:
+                return await self._reserve_alone(config_id, tokens, limits, now)
+            waited = True
+            await asyncio.shield(pending)
+        try:
+            size = tokens * self._calls
+            grant = await self.ledger.reserve_async(
+                config_id,
+                size,
+                daily_limit,
+                monthly_limit,
+                now,
+                self._ttl + timedelta(seconds=self._window_s),
+                margin=(self._share - 1) * size,
+            )
+            with self._lock:
+                if grant is not None:
+                    now_s = self._clock()
+                    lease = _Lease(grant, limits, now_s + self._window_s, now_s, size)
+                    self._current[config_id] = self._open[grant.id] = lease
+                    return self._draw(lease, tokens)
+                self._refused_until[config_id] = self._clock() + self._window_s
+        finally:
+            with self._lock:
+                del self._asking[config_id]
+            asked.set_result(None)
+        return await self._reserve_alone(config_id, tokens, limits, now)
+
+    def spent(self, hold: Reservation, used: int) -> None:
+        """The call on `hold` is over, having used `used` tokens: its lease (if it drew on one)
+        may promise the rest to other calls."""
+        if not hold.draw:
+            return
+        with self._lock:
+            lease = self._open.get(hold.id)
+            if lease is not None:
+                lease.balance += hold.tokens - used
+
+    def settled(self, holds: Iterable[Reservation | None]) -> None:
+        """The usage writer has committed these calls' settlements."""
+        with self._lock:
+            for hold in holds:
+                if hold is not None and hold.draw and (lease := self._open.get(hold.id)):
+                    lease.unsettled -= 1
+
+    def due(self) -> list[Reservation]:
+        """Leases to give back now: retired, past their window or idle, with every call settled.
+        The caller (the usage writer) must give back each one it is handed."""
+        with self._lock:
+            now = self._clock()
+            for lease in list(self._current.values()):
+                if now >= lease.usable_until or now - lease.last_draw >= self._idle_s:
+                    self._retire(lease)
+            done = [lease for lease in self._open.values() if lease.retired and not lease.unsettled]
+            for lease in done:
+                del self._open[lease.grant.id]
+        return [lease.grant for lease in done]
+
+    def retire_all(self) -> None:
+        """Stop drawing on every lease (the router is closing); `due` then returns them."""
+        with self._lock:
+            for lease in list(self._current.values()):
+                self._retire(lease)
+
+    async def _reserve_alone(
+        self,
+        config_id: int,
+        tokens: int,
+        limits: tuple[int | None, int | None],
+        now: datetime,
+    ) -> Reservation | None:
+        """Reserve for this call only. If refused, draw on a lease of ours that is being given
+        back, or give back what our retired leases hold unpromised and try once more (after a
+        limit edit, say, the old lease may hold what this call needs)."""
+        for attempt in (1, 2):
+            own = await self.ledger.reserve_async(config_id, tokens, *limits, now, self._ttl)
+            if own is not None:
+                return own
+            with self._lock:
+                spare: list[tuple[_Lease, int]] = []
+                for lease in self._open.values():
+                    if lease.grant.config_id != config_id:
+                        continue
+                    if self._covers(lease, tokens, limits, now):
+                        return self._draw(lease, tokens)
+                    if lease.retired and lease.balance > 0:
+                        spare.append((lease, lease.balance))
+                        lease.balance = 0
+            if attempt == 2 or not spare:
+                return None
+            given = [await self.ledger.give_back_async(lease.grant, n) for lease, n in spare]
+            if not any(given):
+                return None
+        return None
+
+    # --- under the lock ---
+
+    def _may_lease(self, config_id: int) -> bool:
+        return self._calls > 1 and self._clock() >= self._refused_until.get(config_id, 0.0)
+
+    @staticmethod
+    def _covers(
+        lease: _Lease, tokens: int, limits: tuple[int | None, int | None], now: datetime
+    ) -> bool:
+        return lease.balance >= tokens and lease.limits == limits and lease.grant.day == now.date()
+
+    def _draw(self, lease: _Lease, tokens: int) -> Reservation:
+        lease.balance -= tokens
+        lease.unsettled += 1
+        lease.last_draw = self._clock()
+        return replace(lease.grant, tokens=tokens, draw=True)
+
+    def _retire(self, lease: _Lease) -> None:
+        lease.retired = True
+        if self._current.get(lease.grant.config_id) is lease:
+            del self._current[lease.grant.config_id]

@@ -1,0 +1,319 @@
+"""Quota leases: most limited calls take their tokens from a lease in memory, and what a lease
+holds in the database always adds up; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from core.db import write_transaction
+from core.models import ProviderConfig, QuotaCounter, QuotaReservation, utcnow
+from core.quota import QuotaLedger, Reservation, Spend, reservation_size
+from core.quota_leases import LEASE_CALLS, LEASE_IDLE_S, QuotaLeases
+from core.usage import UsageRecord, UsageWriter
+from tests.conftest import MigratedDatabase
+from tests.fakes import FakeProviderServer
+from tests.routing_support import add_config, allow_planted_keys, make_router, usage_rows
+
+PROMPT = "Extract the job title from: Staff Engineer, Lisbon"
+TTL = timedelta(minutes=5)
+NOON = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+BIG = 10**9
+
+
+class CountingLedger(QuotaLedger):
+    """A real ledger that counts its database reservations."""
+
+    round_trips = 0
+
+    async def reserve_async(self, *args: Any, **kwargs: Any) -> Reservation | None:
+        self.round_trips += 1
+        return await super().reserve_async(*args, **kwargs)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def holds(db: MigratedDatabase) -> list[tuple[int, int]]:
+    with db.session() as session:
+        rows = session.scalars(select(QuotaReservation).order_by(QuotaReservation.id))
+        return [(row.id, row.tokens) for row in rows]
+
+
+def counter(db: MigratedDatabase, config_id: int) -> tuple[int, int]:
+    """(used, reserved) today for the config, summed over its days."""
+    with db.session() as session:
+        rows = session.scalars(select(QuotaCounter).where(QuotaCounter.config_id == config_id))
+        found = list(rows)
+    return sum(r.used_tokens for r in found), sum(r.reserved_tokens for r in found)
+
+
+def stored_config(db: MigratedDatabase, limit: int | None = BIG) -> int:
+    """A config row to hold tokens against (no provider is called in the ledger tests)."""
+    with db.session() as session:
+        row = ProviderConfig(
+            provider_type="openai",
+            model_name="gpt-4o-mini",
+            display_name="leased",
+            api_key_encrypted="not-used",
+            key_last4="0000",
+            daily_token_limit=limit,
+        )
+        session.add(row)
+        session.commit()
+        return row.id
+
+
+@pytest.fixture
+def fake(fake_providers: FakeProviderServer) -> FakeProviderServer:
+    allow_planted_keys(fake_providers)
+    return fake_providers
+
+
+# --- through the router ----------------------------------------------------------------------
+
+
+def test_calls_in_a_row_share_one_lease_and_closing_gives_it_back(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=BIG)
+    size = reservation_size(PROMPT, None, 100)
+    router = make_router(db)
+
+    async def calls() -> list[tuple[int, int]]:
+        for _ in range(10):
+            await router.generate("extraction", PROMPT, max_output_tokens=100)
+        await asyncio.to_thread(router.flush)
+        return holds(db)
+
+    async def scenario() -> list[tuple[int, int]]:
+        try:
+            return await calls()
+        finally:
+            await router.aclose()
+
+    during = asyncio.run(scenario())
+    used = sum(row.total_tokens for row in usage_rows(db))
+    assert len(usage_rows(db)) == 10
+    # One reservation served all ten calls, drawn down by exactly what they used.
+    assert [tokens for _, tokens in during] == [LEASE_CALLS * size - used]
+    # Closed: the rest is given back, and the counter holds just the usage.
+    assert holds(db) == []
+    assert counter(db, config) == (used, 0)
+
+
+def test_a_limit_edited_in_the_console_retires_the_lease(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=BIG)
+    router = make_router(db, config_refresh_s=0)
+
+    async def scenario() -> list[tuple[int, int]]:
+        try:
+            await router.generate("extraction", PROMPT, max_output_tokens=100)
+            with db.session() as session:  # an admin lowers the limit: too low for a lease
+                session.execute(
+                    update(ProviderConfig)
+                    .where(ProviderConfig.id == config)
+                    .values(daily_token_limit=5_000, version=ProviderConfig.version + 1)
+                )
+                session.commit()
+            await router.generate("extraction", PROMPT, max_output_tokens=100)
+            await asyncio.to_thread(router.flush)
+            return holds(db)
+        finally:
+            await router.aclose()
+
+    # The old lease held nearly all of the new limit; the second call, refused at first, gave
+    # back what the retired lease held unpromised and then reserved exactly. Both are settled
+    # and the old lease is given back, all before close.
+    assert asyncio.run(scenario()) == []
+    assert counter(db, config) == (sum(r.total_tokens for r in usage_rows(db)), 0)
+
+
+def test_a_service_that_exits_without_closing_gives_its_lease_back(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=BIG)
+    script = (
+        "import sys\n"
+        "from core.config import Settings\n"
+        "from core.routing import Router\n"
+        "router = Router(settings=Settings(database_url=sys.argv[1], fernet_keys=(sys.argv[2],)),"
+        " max_retries=0, environ={})\n"
+        "for _ in range(3):\n"
+        f"    router.generate_sync('extraction', {PROMPT!r}, max_output_tokens=50)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", script, db.url, db.settings.fernet_keys[0]],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(usage_rows(db)) == 3
+    assert holds(db) == []
+    assert counter(db, config) == (sum(r.total_tokens for r in usage_rows(db)), 0)
+
+
+# --- the lease book over a real ledger --------------------------------------------------------
+
+
+def test_concurrent_calls_wait_for_the_lease_being_asked_for(db: MigratedDatabase) -> None:
+    config = stored_config(db)
+    ledger = CountingLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=8)
+
+    async def scenario() -> list[Reservation | None]:
+        try:
+            return await asyncio.gather(
+                *(leases.hold(config, 100, BIG, None, NOON) for _ in range(5))
+            )
+        finally:
+            await ledger.aclose()
+
+    got = asyncio.run(scenario())
+    assert ledger.round_trips == 1
+    assert {(h.id, h.tokens, h.draw) for h in got if h} == {(got[0].id, 100, True)}  # type: ignore[union-attr]
+    assert holds(db) == [(got[0].id, 800)]  # type: ignore[union-attr]
+    assert counter(db, config) == (0, 800)
+
+
+def test_near_a_limit_every_call_reserves_exactly(db: MigratedDatabase) -> None:
+    config = stored_config(db, limit=1_000)  # a lease of 800 would not leave 15 times as much
+    ledger = CountingLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=8)
+
+    async def scenario() -> list[Reservation | None]:
+        try:
+            return [await leases.hold(config, 100, 1_000, None, NOON) for _ in range(3)]
+        finally:
+            await ledger.aclose()
+
+    got = asyncio.run(scenario())
+    assert [(h.tokens, h.draw) for h in got if h] == [(100, False)] * 3
+    assert ledger.round_trips == 4  # the lease was asked for once, then not again for a while
+    assert counter(db, config) == (0, 300)
+
+
+def test_a_lease_that_cannot_cover_a_call_is_replaced_and_given_back_once_settled(
+    db: MigratedDatabase,
+) -> None:
+    config = stored_config(db)
+    ledger = QuotaLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=2)
+
+    async def scenario() -> list[Reservation | None]:
+        try:
+            return [await leases.hold(config, 100, BIG, None, NOON) for _ in range(3)]
+        finally:
+            await ledger.aclose()
+
+    first, second, third = asyncio.run(scenario())
+    assert first and second and third
+    assert first.id == second.id != third.id
+    assert leases.due() == []  # the first lease still has calls to settle
+    settle(
+        db, leases, [Spend(config, NOON.date(), 30, first), Spend(config, NOON.date(), 40, second)]
+    )
+    (given_back,) = leases.due()
+    assert given_back.id == first.id
+    settle(db, leases, [Spend(config, NOON.date(), 0, given_back)])
+    assert holds(db) == [(third.id, 200)]
+    assert counter(db, config) == (70, 200)
+
+
+def test_a_new_utc_day_starts_a_new_lease(db: MigratedDatabase) -> None:
+    config = stored_config(db)
+    ledger = QuotaLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=4)
+    late = datetime(2026, 12, 1, 23, 59, 59, tzinfo=UTC)
+
+    async def scenario() -> list[Reservation | None]:
+        try:
+            return [
+                await leases.hold(config, 100, BIG, None, late),
+                await leases.hold(config, 100, BIG, None, late + timedelta(seconds=2)),
+            ]
+        finally:
+            await ledger.aclose()
+
+    today, tomorrow = asyncio.run(scenario())
+    assert today and tomorrow
+    assert (today.day, tomorrow.day) == (date(2026, 12, 1), date(2026, 12, 2))
+    assert today.id != tomorrow.id
+
+
+def test_an_idle_lease_goes_back_without_a_close(db: MigratedDatabase) -> None:
+    config = stored_config(db)
+    clock = Clock()
+    ledger = QuotaLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=4, clock=clock)
+    writer = UsageWriter(db.engine, ledger, leases)
+
+    async def take() -> Reservation | None:
+        try:  # now, not NOON: the writer also sweeps holds whose time is up
+            return await leases.hold(config, 100, BIG, None, utcnow())
+        finally:
+            await ledger.aclose()
+
+    hold = asyncio.run(take())
+    assert hold is not None
+    leases.spent(hold, 60)
+    record = UsageRecord(config, None, "openai", "gpt-4o-mini", "extraction", "success")
+    writer.submit(UsageRecord(**{**record.__dict__, "total_tokens": 60}), hold)
+    assert writer.flush()
+    assert holds(db) == [(hold.id, 340)]  # still leased: drawn down by the call's 60
+    clock.now += LEASE_IDLE_S
+    assert writer.flush()
+    writer.close()
+    assert holds(db) == []
+    assert counter(db, config) == (60, 0)
+
+
+# --- settling against a lease ------------------------------------------------------------------
+
+
+def test_draws_are_settled_before_the_lease_is_given_back(db: MigratedDatabase) -> None:
+    config = stored_config(db)
+    lease = QuotaLedger(db.engine).reserve(config, 1_000, BIG, None, NOON, TTL)
+    assert lease is not None
+    draw = Reservation(lease.id, config, lease.day, 300, draw=True)
+    with write_transaction(db.engine) as conn:  # one batch: a call's usage, then the give-back
+        QuotaLedger.settle(
+            conn, [Spend(config, lease.day, 0, lease), Spend(config, lease.day, 250, draw)]
+        )
+    assert holds(db) == []
+    assert counter(db, config) == (250, 0)
+
+
+def test_a_draw_beyond_what_the_lease_holds_finishes_it(db: MigratedDatabase) -> None:
+    config = stored_config(db)
+    lease = QuotaLedger(db.engine).reserve(config, 1_000, BIG, None, NOON, TTL)
+    assert lease is not None
+    draw = Reservation(lease.id, config, lease.day, 500, draw=True)  # an image, say
+    with write_transaction(db.engine) as conn:
+        QuotaLedger.settle(conn, [Spend(config, lease.day, 1_200, draw)])
+    assert holds(db) == []
+    assert counter(db, config) == (1_200, 0)
+
+
+def settle(db: MigratedDatabase, leases: QuotaLeases, spends: list[Spend]) -> None:
+    """What the usage writer does with a batch: settle it, then tell the leases."""
+    with write_transaction(db.engine) as conn:
+        QuotaLedger.settle(conn, spends)
+    leases.settled(spend.reservation for spend in spends)
