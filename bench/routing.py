@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/routing.py [--calls 500] [--pg postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
-Routes N calls through Router.generate (limits on, so every call reserves tokens in the database
-and logs a usage row) and the same N calls through a bare openai.AsyncOpenAI client, both to the
+Routes N calls through Router.generate (limits on, so every call holds tokens against them and
+logs a usage row) and the same N calls through a bare openai.AsyncOpenAI client, both to the
 fake provider server running in its own process, interleaved so drift hits both alike. Prints
 p50/p99 of each and the ratio routed/direct. The target is p50 ratio <= 1.20 on PostgreSQL.
+The last row turns quota leases off (lease_calls=1), so every call reserves in the database.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from core.config import Settings
 from core.crypto import SecretBox, generate_key
 from core.db import make_engine, upgrade
 from core.models import ProviderConfig
+from core.quota_leases import LEASE_CALLS
 from core.routing import Router
 from tests.conftest import PostgresServer
 from tests.fakes import FakeProviderServer
@@ -46,7 +48,9 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def measure(url: str, base_url: str, calls: int, warmup: int) -> tuple[list[float], ...]:
+async def measure(
+    url: str, base_url: str, calls: int, warmup: int, lease_calls: int = LEASE_CALLS
+) -> tuple[list[float], ...]:
     key = generate_key()
     settings = Settings(database_url=url, fernet_keys=(key,))
     engine = make_engine(settings)
@@ -70,7 +74,9 @@ async def measure(url: str, base_url: str, calls: int, warmup: int) -> tuple[lis
                 monthly_token_limit=10**13,
             )
         )
-    router = Router(settings=settings, engine=engine, max_retries=0, environ={})
+    router = Router(
+        settings=settings, engine=engine, max_retries=0, environ={}, lease_calls=lease_calls
+    )
     direct = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0)
 
     async def routed_call() -> float:
@@ -140,6 +146,12 @@ def main() -> None:
         pg_url = pg.create()
         try:
             report("PostgreSQL", *asyncio.run(measure(pg_url, base_url, args.calls, args.warmup)))
+        finally:
+            pg.drop(pg_url)
+        pg_url = pg.create()
+        try:
+            exact = measure(pg_url, base_url, args.calls, args.warmup, lease_calls=1)
+            report("PG, exact", *asyncio.run(exact))
         finally:
             pg.drop(pg_url)
             pg.admin.dispose()

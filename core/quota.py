@@ -349,6 +349,8 @@ def _params(
     ttl: timedelta,
     margin: int,
 ) -> dict[str, Any]:
+    if tokens < 0 or margin < 0:  # either would let a hold exceed the limit
+        raise ValueError(f"cannot hold {tokens} tokens with a margin of {margin}")
     day = now.date()
     return {
         "config_id": config_id,

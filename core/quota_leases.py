@@ -64,6 +64,10 @@ class QuotaLeases:
         idle_s: float = LEASE_IDLE_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if calls < 1 or share < 1:
+            raise ValueError(
+                f"lease_calls and lease_share must be at least 1 (got {calls} and {share})"
+            )
         self.ledger = ledger
         self._ttl = ttl
         self._calls = calls

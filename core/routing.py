@@ -15,7 +15,8 @@ updates the Prometheus metrics (core.metrics).
 
 Configs are cached and re-read when a cheap fingerprint query (at most once every
 `config_refresh_s`, 2 s by default) shows a change, so an edit in the console reaches running
-routers within seconds and calls do not read configs from the database. Keys stay encrypted in
+routers within seconds and calls do not read configs from the database; core/candidates.py keeps
+that cache, orders candidates and explains them. Keys stay encrypted in
 the config cache; each config's SDK client, which holds its decrypted key, is kept in memory while
 that config version is unchanged (building one costs more than the routing itself).
 
@@ -31,32 +32,50 @@ import atexit
 import functools
 import os
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx2
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
 from core import metrics
+from core.candidates import (
+    LEGACY_PROVIDERS,
+    TASKS,
+    Candidate,
+    CandidatePlan,
+    ConfigCache,
+    NoProviderAvailable,
+    RoutePlan,
+    RoutingError,
+    UnknownTask,
+    candidates_for,
+    check_task,
+    explain,
+    get_default_provider_config,
+    legacy_from,
+    plan,
+)
 from core.config import Settings
 from core.crypto import DecryptionError, SecretBox, load_cipher
 from core.db import make_engine
-from core.models import ProviderConfig, TaskType, UsageSource, UsageStatus, utcnow
+from core.models import TaskType, UsageSource, UsageStatus, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory, redact
 from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, ProviderTimeout
-from core.quota import QuotaLedger, Reservation, Standing, reservation_size
+from core.quota import QuotaLedger, Reservation, reservation_size
 from core.quota_leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.usage import UsageRecord, UsageWriter, log_provider_usage
 
 __all__ = [
+    "LEGACY_PROVIDERS",
+    "TASKS",
     "Attempt",
+    "CandidatePlan",
     "GenerationResult",
     "NoProviderAvailable",
     "ProviderCallError",
@@ -72,28 +91,8 @@ __all__ = [
     "log_provider_usage",
 ]
 
-T = TypeVar("T")
-TASKS = tuple(task.value for task in TaskType)
-LEGACY_PROVIDERS = (  # (type, key variable, model variable, default model)
-    ("gemini", "GEMINI_API_KEY", "GEMINI_MODEL_FAST", "gemini-2.5-flash"),
-    ("openai", "OPENAI_API_KEY", "OPENAI_MODEL", "gpt-4o-mini"),
-    ("claude", "ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "claude-haiku-4-5"),
-)
-
 
 # --- errors ----------------------------------------------------------------------------------
-
-
-class RoutingError(Exception):
-    """Base of everything core.routing raises."""
-
-
-class UnknownTask(RoutingError, ValueError):
-    """The task is not one of extraction, cv_draft, cover_letter, validation."""
-
-
-class NoProviderAvailable(RoutingError):
-    """No config (and no legacy environment variable) serves the task."""
 
 
 class QuotaExceeded(RoutingError):
@@ -130,77 +129,6 @@ class Attempt:
     error_type: str | None = None
     error_message: str | None = None
     latency_ms: int = 0
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A config as the router caches it: the key stays encrypted (or, legacy, in the env)."""
-
-    config_id: int | None
-    provider_type: str
-    model_name: str
-    display_name: str
-    base_url: str | None
-    secret: str  # ciphertext for a stored config; the env value for a legacy one
-    is_active: bool = True
-    is_default: bool = False
-    tasks: frozenset[str] = frozenset()
-    priority: int = 0
-    daily_token_limit: int | None = None
-    monthly_token_limit: int | None = None
-    last_test_success: bool | None = None
-    last_test_message: str | None = None
-
-    @property
-    def legacy(self) -> bool:
-        return self.config_id is None
-
-    @property
-    def limited(self) -> bool:
-        return self.daily_token_limit is not None or self.monthly_token_limit is not None
-
-    def __repr__(self) -> str:  # never the secret
-        return f"Candidate({self.config_id}, {self.provider_type}, {self.model_name!r})"
-
-
-@dataclass(frozen=True)
-class CandidatePlan:
-    config_id: int | None
-    display_name: str
-    provider_type: str
-    model_name: str
-    eligible: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class RoutePlan:
-    """Who would serve a task now, in order, and why each candidate is or is not eligible."""
-
-    task: str
-    candidates: tuple[CandidatePlan, ...]
-    legacy: bool = False
-
-    @property
-    def serving(self) -> CandidatePlan | None:
-        return next((c for c in self.candidates if c.eligible), None)
-
-    def __str__(self) -> str:
-        lines = [f"{self.task}:" + (" (legacy environment variables)" if self.legacy else "")]
-        for n, c in enumerate(self.candidates, 1):
-            mark = "ok " if c.eligible else "-- "
-            lines.append(
-                f"  {n}. {mark}{c.display_name} ({c.provider_type} {c.model_name}): {c.reason}"
-            )
-        return "\n".join(lines) if self.candidates else f"{self.task}: no candidate"
-
-
-@dataclass
-class _Snapshot:
-    candidates: tuple[Candidate, ...] = ()
-    fingerprint: tuple[Any, ...] | None = None
-    checked_at: float = field(default=-1e9)
-    generation: int = 0
 
 
 @dataclass
@@ -243,7 +171,6 @@ class Router:
         self._cipher: SecretBox = load_cipher(settings)
         self._timeout_s = timeout_s
         self._max_retries = max_retries
-        self._refresh_s = config_refresh_s
         # A hold must outlive the longest call: every attempt timing out, plus backoff.
         self._ttl = reservation_ttl or timedelta(seconds=timeout_s * (max_retries + 1) + 120)
         self._environ = os.environ if environ is None else environ
@@ -254,8 +181,7 @@ class Router:
         # At exit, before the writer's own atexit hook (they run last-registered first): retire
         # the leases, so the writer's final flush gives back what they hold.
         atexit.register(self._leases.retire_all)
-        self._snapshot = _Snapshot()
-        self._refresh_lock = threading.Lock()
+        self._configs = ConfigCache(self._engine, config_refresh_s)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -326,11 +252,11 @@ class Router:
 
     def explain(self, task: str | TaskType) -> RoutePlan:
         """The candidates for `task` in order, each with why it is or is not eligible now."""
-        snapshot = self._refresh(force=True)
-        return _plan(
-            _task_name(task),
+        snapshot = self._configs.refresh(force=True)
+        return plan(
+            check_task(task),
             snapshot.candidates,
-            self._legacy_candidates(),
+            legacy_from(self._environ),
             self._cipher,
             self._ledger,
         )
@@ -367,11 +293,11 @@ class Router:
         size: int,
         send: Callable[[AIProvider], Awaitable[GenerationResult]],
     ) -> GenerationResult:
-        task_name = _task_name(task)
-        snapshot = self._snapshot
-        if time.monotonic() - snapshot.checked_at > self._refresh_s:
-            snapshot = await asyncio.to_thread(self._refresh)
-        candidates = self._candidates(task_name, snapshot)
+        task_name = check_task(task)
+        snapshot = self._configs.snapshot
+        if self._configs.stale():
+            snapshot = await asyncio.to_thread(self._configs.refresh)
+        candidates = candidates_for(task_name, snapshot, self._environ)
         attempts: list[Attempt] = []
         last_error: ProviderError | None = None
         for candidate in candidates:
@@ -486,9 +412,10 @@ class Router:
         keeps its own credentials; a config edit or key rotation builds a fresh one.
         """
         state = self._loop_state()
-        if state.generation != self._snapshot.generation:
+        generation = self._configs.snapshot.generation
+        if state.generation != generation:
             state.adapters.clear()
-            state.generation = self._snapshot.generation
+            state.generation = generation
         cache_key = (
             candidate.config_id,
             candidate.provider_type,
@@ -576,48 +503,6 @@ class Router:
             latency_ms,
         )
 
-    def _candidates(self, task: str, snapshot: _Snapshot) -> list[Candidate]:
-        if not snapshot.candidates:
-            legacy = self._legacy_candidates()
-            if not legacy:
-                raise NoProviderAvailable(
-                    f"No provider serves {task!r}: add one in the console's Providers page "
-                    "(or `python -m core providers add`), or set GEMINI_API_KEY"
-                )
-            return legacy
-        active = [c for c in snapshot.candidates if c.is_active]
-        chosen = sorted(
-            (c for c in active if task in c.tasks), key=lambda c: (c.priority, c.config_id)
-        )
-        chosen += [c for c in active if c.is_default and c not in chosen]
-        if not chosen:
-            raise NoProviderAvailable(
-                f"No active provider serves {task!r}: tick {task} on a provider in the "
-                "console's Providers page, make one the default, or activate one"
-            )
-        return chosen
-
-    def _legacy_candidates(self) -> list[Candidate]:
-        return _legacy_from(self._environ)
-
-    def _refresh(self, force: bool = False) -> _Snapshot:
-        """Re-read configs if the fingerprint changed (at most once per refresh interval)."""
-        with self._refresh_lock:
-            current = self._snapshot
-            if not force and time.monotonic() - current.checked_at <= self._refresh_s:
-                return current
-            with Session(self._engine) as session:
-                fingerprint = tuple(session.execute(_FINGERPRINT).one())
-                if fingerprint != current.fingerprint:
-                    rows = session.scalars(select(ProviderConfig)).all()
-                    current = _Snapshot(
-                        tuple(_candidate(row) for row in rows),
-                        fingerprint,
-                        generation=current.generation + 1,
-                    )
-            self._snapshot = replace(current, checked_at=time.monotonic())
-            return self._snapshot
-
     def _loop_state(self) -> _LoopState:
         """This event loop's connection pool (shared by every provider) and adapters."""
         loop = asyncio.get_running_loop()
@@ -652,153 +537,3 @@ class Router:
 
         asyncio.run_coroutine_threadsafe(close_client(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
-
-
-_FINGERPRINT = select(
-    func.count(ProviderConfig.id),
-    func.coalesce(func.max(ProviderConfig.id), 0),
-    func.coalesce(func.sum(ProviderConfig.version), 0),
-    func.max(ProviderConfig.last_tested_at),
-    func.max(ProviderConfig.updated_at),
-)
-
-
-def _legacy_from(environ: Mapping[str, str]) -> list[Candidate]:
-    """Candidates from GEMINI_API_KEY, OPENAI_API_KEY and ANTHROPIC_API_KEY, in that order."""
-    found = []
-    for provider_type, key_var, model_var, model in LEGACY_PROVIDERS:
-        key = environ.get(key_var, "").strip()
-        if key:
-            model_name = (environ.get(model_var) or model).removeprefix("models/")
-            found.append(
-                Candidate(None, provider_type, model_name, f"{key_var} (legacy)", None, key)
-            )
-    return found
-
-
-def _candidate(row: ProviderConfig) -> Candidate:
-    return Candidate(
-        config_id=row.id,
-        provider_type=row.provider_type,
-        model_name=row.model_name,
-        display_name=row.display_name,
-        base_url=row.base_url,
-        secret=row.api_key_encrypted,
-        is_active=row.is_active,
-        is_default=row.is_default,
-        tasks=frozenset(task for task in TASKS if row.serves(task)),
-        priority=row.priority,
-        daily_token_limit=row.daily_token_limit,
-        monthly_token_limit=row.monthly_token_limit,
-        last_test_success=row.last_test_success,
-        last_test_message=row.last_test_message,
-    )
-
-
-def explain(
-    task: str | TaskType,
-    engine: Engine,
-    cipher: SecretBox,
-    environ: Mapping[str, str] | None = None,
-) -> RoutePlan:
-    """What a router would do for `task` now (for the console, which runs no router)."""
-    with Session(engine) as session:
-        candidates = tuple(_candidate(row) for row in session.scalars(select(ProviderConfig)))
-    return _plan(
-        _task_name(task),
-        candidates,
-        _legacy_from(os.environ if environ is None else environ),
-        cipher,
-        QuotaLedger(engine),
-    )
-
-
-def _plan(
-    task: str,
-    candidates: Sequence[Candidate],
-    legacy: Sequence[Candidate],
-    cipher: SecretBox,
-    ledger: QuotaLedger,
-) -> RoutePlan:
-    if not candidates:
-        reason = "no config is stored: served from the environment"
-        plans = [
-            CandidatePlan(None, c.display_name, c.provider_type, c.model_name, True, reason)
-            for c in legacy
-        ]
-        return RoutePlan(task, tuple(plans), legacy=True)
-    now = utcnow()
-    considered = sorted(
-        (c for c in candidates if task in c.tasks or c.is_default),
-        key=lambda c: (task not in c.tasks, c.priority, c.config_id or 0),
-    )
-    return RoutePlan(
-        task,
-        tuple(
-            CandidatePlan(
-                c.config_id,
-                c.display_name,
-                c.provider_type,
-                c.model_name,
-                *_eligibility(c, cipher, ledger, now),
-            )
-            for c in considered
-        ),
-    )
-
-
-def _eligibility(
-    candidate: Candidate, cipher: SecretBox, ledger: QuotaLedger, now: datetime
-) -> tuple[bool, str]:
-    if not candidate.is_active:
-        return False, "inactive"
-    try:
-        cipher.decrypt(candidate.secret)
-    except DecryptionError:
-        return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
-    if candidate.limited:
-        assert candidate.config_id is not None
-        if full := _limit_reached(candidate, ledger.standing(candidate.config_id, now)):
-            return False, full
-    why = "default for every task" if candidate.is_default else "serves this task"
-    if candidate.last_test_success is False:
-        return True, f"{why}; warning: its last credential test failed"
-    return True, why
-
-
-def _task_name(task: str | TaskType) -> str:
-    try:
-        return TaskType(task).value
-    except ValueError:
-        raise UnknownTask(f"unknown task {task!r}: use one of {', '.join(TASKS)}") from None
-
-
-def _limit_reached(candidate: Candidate, standing: Standing) -> str | None:
-    checks = (
-        ("daily", candidate.daily_token_limit, standing.day_used, standing.day_reserved),
-        ("monthly", candidate.monthly_token_limit, standing.month_used, standing.month_reserved),
-    )
-    for period, limit, used, reserved in checks:
-        if limit is not None and used + reserved >= limit:
-            return (
-                f"{period} limit reached: {used:,} used + {reserved:,} reserved by running "
-                f"calls of {limit:,} tokens"
-            )
-    return None
-
-
-def get_default_provider_config(session: Session, task: str | TaskType) -> ProviderConfig | None:
-    """The config that would serve `task` first (the seed's helper), ignoring limits."""
-    task_name = _task_name(task)
-    flag = getattr(ProviderConfig, f"default_for_{task_name}")
-    row = session.scalars(
-        select(ProviderConfig)
-        .where(ProviderConfig.is_active, flag)
-        .order_by(ProviderConfig.priority, ProviderConfig.id)
-        .limit(1)
-    ).first()
-    if row is not None:
-        return row
-    return session.scalars(
-        select(ProviderConfig).where(ProviderConfig.is_active, ProviderConfig.is_default)
-    ).first()

@@ -285,6 +285,16 @@ def test_an_idle_lease_goes_back_without_a_close(db: MigratedDatabase) -> None:
     assert counter(db, config) == (60, 0)
 
 
+@pytest.mark.parametrize("options", [{"lease_share": 0}, {"lease_calls": 0}])
+def test_lease_options_that_would_break_the_limit_are_refused(
+    db: MigratedDatabase, options: dict[str, int]
+) -> None:
+    with pytest.raises(ValueError, match="lease_calls and lease_share must be at least 1"):
+        make_router(db, **options)
+    with pytest.raises(ValueError, match="margin of -1"):
+        QuotaLedger(db.engine).reserve(stored_config(db), 10, BIG, None, NOON, TTL, margin=-1)
+
+
 # --- settling against a lease ------------------------------------------------------------------
 
 
