@@ -293,7 +293,12 @@ class QuotaReservation(Base):
     draw down (core/quota.py). Expired holds are released by a sweep."""
 
     __tablename__ = "ai_provider_quota_reservations"
-    __table_args__ = (CheckConstraint("tokens >= 0", name="tokens_non_negative"),)
+    # AUTOINCREMENT: SQLite would otherwise hand a deleted row's id to the next reservation, and
+    # a late settlement of the old one (an overdue call, a swept lease) would act on the new.
+    __table_args__ = (
+        CheckConstraint("tokens >= 0", name="tokens_non_negative"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     config_id: Mapped[int] = mapped_column(

@@ -24,8 +24,8 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
   it (reserved -> used in the same transaction), and what is left is given back after a few
   seconds. The guarantee is unchanged, because a call draws only what the lease still covers.
   A lease is granted only with the `margin`: it must leave at least 15 times its size for
-  everyone else, so leases never hold more than a sixteenth of what remains, and near a limit
-  every call reserves exactly, one round trip each.
+  everyone else, so each lease is at most a sixteenth of what remained when it was granted,
+  and near a limit every call reserves exactly, one round trip each.
 - A process that dies mid-call leaves its reservation (or lease) behind; `sweep` (run by every
   router in the background) deletes expired reservations and releases their tokens, so nothing
   dangles for longer than the reservation's lifetime (longer than any call can last).
@@ -51,18 +51,21 @@ UNLIMITED = 2**62
 MESSAGE_OVERHEAD_TOKENS = 32  # role markers and per-message framing the providers add
 IMAGE_TOKENS_ESTIMATE = 2_000  # generous; providers charge ~250–1,600 for a typical image
 
+# (CAST: psycopg sends a small number as int2 or int4, and PostgreSQL would add two of them
+# in that type and overflow.)
 _COUNT = """
 INSERT INTO ai_provider_quota_counters AS c (config_id, day, used_tokens, reserved_tokens)
 SELECT :config_id, :day, 0, :tokens
-WHERE :tokens + :margin <= :daily_limit
-  AND :tokens + :margin + (
+WHERE CAST(:tokens AS BIGINT) + CAST(:margin AS BIGINT) <= :daily_limit
+  AND CAST(:tokens AS BIGINT) + CAST(:margin AS BIGINT) + (
       SELECT COALESCE(SUM(used_tokens + reserved_tokens), 0) FROM ai_provider_quota_counters
       WHERE config_id = :config_id AND day >= :month_start AND day < :day
   ) <= :monthly_limit
 ON CONFLICT (config_id, day) DO UPDATE
 SET reserved_tokens = c.reserved_tokens + excluded.reserved_tokens
-WHERE c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + :margin <= :daily_limit
-  AND c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + :margin + (
+WHERE c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + CAST(:margin AS BIGINT)
+      <= :daily_limit
+  AND c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + CAST(:margin AS BIGINT) + (
       SELECT COALESCE(SUM(used_tokens + reserved_tokens), 0) FROM ai_provider_quota_counters
       WHERE config_id = :config_id AND day >= :month_start AND day < :day
   ) <= :monthly_limit
@@ -97,7 +100,7 @@ _DRAW = text(
 )
 # Giving back part of a lease: shrink its row, and the counter by as much, only if the row is
 # still there (the writer may have given the whole lease back meanwhile).
-_SHRINK_SQLITE = text(
+_SHRINK = text(
     "UPDATE ai_provider_quota_reservations SET tokens = tokens - :tokens "
     "WHERE id = :id AND tokens >= :tokens RETURNING id"
 )
@@ -248,12 +251,16 @@ class QuotaLedger:
 
     def _give_back(self, hold: Reservation, tokens: int) -> bool:
         with write_transaction(self._engine) as conn:
-            row = conn.execute(_SHRINK_SQLITE, {"id": hold.id, "tokens": tokens}).first()
-            if row is not None:
-                conn.execute(
-                    _RELEASE_HELD,
-                    {"config_id": hold.config_id, "day": hold.day, "released": tokens},
-                )
+            return self.shrink(conn, hold, tokens)
+
+    @staticmethod
+    def shrink(conn: Connection, hold: Reservation, tokens: int) -> bool:
+        """`give_back_async` inside the caller's transaction."""
+        row = conn.execute(_SHRINK, {"id": hold.id, "tokens": tokens}).first()
+        if row is not None:
+            conn.execute(
+                _RELEASE_HELD, {"config_id": hold.config_id, "day": hold.day, "released": tokens}
+            )
         return row is not None
 
     def _connections(self) -> _AsyncConnections:
@@ -277,9 +284,9 @@ class QuotaLedger:
 
         A call's own reservation is finished: deleted, its tokens released. A draw on a lease
         takes the call's usage out of the lease's row, so those tokens move from reserved to
-        used. Draws are applied before finishes, so a lease given back in the same batch as its
-        last calls releases only what they left. A hold that a sweep already released (an
-        overdue call) only adds its usage.
+        used. Draws are applied before finishes, so settling a lease's last calls and giving it
+        back in one batch releases only what they left. A hold that a sweep already released
+        (an overdue call) only adds its usage.
         """
         items = list(spends)
         used: dict[tuple[int, date], int] = {}

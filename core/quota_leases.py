@@ -10,20 +10,24 @@ lease's row as it settles the call, and gives back what is left once the last on
 
 Why the limit still holds: the database never holds more than the limit allows (the lease is
 one conditional reservation), and a call is served by a lease only while the lease's balance
-covers the call's upper bound, so everything its calls use fits in it.
+covers the call's upper bound, so everything its calls use fits in it. No call draws on a lease
+after its window, so none can outlast the lease's row (which expires window + ttl after the
+grant and may then be swept by any process).
 
 What it costs: tokens in another process's lease cannot serve this one. A lease is granted only
-while it leaves at least `LEASE_SHARE - 1` times its size for everyone else, so near a limit no
-lease is granted and every call reserves exactly. Further from it, the tokens a process's leases
-hold beyond its calls in progress (about one lease, for at most `LEASE_IDLE_S` after its last
+while it leaves at least `LEASE_SHARE - 1` times its size for everyone else, so near a limit
+no lease is granted and every call reserves exactly. Further from it, the tokens a process's
+current lease holds beyond its calls in progress (for at most `LEASE_IDLE_S` after its last
 draw) may make a call elsewhere be refused that exact reservations would have let through. A
-call refused here first tries this process's own leases. A process that dies leaves its lease to
-the sweep, like any hold.
+retired lease gives back what no call was promised at the writer's next turn, without waiting
+for its calls; a call refused here first tries this process's own leases. A process that dies
+leaves its lease to the sweep, like any hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -78,7 +82,7 @@ class QuotaLeases:
         self._lock = threading.Lock()
         self._current: dict[int, _Lease] = {}  # config id -> the lease new calls draw on
         self._open: dict[int, _Lease] = {}  # reservation id -> every lease not yet given back
-        self._asking: dict[int, asyncio.Future[None]] = {}  # config id -> a lease being asked for
+        self._asking: dict[int, asyncio.Task[None]] = {}  # config id -> a lease being asked for
         self._refused_until: dict[int, float] = {}
 
     async def hold(
@@ -98,44 +102,66 @@ class QuotaLeases:
             with self._lock:
                 lease = self._current.get(config_id)
                 if lease is not None:
-                    if self._covers(lease, tokens, limits, now) and (
-                        self._clock() < lease.usable_until
-                    ):
+                    if self._covers(lease, tokens, limits, now):
                         return self._draw(lease, tokens)
                     self._retire(lease)
                 pending = self._asking.get(config_id)
-                if pending is None and self._may_lease(config_id):
-                    asked = self._asking[config_id] = loop.create_future()
-                    break
-            # Someone in this event loop is asking for a lease: wait for it (one round trip,
-            # the same as reserving alone) and draw on it. Otherwise reserve alone.
+                if pending is not None and pending.done():  # its loop stopped before cleanup
+                    del self._asking[config_id]
+                    pending = None
+                if pending is None and not waited and self._may_lease(config_id):
+                    pending = loop.create_task(self._ask(config_id, tokens, limits, now))
+                    pending.add_done_callback(functools.partial(self._asked, config_id))
+                    self._asking[config_id] = pending
+            # Wait, once, for the lease being asked for in this event loop (one round trip, the
+            # same as reserving alone), then draw on it. Otherwise reserve alone.
             if waited or pending is None or pending.get_loop() is not loop:
                 return await self._reserve_alone(config_id, tokens, limits, now)
             waited = True
-            await asyncio.shield(pending)
-        try:
-            size = tokens * self._calls
-            grant = await self.ledger.reserve_async(
-                config_id,
-                size,
-                daily_limit,
-                monthly_limit,
-                now,
-                self._ttl + timedelta(seconds=self._window_s),
-                margin=(self._share - 1) * size,
-            )
-            with self._lock:
-                if grant is not None:
-                    now_s = self._clock()
-                    lease = _Lease(grant, limits, now_s + self._window_s, now_s, size)
-                    self._current[config_id] = self._open[grant.id] = lease
-                    return self._draw(lease, tokens)
+            try:
+                await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not pending.cancelled() or (current is not None and current.cancelling()):
+                    raise  # this call is being cancelled, not just the lease request
+            except Exception:  # noqa: S110 - the request failed: this call reserves alone
+                pass
+
+    async def _ask(
+        self,
+        config_id: int,
+        tokens: int,
+        limits: tuple[int | None, int | None],
+        now: datetime,
+    ) -> None:
+        """Ask the database for a lease for calls of `tokens`, and make it the current one. It
+        runs as a task of its own, so a caller cancelled meanwhile leaves no lease stranded."""
+        size = tokens * self._calls
+        asked_at = self._clock()  # the row's expiry counts from `now`, so the window does too
+        grant = await self.ledger.reserve_async(
+            config_id,
+            size,
+            *limits,
+            now,
+            self._ttl + timedelta(seconds=self._window_s),
+            margin=(self._share - 1) * size,
+        )
+        with self._lock:
+            if grant is None:
                 self._refused_until[config_id] = self._clock() + self._window_s
-        finally:
-            with self._lock:
+                return
+            lease = _Lease(grant, limits, asked_at + self._window_s, asked_at, size)
+            if (old := self._current.get(config_id)) is not None:
+                self._retire(old)
+            self._current[config_id] = self._open[grant.id] = lease
+
+    def _asked(self, config_id: int, task: asyncio.Task[None]) -> None:
+        """A lease request is over (done, failed or cancelled, even before it started)."""
+        with self._lock:
+            if self._asking.get(config_id) is task:
                 del self._asking[config_id]
-            asked.set_result(None)
-        return await self._reserve_alone(config_id, tokens, limits, now)
+        if not task.cancelled():
+            task.exception()  # seen: the callers waiting on it got it, or reserved alone
 
     def spent(self, hold: Reservation, used: int) -> None:
         """The call on `hold` is over, having used `used` tokens: its lease (if it drew on one)
@@ -154,18 +180,30 @@ class QuotaLeases:
                 if hold is not None and hold.draw and (lease := self._open.get(hold.id)):
                     lease.unsettled -= 1
 
-    def due(self) -> list[Reservation]:
-        """Leases to give back now: retired, past their window or idle, with every call settled.
-        The caller (the usage writer) must give back each one it is handed."""
+    def due(self) -> tuple[list[Reservation], list[tuple[Reservation, int]]]:
+        """What to give back now: whole leases (retired, every call settled, or expired), and
+        the unpromised balance of retired leases whose calls are still running. Leases past
+        their window or idle are retired first. The caller (the usage writer) must give back
+        everything it is handed."""
         with self._lock:
             now = self._clock()
             for lease in list(self._current.values()):
                 if now >= lease.usable_until or now - lease.last_draw >= self._idle_s:
                     self._retire(lease)
-            done = [lease for lease in self._open.values() if lease.retired and not lease.unsettled]
-            for lease in done:
-                del self._open[lease.grant.id]
-        return [lease.grant for lease in done]
+            whole: list[Reservation] = []
+            part: list[tuple[Reservation, int]] = []
+            for lease in list(self._open.values()):
+                if not lease.retired:
+                    continue
+                # An expired lease may be swept by now: whatever still settles on it counts as
+                # used only, like an overdue call (a call still running, or a dropped batch).
+                if not lease.unsettled or now >= lease.usable_until + self._ttl.total_seconds():
+                    del self._open[lease.grant.id]
+                    whole.append(lease.grant)
+                elif lease.balance > 0:
+                    part.append((lease.grant, lease.balance))
+                    lease.balance = 0
+        return whole, part
 
     def retire_all(self) -> None:
         """Stop drawing on every lease (the router is closing); `due` then returns them."""
@@ -194,7 +232,7 @@ class QuotaLeases:
                         continue
                     if self._covers(lease, tokens, limits, now):
                         return self._draw(lease, tokens)
-                    if lease.retired and lease.balance > 0:
+                    if lease.retired and lease.balance > 0:  # the writer may not be there yet
                         spare.append((lease, lease.balance))
                         lease.balance = 0
             if attempt == 2 or not spare:
@@ -209,11 +247,17 @@ class QuotaLeases:
     def _may_lease(self, config_id: int) -> bool:
         return self._calls > 1 and self._clock() >= self._refused_until.get(config_id, 0.0)
 
-    @staticmethod
     def _covers(
-        lease: _Lease, tokens: int, limits: tuple[int | None, int | None], now: datetime
+        self, lease: _Lease, tokens: int, limits: tuple[int | None, int | None], now: datetime
     ) -> bool:
-        return lease.balance >= tokens and lease.limits == limits and lease.grant.day == now.date()
+        """Whether a call of `tokens` may draw on `lease` now. Never after its window: a call
+        drawn later could outlast the lease's row, which expires window + ttl after the grant."""
+        return (
+            lease.balance >= tokens
+            and lease.limits == limits
+            and lease.grant.day == now.date()
+            and self._clock() < lease.usable_until
+        )
 
     def _draw(self, lease: _Lease, tokens: int) -> Reservation:
         lease.balance -= tokens

@@ -30,12 +30,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import logging
 import os
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -70,6 +71,8 @@ from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, Pr
 from core.quota import QuotaLedger, Reservation, reservation_size
 from core.quota_leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.usage import UsageRecord, UsageWriter, log_provider_usage
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LEGACY_PROVIDERS",
@@ -330,6 +333,9 @@ class Router:
                     record(reservation, UsageStatus.ERROR, "key_undecryptable", str(exc))
                 )
                 continue
+            except BaseException:
+                self._abandon(candidate, task_name, user_id, started, reservation)
+                raise
             try:
                 result = await send(provider)
             except ProviderError as error:
@@ -341,34 +347,9 @@ class Router:
                     raise ProviderCallError(str(error), error, attempts) from None
                 continue
             except BaseException:
-                if reservation is not None:  # release the hold; the call's outcome is unknown
-                    self._submit(
-                        self._usage(
-                            candidate,
-                            task_name,
-                            user_id,
-                            started,
-                            UsageStatus.ERROR,
-                            "internal",
-                            None,
-                            0,
-                        ),
-                        reservation,
-                    )
+                self._abandon(candidate, task_name, user_id, started, reservation)
                 raise
-            cost = estimate_cost_usd(
-                candidate.provider_type,
-                result.model_name,
-                result.input_tokens,
-                result.output_tokens,
-                started,
-            ) or estimate_cost_usd(
-                candidate.provider_type,
-                candidate.model_name,
-                result.input_tokens,
-                result.output_tokens,
-                started,
-            )
+            cost = _cost(candidate, result, started)
             record = self._usage(
                 candidate,
                 task_name,
@@ -437,6 +418,22 @@ class Router:
             )
             state.adapters[cache_key] = adapter
         return adapter
+
+    def _abandon(
+        self,
+        candidate: Candidate,
+        task: str,
+        user_id: int | None,
+        started: Any,
+        reservation: Reservation | None,
+    ) -> None:
+        """The attempt ended in an exception of ours or the caller's (a cancellation, say): its
+        outcome is unknown, so log it as an internal error and release its hold."""
+        if reservation is not None:
+            usage = self._usage(
+                candidate, task, user_id, started, UsageStatus.ERROR, "internal", None, 0
+            )
+            self._submit(usage, reservation)
 
     def _submit(self, record: UsageRecord, reservation: Reservation | None) -> None:
         """Hand a finished attempt to the usage writer; a lease gets back what it did not use."""
@@ -537,3 +534,19 @@ class Router:
 
         asyncio.run_coroutine_threadsafe(close_client(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def _cost(candidate: Candidate, result: GenerationResult, at: datetime) -> Decimal | None:
+    """genai-prices' figure for the model that answered (or the configured one, when the price
+    data knows only that name); None when unpriced. Never raises: the call has been made and
+    its usage must still be recorded against the limit."""
+    try:
+        for model in (result.model_name, candidate.model_name):
+            cost = estimate_cost_usd(
+                candidate.provider_type, model, result.input_tokens, result.output_tokens, at
+            )
+            if cost is not None:
+                return cost
+    except Exception as exc:
+        log.warning("pricing %s %s failed (%s)", candidate.provider_type, result.model_name, exc)
+    return None

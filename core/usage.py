@@ -196,17 +196,22 @@ class UsageWriter:
         return False
 
     def _give_back_leases(self) -> None:
-        """Release what retired leases have left (their calls are all settled). If that fails
-        the tokens stay held until the sweep releases the expired lease."""
-        due = self._leases.due() if self._leases is not None else []
-        if not due:
+        """Release what retired leases hold: all of it once their calls are settled, the part
+        promised to no call at once. If that fails the tokens stay held until the lease's last
+        give-back, or the sweep of the expired lease."""
+        whole, part = self._leases.due() if self._leases is not None else ([], [])
+        if not whole and not part:
             return
         try:
             with write_transaction(self._engine) as conn:
-                self._ledger.settle(conn, [Spend(r.config_id, r.day, 0, r) for r in due])
+                for hold, tokens in part:
+                    self._ledger.shrink(conn, hold, tokens)
+                self._ledger.settle(conn, [Spend(r.config_id, r.day, 0, r) for r in whole])
         except Exception as exc:
             log.warning(
-                "usage writer: giving back %d lease(s) failed (%s)", len(due), type(exc).__name__
+                "usage writer: giving back %d lease(s) failed (%s)",
+                len(whole) + len(part),
+                type(exc).__name__,
             )
 
     def _maybe_sweep(self) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from core.db import write_transaction
 from core.models import ProviderConfig, QuotaCounter, QuotaReservation, utcnow
 from core.quota import QuotaLedger, Reservation, Spend, reservation_size
-from core.quota_leases import LEASE_CALLS, LEASE_IDLE_S, QuotaLeases
+from core.quota_leases import LEASE_CALLS, LEASE_IDLE_S, LEASE_WINDOW_S, QuotaLeases
 from core.usage import UsageRecord, UsageWriter
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
@@ -226,11 +226,11 @@ def test_a_lease_that_cannot_cover_a_call_is_replaced_and_given_back_once_settle
     first, second, third = asyncio.run(scenario())
     assert first and second and third
     assert first.id == second.id != third.id
-    assert leases.due() == []  # the first lease still has calls to settle
+    assert leases.due() == ([], [])  # the first lease still has calls to settle, none spare
     settle(
         db, leases, [Spend(config, NOON.date(), 30, first), Spend(config, NOON.date(), 40, second)]
     )
-    (given_back,) = leases.due()
+    (given_back,), _ = leases.due()
     assert given_back.id == first.id
     settle(db, leases, [Spend(config, NOON.date(), 0, given_back)])
     assert holds(db) == [(third.id, 200)]
@@ -293,6 +293,138 @@ def test_lease_options_that_would_break_the_limit_are_refused(
         make_router(db, **options)
     with pytest.raises(ValueError, match="margin of -1"):
         QuotaLedger(db.engine).reserve(stored_config(db), 10, BIG, None, NOON, TTL, margin=-1)
+
+
+def test_no_call_draws_on_a_lease_after_its_window(db: MigratedDatabase) -> None:
+    """A call drawn late could outlast the lease's row, which another process may then sweep
+    and reuse: past its window a lease serves nobody, even a call refused otherwise."""
+    config = stored_config(db, limit=450)
+    clock = Clock()
+    ledger = QuotaLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=4, share=1, clock=clock)
+
+    async def scenario() -> list[Reservation | None]:
+        try:
+            first = await leases.hold(config, 100, 450, None, NOON)
+            clock.now += LEASE_WINDOW_S
+            # No new lease fits (400 + 400 > 450), nor this call beside the old lease (400 +
+            # 100): the old lease's unpromised 300 is given back and the call reserves alone.
+            return [first, await leases.hold(config, 100, 450, None, NOON)]
+        finally:
+            await ledger.aclose()
+
+    first, second = asyncio.run(scenario())
+    assert first is not None and first.draw
+    assert second is not None and not second.draw
+    assert holds(db) == [(first.id, 100), (second.id, 100)]
+    assert counter(db, config) == (0, 200)
+
+
+def test_a_retired_lease_gives_back_its_spare_tokens_before_its_calls_end(
+    db: MigratedDatabase,
+) -> None:
+    config = stored_config(db)
+    clock = Clock()
+    ledger = QuotaLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=4, clock=clock)
+    writer = UsageWriter(db.engine, ledger, leases)
+
+    async def two_calls() -> list[Reservation | None]:
+        try:  # now, not NOON: the writer also sweeps holds whose time is up
+            now = utcnow()
+            return [await leases.hold(config, 100, BIG, None, now) for _ in range(2)]
+        finally:
+            await ledger.aclose()
+
+    first, second = asyncio.run(two_calls())
+    assert first and second and first.id == second.id
+    clock.now += LEASE_WINDOW_S  # retired, with both calls still running
+    assert writer.flush()
+    assert holds(db) == [(first.id, 200)]  # what the two running calls may still use
+    assert counter(db, config) == (0, 200)
+    writer.close()
+
+
+def test_a_caller_cancelled_while_asking_for_a_lease_does_not_strand_it(
+    db: MigratedDatabase,
+) -> None:
+    config = stored_config(db)
+    ledger = CountingLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=4)
+
+    async def scenario() -> Reservation | None:
+        try:
+            asker = asyncio.create_task(leases.hold(config, 100, BIG, None, NOON))
+            await asyncio.sleep(0)  # it has asked for the lease, and waits for the answer
+            asker.cancel()
+            return await leases.hold(config, 100, BIG, None, NOON)
+        finally:
+            await ledger.aclose()
+
+    later = asyncio.run(scenario())
+    assert ledger.round_trips == 1  # the later call drew on the lease the cancelled one asked for
+    assert later is not None and later.draw
+    assert holds(db) == [(later.id, 400)]
+
+
+def test_a_lease_whose_size_and_margin_overflow_a_small_integer_is_granted(
+    db: MigratedDatabase,
+) -> None:
+    """psycopg sends small numbers as int2: 2,112 + 31,680 must not be added in that type."""
+    config = stored_config(db)
+    ledger = QuotaLedger(db.engine)
+
+    async def asked() -> Reservation | None:
+        try:
+            return await ledger.reserve_async(config, 2_112, BIG, None, NOON, TTL, margin=31_680)
+        finally:
+            await ledger.aclose()
+
+    assert ledger.reserve(config, 2_112, BIG, None, NOON, TTL, margin=31_680) is not None
+    assert asyncio.run(asked()) is not None
+    assert counter(db, config) == (0, 4_224)
+
+
+class FailingLeaseLedger(QuotaLedger):
+    """A real ledger whose lease requests (those with a margin) fail, as on a dropped link."""
+
+    async def reserve_async(self, *args: Any, **kwargs: Any) -> Reservation | None:
+        if kwargs.get("margin"):
+            await asyncio.sleep(0.01)
+            raise ConnectionError("the database went away")
+        return await super().reserve_async(*args, **kwargs)
+
+
+def test_callers_waiting_for_a_failed_lease_request_reserve_alone(db: MigratedDatabase) -> None:
+    config = stored_config(db)
+    ledger = FailingLeaseLedger(db.engine)
+    leases = QuotaLeases(ledger, TTL, calls=4)
+
+    async def scenario() -> list[Reservation | BaseException | None]:
+        try:
+            return await asyncio.gather(
+                *(leases.hold(config, 100, BIG, None, NOON) for _ in range(3)),
+                return_exceptions=True,
+            )
+        finally:
+            await ledger.aclose()
+
+    got = asyncio.run(scenario())
+    assert all(isinstance(h, Reservation) and not h.draw for h in got), got
+    assert counter(db, config) == (0, 300)
+
+
+def test_a_reservation_id_is_never_used_twice(db: MigratedDatabase) -> None:
+    """A late settlement of a deleted hold (an overdue call, a swept lease) must not find a newer
+    one under the same id: SQLite reuses the highest deleted id unless told not to."""
+    config = stored_config(db)
+    ledger = QuotaLedger(db.engine)
+    first = ledger.reserve(config, 100, BIG, None, NOON, TTL)
+    assert first is not None
+    with write_transaction(db.engine) as conn:
+        QuotaLedger.settle(conn, [Spend(config, NOON.date(), 0, first)])
+    second = ledger.reserve(config, 100, BIG, None, NOON, TTL)
+    assert second is not None and second.id > first.id
 
 
 # --- settling against a lease ------------------------------------------------------------------

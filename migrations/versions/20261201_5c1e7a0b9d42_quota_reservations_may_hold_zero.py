@@ -1,11 +1,13 @@
-"""Quota reservations may hold zero tokens: a router's lease is drawn down to 0 by its calls.
+"""Quota reservations may hold zero tokens (a router's lease is drawn down to 0 by its calls),
+and on SQLite their ids are never reused (AUTOINCREMENT).
 
 Revision ID: 5c1e7a0b9d42
 Revises: 215e8de742e8
 Create Date: 2026-12-01 21:40:00
 
-Hand-written (Alembic does not compare CHECK constraints). On SQLite the batch rebuilds the
-reservations table, which no trigger or foreign key points at.
+Hand-written (Alembic compares neither CHECK constraints nor AUTOINCREMENT). On SQLite the batch
+rebuilds the reservations table, which no trigger or foreign key points at; PostgreSQL's
+identity never reused ids.
 """
 
 from collections.abc import Sequence
@@ -21,7 +23,9 @@ TABLE = "ai_provider_quota_reservations"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table(TABLE) as batch_op:
+    with op.batch_alter_table(
+        TABLE, recreate="auto", table_kwargs={"sqlite_autoincrement": True}
+    ) as batch_op:
         batch_op.drop_constraint(op.f("ck_ai_provider_quota_reservations_tokens_positive"), "check")
         batch_op.create_check_constraint(
             op.f("ck_ai_provider_quota_reservations_tokens_non_negative"), "tokens >= 0"
