@@ -94,13 +94,9 @@ _RESERVE_PG_PSYCOPG = re.sub(r":(\w+)", r"%(\1)s", _RESERVE_PG)
 _RELEASE = text(
     "DELETE FROM ai_provider_quota_reservations WHERE id IN :ids RETURNING id, tokens"
 ).bindparams(bindparam("ids", expanding=True))
-_DRAW = text(
-    "UPDATE ai_provider_quota_reservations SET tokens = tokens - :used "
-    "WHERE id = :id AND tokens >= :used RETURNING id"
-)
-# Giving back part of a lease: shrink its row, and the counter by as much, only if the row is
-# still there (the writer may have given the whole lease back meanwhile).
-_SHRINK = text(
+# Taking tokens out of a hold, only if it is still there and holds that many: a call's draw on a
+# lease (they move to used) or a lease giving back what no call was promised (they are freed).
+_TAKE = text(
     "UPDATE ai_provider_quota_reservations SET tokens = tokens - :tokens "
     "WHERE id = :id AND tokens >= :tokens RETURNING id"
 )
@@ -256,7 +252,7 @@ class QuotaLedger:
     @staticmethod
     def shrink(conn: Connection, hold: Reservation, tokens: int) -> bool:
         """`give_back_async` inside the caller's transaction."""
-        row = conn.execute(_SHRINK, {"id": hold.id, "tokens": tokens}).first()
+        row = conn.execute(_TAKE, {"id": hold.id, "tokens": tokens}).first()
         if row is not None:
             conn.execute(
                 _RELEASE_HELD, {"config_id": hold.config_id, "day": hold.day, "released": tokens}
@@ -306,7 +302,7 @@ class QuotaLedger:
         for lease_id, (key, tokens) in drawn.items():
             if not tokens:
                 continue
-            if conn.execute(_DRAW, {"id": lease_id, "used": tokens}).first() is not None:
+            if conn.execute(_TAKE, {"id": lease_id, "tokens": tokens}).first() is not None:
                 freed[key] = freed.get(key, 0) + tokens
             else:  # swept, or its calls used more than it held (images): finish it
                 finished[lease_id] = key

@@ -50,7 +50,6 @@ class _Lease:
     last_draw: float
     balance: int  # tokens not yet promised to a call
     unsettled: int = 0  # draws handed out and not yet settled by the usage writer
-    retired: bool = False
 
 
 class QuotaLeases:
@@ -193,7 +192,7 @@ class QuotaLeases:
             whole: list[Reservation] = []
             part: list[tuple[Reservation, int]] = []
             for lease in list(self._open.values()):
-                if not lease.retired:
+                if self._is_current(lease):
                     continue
                 # An expired lease may be swept by now: whatever still settles on it counts as
                 # used only, like an overdue call (a call still running, or a dropped batch).
@@ -232,7 +231,7 @@ class QuotaLeases:
                         continue
                     if self._covers(lease, tokens, limits, now):
                         return self._draw(lease, tokens)
-                    if lease.retired and lease.balance > 0:  # the writer may not be there yet
+                    if not self._is_current(lease) and lease.balance > 0:  # writer not there yet
                         spare.append((lease, lease.balance))
                         lease.balance = 0
             if attempt == 2 or not spare:
@@ -265,7 +264,10 @@ class QuotaLeases:
         lease.last_draw = self._clock()
         return replace(lease.grant, tokens=tokens, draw=True)
 
+    def _is_current(self, lease: _Lease) -> bool:
+        """Not yet retired: new calls may draw on it."""
+        return self._current.get(lease.grant.config_id) is lease
+
     def _retire(self, lease: _Lease) -> None:
-        lease.retired = True
-        if self._current.get(lease.grant.config_id) is lease:
+        if self._is_current(lease):
             del self._current[lease.grant.config_id]

@@ -16,9 +16,9 @@ updates the Prometheus metrics (core.metrics).
 Configs are cached and re-read when a cheap fingerprint query (at most once every
 `config_refresh_s`, 2 s by default) shows a change, so an edit in the console reaches running
 routers within seconds and calls do not read configs from the database; core/candidates.py keeps
-that cache, orders candidates and explains them. Keys stay encrypted in
-the config cache; each config's SDK client, which holds its decrypted key, is kept in memory while
-that config version is unchanged (building one costs more than the routing itself).
+that cache, orders candidates and explains them. Keys stay encrypted in the config cache; each
+config's SDK client, which holds its decrypted key, is kept in memory while that config version
+is unchanged (building one costs more than the routing itself).
 
 Token limits cost most calls no database round trip: a router leases a block of tokens and hands
 it out to its calls (core/quota_leases.py). `lease_calls` sets a lease's size in calls (1 turns
@@ -541,7 +541,7 @@ def _cost(candidate: Candidate, result: GenerationResult, at: datetime) -> Decim
     data knows only that name); None when unpriced. Never raises: the call has been made and
     its usage must still be recorded against the limit."""
     try:
-        for model in (result.model_name, candidate.model_name):
+        for model in dict.fromkeys((result.model_name, candidate.model_name)):
             cost = estimate_cost_usd(
                 candidate.provider_type, model, result.input_tokens, result.output_tokens, at
             )

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 import ui
 from core.models import AdminActionLog, ProviderConfig, utcnow
+from core.quota import QuotaLedger
 from tests.fakes import FakeProviderServer
 from tests.pages_support import Console, console, dialogs, state_dump, texts  # noqa: F401
 from tests.routing_support import KEYS, add_config, allow_planted_keys
@@ -80,6 +81,23 @@ def test_cards_show_status_badges_limits_and_only_the_last_four(
     assert any("skipped: Claude Backup (inactive)" in c.value for c in at.caption)
     for key in KEYS.values():
         assert key not in texts(at) and key not in state_dump(at)
+
+
+def test_a_card_counts_reserved_tokens_against_the_limit_and_says_so(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", daily_token_limit=10_000)
+    now = utcnow()  # a router holds 2,500 tokens: a call in progress, or a lease
+    assert QuotaLedger(console.db.engine).reserve(
+        config, 2_500, 10_000, None, now, timedelta(minutes=5)
+    )
+    at = console.page(PAGE, admin).run()
+    assert not at.exception
+    (today,) = [p for p in at.get("progress") if p.proto.text.startswith("Today")]
+    assert today.proto.text == "Today: 0 of 10,000 tokens (25%); 2,500 reserved by running calls"
+    assert today.proto.value == 25
 
 
 def test_test_checks_the_stored_key_and_records_the_result(

@@ -443,6 +443,18 @@ def test_draws_are_settled_before_the_lease_is_given_back(db: MigratedDatabase) 
     assert counter(db, config) == (250, 0)
 
 
+def test_a_lease_may_be_drawn_down_to_nothing(db: MigratedDatabase) -> None:
+    """Its calls may use all it holds: the row then holds 0 tokens until it is given back."""
+    config = stored_config(db)
+    lease = QuotaLedger(db.engine).reserve(config, 600, BIG, None, NOON, TTL)
+    assert lease is not None
+    draws = [Reservation(lease.id, config, lease.day, 300, draw=True) for _ in range(2)]
+    with write_transaction(db.engine) as conn:
+        QuotaLedger.settle(conn, [Spend(config, lease.day, 300, draw) for draw in draws])
+    assert holds(db) == [(lease.id, 0)]
+    assert counter(db, config) == (600, 0)
+
+
 def test_a_draw_beyond_what_the_lease_holds_finishes_it(db: MigratedDatabase) -> None:
     config = stored_config(db)
     lease = QuotaLedger(db.engine).reserve(config, 1_000, BIG, None, NOON, TTL)
