@@ -235,8 +235,9 @@ if report.empty:
 _headline(report.headline)
 previous = report.query.previous()
 st.caption(
-    f"Change against {previous.start:%Y-%m-%d %H:%M} – {previous.end:%Y-%m-%d %H:%M} UTC, "
-    "the period of equal length before."
+    f"{start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC. Changes are against "
+    f"{previous.start:%Y-%m-%d %H:%M} – {previous.end:%Y-%m-%d %H:%M}, the period of equal "
+    "length before."
 )
 for note in report.notes:
     st.caption(note)

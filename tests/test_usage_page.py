@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ from core.models import AdminActionLog, utcnow
 from core.usage_export import COLUMNS, export_csv
 from core.usage_queries import UsageQuery, usage_report
 from tests.pages_support import Console, console  # noqa: F401
-from tests.usage_support import add_configs, insert_out_of_order, random_rows, raw_rows
+from tests.usage_support import add_configs, in_range, insert_out_of_order, random_rows, raw_rows
 
 PAGE = "pages/usage.py"
 
@@ -44,6 +45,16 @@ def seed(console: Console) -> list[dict[str, Any]]:
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label.endswith(label))
+
+
+def window(at: AppTest) -> tuple[datetime, datetime]:
+    """The range the page says it shows (its end is the next whole minute, so the test cannot
+    work it out from its own clock)."""
+    for caption in at.caption:
+        if found := re.match(r"(\S+ \S+) – (\S+ \S+) UTC\.", caption.value):
+            first, last = (datetime.fromisoformat(t).replace(tzinfo=UTC) for t in found.groups())
+            return first, last
+    raise AssertionError("the page does not say which range it shows")
 
 
 def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None:
@@ -72,10 +83,13 @@ def test_the_range_and_the_filters_change_the_figures(console: Console) -> None:
     rows = seed(console)
     analyst, _ = console.add_user("ann", role="analyst", mfa=False)
     at = console.page(PAGE, analyst).run()
-    now = utcnow()
 
     at.segmented_control(key="usage_range").set_value("24 h").run()
-    recent = [r for r in rows if r["created_at"] >= now - timedelta(hours=24)]
+    start, end = window(at)
+    assert end - start == timedelta(hours=24)
+    assert end - timedelta(minutes=1) <= utcnow() < end + timedelta(seconds=30)
+    recent = in_range(rows, start, end)
+    assert recent and len(recent) < len(rows)
     assert metric(at, "Calls") == f"{len(recent):,}"
 
     at.segmented_control(key="usage_range").set_value("90 d").run()
