@@ -223,12 +223,28 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(20_000)
     page = context.new_page()
     yield page
+    if request.node.stash.get(_FAILED, False):  # what the browser showed when the test failed
+        ARTIFACTS.mkdir(exist_ok=True)
+        name = "".join(c if c.isalnum() else "-" for c in request.node.name)
+        for n, open_page in enumerate(context.pages):
+            open_page.screenshot(path=ARTIFACTS / f"failed-{name}-{n}.png", full_page=True)
     context.close()
 
 
