@@ -223,15 +223,15 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+_FAILED = pytest.StashKey[bool]()  # set on a test whose call phase failed
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     report = yield
     if report.when == "call" and report.failed:
         item.stash[_FAILED] = True
     return report
-
-
-_FAILED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
