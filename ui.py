@@ -15,6 +15,7 @@ revoked (logout, password change, MFA reset, disabling): an enrolled user still 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -357,7 +358,9 @@ def _resume(token: dict[str, Any] | None) -> None:
     if not token:
         return
     # The library's token holds the username and its expiry; it was issued REMEMBER_SIGN_IN
-    # before that.
+    # before that. That issue time names this browser's sign-in: core audits its first resume
+    # only, so the cookie is kept as it is (a rewrite would look like a new sign-in on the next
+    # page load, and would stretch the 12 hours without a password).
     issued_at = datetime.fromtimestamp(token["exp_date"], UTC) - auth.REMEMBER_SIGN_IN
     with transaction() as session:
         outcome = auth.resume_session(session, token["username"], issued_at, origin())
@@ -365,6 +368,7 @@ def _resume(token: dict[str, Any] | None) -> None:
         begin_code_entry(outcome)
     elif outcome.ok:
         sign_in(outcome)
+        st.session_state.pop(_SET_COOKIE, None)
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -377,6 +381,24 @@ def compact_count(n: int) -> str:
     if n < 1_000_000_000:
         return f"{n / 1_000_000:.1f} M"
     return f"{n / 1_000_000_000:.2f} B"
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# GitHub-flavoured Markdown links bare URLs and e-mail addresses after escapes are resolved, so
+# a WORD JOINER (U+2060, invisible) goes where its patterns need two characters side by side.
+_BARE_LINKS = re.compile(r"(?<=:)(?=//)|(?<=@)|(?<=www)(?=\.)", re.IGNORECASE)
+
+
+def plain(text: str) -> str:
+    """`text` for a Markdown-rendering element (st.error, st.caption, …) that shows it exactly
+    as written: provider answers and user input are data, never links, images or formatting.
+
+    Every ASCII punctuation mark is backslash-escaped (CommonMark allows it for any), which
+    also defeats Streamlit's :directives[] and $math$; bare URLs and addresses are broken up
+    invisibly so they are not linked. Newlines are kept as line breaks.
+    """
+    unlinked = _BARE_LINKS.sub("\u2060", text)
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", unlinked).replace("\n", "  \n")
 
 
 # --- messages that survive a rerun -----------------------------------------------------------
@@ -416,6 +438,11 @@ def seal(secret: str) -> Sealed:
     return Sealed(cipher().encrypt(secret))
 
 
+def unseal(sealed: Sealed) -> str:
+    """The secret back, for the one call that needs it (never store the result)."""
+    return cipher().decrypt(sealed.token)
+
+
 @dataclass(frozen=True)
 class _Pending:
     """A sensitive call waiting for a step-up code: plain data, so nothing else is kept alive."""
@@ -447,15 +474,15 @@ def _attempt(pending: _Pending) -> str:
     if user is None:
         st.error("Sign in again to continue.")
         return "failed"
-    args = [cipher().decrypt(a.token) if isinstance(a, Sealed) else a for a in pending.args]
+    args = [unseal(a) if isinstance(a, Sealed) else a for a in pending.args]
     try:
         with transaction() as session:
             pending.call(session, actor(user), *args)
     except StepUpRequired:
         return "step-up"
     except (PermissionDenied, auth.AuthError, AdminError) as exc:
-        text = str(exc)
-        st.error(text[:1].upper() + text[1:].rstrip(".") + ".")
+        text = str(exc)  # may quote a provider's answer: shown as plain text
+        st.error(plain(text[:1].upper() + text[1:].rstrip(".") + "."))
         return "failed"
     flash("success", pending.done)
     return "done"

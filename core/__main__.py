@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core import audit, auth, users
 from core.admin import (
@@ -35,6 +35,20 @@ from core.crypto import (
 )
 from core.db import make_engine, make_session_factory, schema_status, session_scope, upgrade
 from core.routing import LEGACY_PROVIDERS
+
+# The flag that sets each field the core services name in their refusals.
+FLAGS = {
+    "provider_type": "--type",
+    "model_name": "--model",
+    "display_name": "--name",
+    "api_key": "--api-key-env",
+    "description": "--description",
+    "base_url": "--base-url",
+    "tasks": "--tasks",
+    "priority": "--priority",
+    "daily_token_limit": "--daily-limit",
+    "monthly_token_limit": "--monthly-limit",
+}
 
 
 class CliError(Exception):
@@ -72,6 +86,25 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace) -> None:
         )
     then = " They must set up an authenticator app at their first sign-in."
     print(f"Added {view.username} ({view.role}).{then if view.role == 'super_admin' else ''}")
+
+
+def cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> None:
+    engine = _migrated_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        actor = audit.Actor.cli()
+        view = users.unlock(session, actor, users.user_id_of(session, actor, args.name))
+    print(f"Unlocked {view.username}: its failed sign-ins and codes are forgotten.")
+
+
+def cmd_users_reset_mfa(settings: Settings, args: argparse.Namespace) -> None:
+    engine = _migrated_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        actor = audit.Actor.cli()
+        view = users.reset_mfa(session, actor, users.user_id_of(session, actor, args.name))
+    print(
+        f"Reset the authenticator app of {view.username}: they sign in with their password and "
+        "set up an authenticator app again; their sessions have ended."
+    )
 
 
 def _read_password() -> str:
@@ -181,12 +214,7 @@ def _limit(value: int | None) -> str:
 
 
 def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:
-    key = os.environ.get(args.api_key_env, "").strip()
-    if not key:
-        raise CliError(
-            f"environment variable {args.api_key_env} is empty or not set: put the API key in "
-            "it (--api-key-env names the variable, never the key itself)"
-        )
+    key = _key_from_env(args.api_key_env)
     data = ProviderInput(
         provider_type=args.type,
         model_name=args.model,
@@ -194,10 +222,10 @@ def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:
         api_key=key,
         description=args.description,
         base_url=args.base_url,
-        tasks=[task for task in args.tasks.split(",") if task.strip()],
+        tasks=_tasks(args.tasks),
         priority=args.priority,
-        daily_token_limit=args.daily_limit,
-        monthly_token_limit=args.monthly_limit,
+        daily_token_limit=_unlimited(args.daily_limit),
+        monthly_token_limit=_unlimited(args.monthly_limit),
         is_active=not args.inactive,
         is_default=args.default,
     )
@@ -209,6 +237,68 @@ def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:
         f"Saved provider config {view.id}: {view.display_name} ({view.provider_type} "
         f"{view.model_name}, key {view.masked_key}, {tested})."
     )
+
+
+def cmd_providers_edit(settings: Settings, args: argparse.Namespace) -> None:
+    """Edit like the console's form: flags not given keep their value; changing --type or
+    --base-url needs --api-key-env too (a stored key goes only where it was entered for)."""
+    admin = _provider_admin(settings)
+    actor = audit.Actor.cli()
+    view = admin.get(actor, args.id)
+    key = _key_from_env(args.api_key_env) if args.api_key_env else None
+
+    def given(value: object, current: object) -> object:
+        return current if value is None else value
+
+    data = ProviderInput(
+        provider_type=given(args.type, view.provider_type),  # type: ignore[arg-type]
+        model_name=given(args.model, view.model_name),  # type: ignore[arg-type]
+        display_name=given(args.name, view.display_name),  # type: ignore[arg-type]
+        api_key=key,
+        description=given(args.description, view.description),  # type: ignore[arg-type]
+        base_url=given(args.base_url, view.base_url),  # type: ignore[arg-type]
+        tasks=view.tasks if args.tasks is None else _tasks(args.tasks),
+        priority=given(args.priority, view.priority),
+        daily_token_limit=given(_unlimited(args.daily_limit), view.daily_token_limit),
+        monthly_token_limit=given(_unlimited(args.monthly_limit), view.monthly_token_limit),
+        is_active=view.is_active if args.active is None else args.active,
+        is_default=view.is_default if args.default is None else args.default,
+    )
+    saved = admin.update(
+        actor, args.id, data, expected_version=view.version, validate=not args.skip_validation
+    )
+    tested = (
+        "credentials verified"
+        if saved.last_tested_at != view.last_tested_at and saved.last_test_success
+        else "no credential test needed"
+        if not args.skip_validation
+        else "credentials NOT tested"
+    )
+    print(
+        f"Saved provider config {saved.id}: {saved.display_name} ({saved.provider_type} "
+        f"{saved.model_name}, key {saved.masked_key}, {tested})."
+    )
+
+
+def _key_from_env(variable: str) -> str:
+    key = os.environ.get(variable, "").strip()
+    if not key:
+        raise CliError(
+            f"environment variable {variable} is empty or not set: put the API key in "
+            "it (--api-key-env names the variable, never the key itself)"
+        )
+    return key
+
+
+def _tasks(raw: str) -> list[str]:
+    return [task for task in raw.split(",") if task.strip()]
+
+
+def _unlimited(value: str | None) -> str | None:
+    """A limit flag's value: `unlimited` (or `none`) clears the limit."""
+    if value is not None and value.strip().lower() in ("unlimited", "none"):
+        return ""
+    return value
 
 
 def cmd_providers_test(settings: Settings, args: argparse.Namespace) -> None:
@@ -274,7 +364,7 @@ def _stored_with_key(
 ) -> int | None:
     for view in views:
         same = (view.provider_type, view.model_name, view.key_last4) == (kind, model, key[-4:])
-        if same and admin.stored_key_matches(view.id, key):
+        if same and admin.stored_key_matches(audit.Actor.cli(), view.id, key):
             return view.id
     return None
 
@@ -356,12 +446,44 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--base-url", help="endpoint override (OpenAI-style ones end in /v1)")
     add.add_argument("--tasks", default="", help=f"comma-separated: {','.join(TASKS)}")
     add.add_argument("--default", action="store_true", help="fallback for every task")
-    add.add_argument("--priority", type=int, default=100, help="lower is tried first")
-    add.add_argument("--daily-limit", type=int, help="tokens per UTC day (default unlimited)")
-    add.add_argument("--monthly-limit", type=int, help="tokens per UTC month")
+    add.add_argument("--priority", default="100", help="lower is tried first")
+    add.add_argument("--daily-limit", help="tokens per UTC day (default unlimited)")
+    add.add_argument("--monthly-limit", help="tokens per UTC month (default unlimited)")
     add.add_argument("--description", default="")
     add.add_argument("--inactive", action="store_true", help="save it switched off")
     add.add_argument("--skip-validation", action="store_true", help="save without testing")
+    edit = actions.add_parser(
+        "edit",
+        help="change a config like the console's form does (flags not given stay as they are)",
+        description="Changing --type or --base-url needs --api-key-env too: a stored key is "
+        "only ever sent to the endpoint it was entered for.",
+    )
+    edit.add_argument("id", type=int)
+    edit.add_argument("--type", help="gemini, openai or claude (needs --api-key-env)")
+    edit.add_argument("--model", help="model name (tested with the stored key)")
+    edit.add_argument("--name", help="display name")
+    edit.add_argument("--api-key-env", metavar="VAR", help="environment variable holding a new key")
+    edit.add_argument(
+        "--base-url", help='endpoint override; "" for the provider\'s own (needs --api-key-env)'
+    )
+    edit.add_argument("--tasks", help=f'comma-separated: {",".join(TASKS)} ("" for none)')
+    edit.add_argument("--priority", help="lower is tried first")
+    edit.add_argument("--daily-limit", help="tokens per UTC day, or `unlimited`")
+    edit.add_argument("--monthly-limit", help="tokens per UTC month, or `unlimited`")
+    edit.add_argument("--description")
+    state = edit.add_mutually_exclusive_group()
+    state.add_argument("--active", dest="active", action="store_true", default=None)
+    state.add_argument("--inactive", dest="active", action="store_false")
+    default = edit.add_mutually_exclusive_group()
+    default.add_argument(
+        "--default",
+        dest="default",
+        action="store_true",
+        default=None,
+        help="fallback for every task",
+    )
+    default.add_argument("--no-default", dest="default", action="store_false")
+    edit.add_argument("--skip-validation", action="store_true", help="save without testing")
     for name, text in (("test", "test a saved config's key"), ("remove", "delete a config")):
         actions.add_parser(name, help=text).add_argument("id", type=int)
 
@@ -388,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_user.add_argument("--role", required=True, choices=["super_admin", "analyst"])
     add_user.add_argument("--display-name", default="", help="shown in the console")
     add_user.add_argument("--email")
+    account_actions.add_parser(
+        "unlock", help="clear an account's sign-in throttles (wrong passwords and codes)"
+    ).add_argument("name", help="username")
+    account_actions.add_parser(
+        "reset-mfa", help="forget an account's authenticator app; it must set one up again"
+    ).add_argument("name", help="username")
     return parser
 
 
@@ -398,11 +526,14 @@ def _command(args: argparse.Namespace) -> Command:
         ("keys", "rotate"): cmd_keys_rotate,
         ("providers", "list"): cmd_providers_list,
         ("providers", "add"): cmd_providers_add,
+        ("providers", "edit"): cmd_providers_edit,
         ("providers", "test"): cmd_providers_test,
         ("providers", "remove"): cmd_providers_remove,
         ("seed-from-env", None): cmd_seed_from_env,
         ("demo-data", None): cmd_demo_data,
         ("users", "add"): cmd_users_add,
+        ("users", "unlock"): cmd_users_unlock,
+        ("users", "reset-mfa"): cmd_users_reset_mfa,
     }
     action = (
         getattr(args, "keys_command", None)
@@ -418,7 +549,10 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     try:
         _command(args)(settings or Settings.from_env(), args)
     except ValidationFailed as exc:
-        print(f"error: not saved: {exc}", file=sys.stderr)
+        problems = "; ".join(
+            f"{FLAGS.get(name, name)}: {text}" for name, text in exc.errors.items()
+        )
+        print(f"error: not saved: {problems}", file=sys.stderr)
         return 1
     except (CliError, ConfigError, DecryptionError, AdminError, auth.AuthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -426,6 +560,11 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     except OperationalError as exc:
         reason = " ".join(str(exc.orig).split())  # drivers answer in several lines
         print(f"error: cannot reach the database: {reason}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        # Only the driver's first line: never the statement or its parameters (ciphertext).
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        print(f"error: the database refused this, nothing was saved: {reason}", file=sys.stderr)
         return 1
     return 0
 

@@ -9,14 +9,20 @@ rotation) also call `require_step_up`: a TOTP code verified within the last ten 
 
 from __future__ import annotations
 
+import logging
+import sys
+from dataclasses import replace
 from datetime import datetime, timedelta
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from core import audit
 from core.audit import Actor
 from core.models import User, UserRole, utcnow
 
 STEP_UP_WINDOW = timedelta(minutes=10)
+log = logging.getLogger(__name__)
 
 
 class PermissionDenied(Exception):
@@ -28,16 +34,40 @@ class StepUpRequired(PermissionDenied):
 
 
 def require_role(session: Session, actor: Actor, *roles: UserRole) -> User | None:
-    """The acting user, if active and holding one of `roles`; the operator passes as None."""
+    """The acting user, if active and holding one of `roles`; the operator passes as None.
+
+    A refusal is audited (`access.denied`, naming the operation that was refused) in a
+    transaction of its own, since the caller's rolls back when PermissionDenied propagates.
+    """
     if actor.is_operator:
         return None
     user = session.get(User, actor.user_id) if actor.user_id is not None else None
     if user is None or not user.is_active:
+        known = user is not None  # an unknown id must not reach the audit row's foreign key
+        _deny(session, actor if known else replace(actor, user_id=None), "no active account", roles)
         raise PermissionDenied("you are not signed in with an active account")
     if user.role not in {role.value for role in roles}:
+        _deny(session, actor, f"role {user.role}", roles)
         needed = " or ".join(role.value.replace("_", "-") for role in roles)
         raise PermissionDenied(f"this needs the {needed} role")
     return user
+
+
+def _deny(session: Session, actor: Actor, reason: str, roles: tuple[UserRole, ...]) -> None:
+    frame = sys._getframe(2)  # the service function that asked is what was refused
+    while frame.f_back is not None and frame.f_code.co_name.startswith("_"):
+        frame = frame.f_back  # past private helpers such as a module's _guard
+    caller = frame.f_code
+    details = {
+        "operation": f"{caller.co_filename.rpartition('/')[2]}:{caller.co_qualname}",
+        "reason": reason,
+        "needed": [role.value for role in roles],
+    }
+    try:
+        with Session(session.get_bind()) as own, own.begin():
+            audit.record(own, actor, "access.denied", details=details)
+    except SQLAlchemyError as exc:  # the refusal stands even if it cannot be written down
+        log.warning("could not audit a permission refusal for %s: %s", actor.label, exc)
 
 
 def require_step_up(actor: Actor, now: datetime | None = None) -> None:

@@ -13,8 +13,12 @@ Callers get `ProviderView`s, never the ORM rows (which hold the ciphertext).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+import functools
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, TypeVar
@@ -31,6 +35,7 @@ from core.crypto import DecryptionError, SecretBox
 from core.db import session_scope
 from core.models import ProviderConfig, ProviderType, TaskType, UserRole, utcnow
 from core.providers import CredentialCheck, ProviderFactory
+from core.providers.egress import Allowlist, EgressRefused, check_base_url
 
 T = TypeVar("T")
 Validator = Callable[[str, str, str | None, str | None], Awaitable[CredentialCheck]]
@@ -40,6 +45,16 @@ TASKS = tuple(task.value for task in TaskType)
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_URL = 500
+MAX_PRIORITY = 2**31 - 1  # the column is a 32-bit integer
+MAX_TOKENS = 2**63 - 1  # and the limits 64-bit ones
+# Where each SDK sends a config without a base_url (named in audit rows of credential tests).
+DEFAULT_HOSTS = {
+    "openai": "api.openai.com",
+    "claude": "api.anthropic.com",
+    "gemini": "generativelanguage.googleapis.com",
+}
+# Fields whose change points the stored key at another endpoint: the key must come again.
+KEY_BOUND_FIELDS = ("provider_type", "base_url")
 
 
 class AdminError(Exception):
@@ -133,17 +148,23 @@ class ProviderView:
 
 
 class ProviderAdmin:
-    """Provider configs for one process: give it the session factory and the SecretBox."""
+    """Provider configs for one process: give it the session factory and the SecretBox.
+
+    `allowlist` names the hosts a base_url may point at although they are private or loopback
+    (AI_CONSOLE_BASE_URL_ALLOWLIST when None).
+    """
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         cipher: SecretBox,
         validator: Validator | None = None,
+        allowlist: Allowlist | None = None,
     ) -> None:
         self._sessions = sessions
         self._cipher = cipher
-        self._validate = validator or _validate_with_factory
+        self._validate = validator or functools.partial(_validate_with_factory, allowlist=allowlist)
+        self._allowlist = allowlist
 
     # --- reading ---
 
@@ -161,9 +182,10 @@ class ProviderAdmin:
             require_role(session, actor, ADMIN, UserRole.ANALYST)
             return ProviderView.of(_load(session, config_id))
 
-    def stored_key_matches(self, config_id: int, key: str) -> bool:
+    def stored_key_matches(self, actor: Actor, config_id: int, key: str) -> bool:
         """Whether config `config_id` holds `key` (for the seed command's duplicate check)."""
         with session_scope(self._sessions) as session:
+            require_role(session, actor, ADMIN)
             row = _load(session, config_id)
             try:
                 return self._cipher.decrypt(row.api_key_encrypted) == key
@@ -174,93 +196,109 @@ class ProviderAdmin:
 
     def create(self, actor: Actor, data: ProviderInput, *, validate: bool = True) -> ProviderView:
         """Save a new config after proving its credentials (unless `validate` is False)."""
-        clean = _clean(data, creating=True)
-        key = clean.pop("api_key")
-        with session_scope(self._sessions) as session:
-            self._authorize(session, actor)  # before anything reaches the provider
-        check = self._check(clean, key) if validate else None
-        with session_scope(self._sessions) as session:
-            row = ProviderConfig(
-                **clean,
-                api_key_encrypted=self._cipher.encrypt(key),
-                key_last4=key[-4:],
-                created_by_id=actor.user_id,
-            )
-            _record_test(row, check)
-            if row.is_default:
-                _clear_default(session)
-            session.add(row)
-            session.flush()
-            audit.record(
-                session,
-                actor,
-                "provider.create",
-                target_type="provider_config",
-                target_id=row.id,
-                details=_describe(row) | {"validated": validate},
-            )
-            return ProviderView.of(row)
+        with self._refusals(actor, "provider.create", None):
+            with session_scope(self._sessions) as session:
+                self._authorize(session, actor)  # before anything is looked up or sent
+            clean = self._clean(data, creating=True)
+            key = clean.pop("api_key")
+            check = self._check(actor, "create", None, clean, key) if validate else None
+            with session_scope(self._sessions) as session:
+                row = ProviderConfig(
+                    **clean,
+                    api_key_encrypted=self._cipher.encrypt(key),
+                    key_last4=key[-4:],
+                    created_by_id=actor.user_id,
+                )
+                _record_test(row, check)
+                if row.is_default:
+                    _clear_default(session)
+                session.add(row)
+                session.flush()
+                audit.record(
+                    session,
+                    actor,
+                    "provider.create",
+                    target_type="provider_config",
+                    target_id=row.id,
+                    details=_describe(row) | {"validated": validate},
+                )
+                return ProviderView.of(row)
 
     def update(
-        self, actor: Actor, config_id: int, data: ProviderInput, expected_version: int
+        self,
+        actor: Actor,
+        config_id: int,
+        data: ProviderInput,
+        expected_version: int,
+        *,
+        validate: bool = True,
     ) -> ProviderView:
         """Apply an edit made on `expected_version`; refuse it if the config moved on since.
 
-        A new key, model, provider or base URL is proven against the provider first; that call
+        A stored key is bound to the endpoint it was entered for: an edit that changes the
+        provider type or the base URL must bring the key again, or it is refused before anything
+        is sent anywhere. A new key or model is proven against the provider first; that call
         happens outside any database transaction, and the version is checked again after it.
+        `validate=False` (the CLI's --skip-validation) saves without that test.
         """
-        clean = _clean(data, creating=False)
-        key = clean.pop("api_key")
-        with session_scope(self._sessions) as session:
-            self._authorize(session, actor)
-            row = _load(session, config_id)
-            _check_version(row, expected_version)
-            if key is None and clean["provider_type"] != row.provider_type:
-                raise ValidationFailed({"api_key": "a new key is needed to change the provider"})
-            reaches_provider = ("provider_type", "model_name", "base_url")
-            needs_check = key is not None or any(
-                clean[name] != getattr(row, name) for name in reaches_provider
+        with self._refusals(actor, "provider.update", config_id):
+            with session_scope(self._sessions) as session:
+                self._authorize(session, actor)
+            clean = self._clean(data, creating=False)
+            key = clean.pop("api_key")
+            with session_scope(self._sessions) as session:
+                row = _load(session, config_id)
+                _check_version(row, expected_version)
+                moved = [name for name in KEY_BOUND_FIELDS if clean[name] != getattr(row, name)]
+                if key is None and moved:
+                    raise ValidationFailed({"api_key": _key_needed(moved, row)})
+                needs_check = validate and (
+                    key is not None or clean["model_name"] != row.model_name
+                )
+                test_key = key if key is not None else self._decrypt(row) if needs_check else None
+            check = (
+                self._check(actor, "update", config_id, clean, test_key)
+                if test_key is not None
+                else None
             )
-            test_key = key if key is not None else self._decrypt(row) if needs_check else None
-        check = self._check(clean, test_key) if test_key is not None else None
 
-        with session_scope(self._sessions) as session:
-            row = _load(session, config_id)
-            _check_version(row, expected_version)
-            before = _describe(row)
-            for name, value in clean.items():
-                setattr(row, name, value)
-            if key is not None:
-                row.api_key_encrypted = self._cipher.encrypt(key)
-                row.key_last4 = key[-4:]
-            _record_test(row, check)
-            if row.is_default:
-                _clear_default(session, keep=row.id)
-            after = _describe(row)
-            changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
-            try:
-                session.flush()
-            except StaleDataError:
-                raise _stale(row.display_name) from None
-            audit.record(
-                session,
-                actor,
-                "provider.update",
-                target_type="provider_config",
-                target_id=row.id,
-                details={"changes": changes, "key_replaced": key is not None},
-            )
-            return ProviderView.of(row)
+            with session_scope(self._sessions) as session:
+                row = _load(session, config_id)
+                _check_version(row, expected_version)
+                before = _describe(row)
+                for name, value in clean.items():
+                    setattr(row, name, value)
+                if key is not None:
+                    row.api_key_encrypted = self._cipher.encrypt(key)
+                    row.key_last4 = key[-4:]
+                _record_test(row, check)
+                if row.is_default:
+                    _clear_default(session, keep=row.id)
+                after = _describe(row)
+                changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+                try:
+                    session.flush()
+                except StaleDataError:
+                    raise _stale(row.display_name) from None
+                audit.record(
+                    session,
+                    actor,
+                    "provider.update",
+                    target_type="provider_config",
+                    target_id=row.id,
+                    details={"changes": changes, "key_replaced": key is not None},
+                )
+                return ProviderView.of(row)
 
     def set_active(self, actor: Actor, config_id: int, active: bool) -> ProviderView:
         """The list page's Activate/Deactivate quick action."""
-        with session_scope(self._sessions) as session:
+        action = "provider.activate" if active else "provider.deactivate"
+        with self._refusals(actor, action, config_id), session_scope(self._sessions) as session:
             self._authorize(session, actor)
             row = _load(session, config_id)
             if row.is_active != active:
                 row.is_active = active
                 session.flush()
-                action = "provider.activate" if active else "provider.deactivate"
                 audit.record(
                     session,
                     actor,
@@ -273,7 +311,10 @@ class ProviderAdmin:
 
     def delete(self, actor: Actor, config_id: int) -> ProviderView:
         """Remove a config; its usage history stays (with the config reference cleared)."""
-        with session_scope(self._sessions) as session:
+        with (
+            self._refusals(actor, "provider.delete", config_id),
+            session_scope(self._sessions) as session,
+        ):
             self._authorize(session, actor)
             row = _load(session, config_id)
             view = ProviderView.of(row)
@@ -300,18 +341,19 @@ class ProviderAdmin:
     def test(self, actor: Actor, config_id: int) -> CredentialCheck:
         """Test a saved config's stored key against its model, and record the outcome.
 
-        Recording a test is not an edit: it leaves `version` alone, so open edit forms stay valid.
+        The key goes to the base URL it was saved with, and nowhere else. Recording a test is
+        not an edit: it leaves `version` alone, so open edit forms stay valid.
         """
         with session_scope(self._sessions) as session:
             require_role(session, actor, ADMIN)
             row = _load(session, config_id)
-            target = (row.provider_type, row.base_url, row.model_name)
+            target = {n: getattr(row, n) for n in ("provider_type", "base_url", "model_name")}
             try:
                 key: str | None = self._decrypt(row)
             except AdminError as exc:
                 key, check = None, CredentialCheck(False, str(exc), 0)
         if key is not None:
-            check = _run(self._validate(target[0], key, target[1], target[2]))
+            check = self._probe(target, key)
         with session_scope(self._sessions) as session:
             session.execute(
                 ProviderConfig.__table__.update()
@@ -323,14 +365,7 @@ class ProviderAdmin:
                     updated_at=ProviderConfig.updated_at,
                 )
             )
-            audit.record(
-                session,
-                actor,
-                "provider.test",
-                target_type="provider_config",
-                target_id=config_id,
-                details={"ok": check.ok, "latency_ms": check.latency_ms},
-            )
+            _audit_test(session, actor, "saved", config_id, target, check)
         return check
 
     def test_new_key(
@@ -342,17 +377,19 @@ class ProviderAdmin:
         base_url: str | None = None,
     ) -> CredentialCheck:
         """Test credentials typed into a form before saving (needs step-up: a new key)."""
-        clean = _clean(
-            ProviderInput(provider_type, model_name, "test", api_key=api_key, base_url=base_url),
-            creating=True,
-        )
-        with session_scope(self._sessions) as session:
-            self._authorize(session, actor)
-        return _run(
-            self._validate(
-                clean["provider_type"], clean["api_key"], clean["base_url"], clean["model_name"]
+        with self._refusals(actor, "provider.test", None):
+            with session_scope(self._sessions) as session:
+                self._authorize(session, actor)
+            clean = self._clean(
+                ProviderInput(
+                    provider_type, model_name, "test", api_key=api_key, base_url=base_url
+                ),
+                creating=True,
             )
-        )
+            check = self._probe(clean, clean["api_key"])
+            with session_scope(self._sessions) as session:
+                _audit_test(session, actor, "form", None, clean, check)
+            return check
 
     # --- helpers ---
 
@@ -360,13 +397,52 @@ class ProviderAdmin:
         require_role(session, actor, ADMIN)
         require_step_up(actor)
 
-    def _check(self, clean: Mapping[str, Any], key: str) -> CredentialCheck:
-        check = _run(
-            self._validate(clean["provider_type"], key, clean["base_url"], clean["model_name"])
+    def _clean(self, data: ProviderInput, *, creating: bool) -> dict[str, Any]:
+        return _clean(data, creating=creating, allowlist=self._allowlist)
+
+    def _probe(self, target: Mapping[str, Any], key: str) -> CredentialCheck:
+        """One credential test against `target`'s endpoint (nothing is recorded)."""
+        return _run(
+            self._validate(target["provider_type"], key, target["base_url"], target["model_name"])
         )
+
+    def _check(
+        self,
+        actor: Actor,
+        context: str,
+        config_id: int | None,
+        clean: Mapping[str, Any],
+        key: str,
+    ) -> CredentialCheck:
+        """Prove `key` before a save; the test is audited whatever it says."""
+        check = self._probe(clean, key)
+        with session_scope(self._sessions) as session:
+            _audit_test(session, actor, context, config_id, clean, check)
         if not check.ok:
             raise CredentialsRejected(check)
         return check
+
+    @contextmanager
+    def _refusals(self, actor: Actor, action: str, config_id: int | None) -> Iterator[None]:
+        """Audit a refused change (bad fields, a stale edit, a rejected key) in a transaction of
+        its own, since the change's own transaction rolls back. Permission refusals are audited
+        by core.access; a pending step-up is not a refusal."""
+        try:
+            yield
+        except AdminError as exc:
+            details: dict[str, Any] = {"reason": type(exc).__name__, "message": str(exc)[:500]}
+            if isinstance(exc, ValidationFailed):
+                details["fields"] = sorted(exc.errors)
+            with session_scope(self._sessions) as session:
+                audit.record(
+                    session,
+                    actor,
+                    f"{action}_refused",
+                    target_type="provider_config",
+                    target_id=config_id,
+                    details=details,
+                )
+            raise
 
     def _decrypt(self, row: ProviderConfig) -> str:
         try:
@@ -378,10 +454,59 @@ class ProviderAdmin:
             ) from None
 
 
+def _key_needed(moved: Collection[str], row: ProviderConfig) -> str:
+    what = " and ".join({"provider_type": "provider", "base_url": "base URL"}[n] for n in moved)
+    return (
+        f"paste the API key again to change the {what}: the stored key …{row.key_last4} was "
+        f"entered for {target_host(row.provider_type, row.base_url)} and is sent nowhere else"
+    )
+
+
+def target_host(provider_type: str, base_url: str | None) -> str:
+    """The host a config's key is sent to (the SDK's own default when no base_url is set)."""
+    if base_url:
+        return urlsplit(base_url).hostname or base_url
+    return DEFAULT_HOSTS.get(provider_type, provider_type)
+
+
+def _audit_test(
+    session: Session,
+    actor: Actor,
+    context: str,
+    config_id: int | None,
+    target: Mapping[str, Any],
+    check: CredentialCheck,
+) -> None:
+    """Every credential test is audited: where the key went and what came back."""
+    audit.record(
+        session,
+        actor,
+        "provider.test",
+        target_type="provider_config",
+        target_id=config_id,
+        details={
+            "context": context,
+            "provider_type": target["provider_type"],
+            "model_name": target["model_name"],
+            "host": target_host(target["provider_type"], target["base_url"]),
+            "ok": check.ok,
+            "latency_ms": check.latency_ms,
+            "message": check.message[:300],
+        },
+    )
+
+
 async def _validate_with_factory(
-    provider_type: str, api_key: str, base_url: str | None, model_name: str | None
+    provider_type: str,
+    api_key: str,
+    base_url: str | None,
+    model_name: str | None,
+    *,
+    allowlist: Allowlist | None,
 ) -> CredentialCheck:
-    return await ProviderFactory.validate_credentials(provider_type, api_key, base_url, model_name)
+    return await ProviderFactory.validate_credentials(
+        provider_type, api_key, base_url, model_name, allowlist=allowlist
+    )
 
 
 def _run(awaitable: Awaitable[T]) -> T:
@@ -446,6 +571,7 @@ def _describe(row: ProviderConfig) -> dict[str, Any]:
     """Audit-safe facts about a config (never the key, only its last four)."""
     return {
         "display_name": row.display_name,
+        "description": row.description,
         "provider_type": row.provider_type,
         "model_name": row.model_name,
         "base_url": _without_credentials(row.base_url),
@@ -469,33 +595,44 @@ def _without_credentials(url: str | None) -> str | None:
 # --- field validation ---------------------------------------------------------------------------
 
 
-def check_fields(data: ProviderInput, *, creating: bool) -> None:
+def check_fields(
+    data: ProviderInput, *, creating: bool, allowlist: Allowlist | None = None
+) -> None:
     """Raise ValidationFailed naming every bad field (forms call it before asking for a code)."""
-    _clean(data, creating=creating)
+    _clean(data, creating=creating, allowlist=allowlist)
 
 
-def _clean(data: ProviderInput, *, creating: bool) -> dict[str, Any]:
-    """Normalised column values, or ValidationFailed naming every bad field."""
+def _clean(
+    data: ProviderInput, *, creating: bool, allowlist: Allowlist | None = None
+) -> dict[str, Any]:
+    """Normalised column values, or ValidationFailed naming every bad field.
+
+    Everything is checked here, before any database write or network call: text without
+    control characters, numbers within their columns, and a base URL whose host is public (or
+    allowed by the operator).
+    """
     errors: dict[str, str] = {}
     out: dict[str, Any] = {}
 
-    kind = str(data.provider_type or "").strip().lower()
-    if kind not in {t.value for t in ProviderType}:
+    kind = _text(data.provider_type, "provider_type", errors).lower()
+    if "provider_type" not in errors and kind not in {t.value for t in ProviderType}:
         errors["provider_type"] = (
-            f"unknown provider type {data.provider_type!r}: use gemini, openai or claude"
+            f"unknown provider type {kind[:40]!r}: use gemini, openai or claude"
         )
     out["provider_type"] = kind
 
     for name, limit in (("model_name", MAX_NAME), ("display_name", MAX_NAME)):
-        value = str(getattr(data, name) or "").strip()
-        if not value:
+        value = _text(getattr(data, name), name, errors)
+        if name in errors:
+            pass
+        elif not value:
             errors[name] = "must not be empty"
         elif len(value) > limit:
             errors[name] = f"must be at most {limit} characters"
         out[name] = value
 
-    description = str(data.description or "").strip()
-    if len(description) > MAX_DESCRIPTION:
+    description = _text(data.description, "description", errors)
+    if "description" not in errors and len(description) > MAX_DESCRIPTION:
         errors["description"] = f"must be at most {MAX_DESCRIPTION} characters"
     out["description"] = description
 
@@ -504,22 +641,25 @@ def _clean(data: ProviderInput, *, creating: bool) -> dict[str, Any]:
         if creating:
             errors["api_key"] = "must not be empty"
         out["api_key"] = None
-    elif any(ch.isspace() for ch in key) or len(key) < 8:
-        errors["api_key"] = "does not look like an API key (no spaces, at least 8 characters)"
+    elif not key.isprintable() or any(ch.isspace() for ch in key) or len(key) < 8:
+        errors["api_key"] = (
+            "does not look like an API key (no spaces or control characters, at least 8 characters)"
+        )
+        out["api_key"] = None
     else:
         out["api_key"] = key
 
-    out["base_url"] = _clean_url(data.base_url, errors)
+    out["base_url"] = _clean_url(data.base_url, errors, allowlist)
 
-    tasks = {str(task).strip() for task in data.tasks if str(task).strip()}
-    if unknown := sorted(tasks - set(TASKS)):
+    tasks = {_text(task, "tasks", errors) for task in data.tasks} - {""}
+    if "tasks" not in errors and (unknown := sorted(tasks - set(TASKS))):
         errors["tasks"] = f"unknown task {', '.join(unknown)}: use {', '.join(TASKS)}"
     for task in TASKS:
         out[f"default_for_{task}"] = task in tasks
 
-    out["priority"] = _whole(data.priority, "priority", errors, allow_none=False)
-    out["daily_token_limit"] = _whole(data.daily_token_limit, "daily_token_limit", errors)
-    out["monthly_token_limit"] = _whole(data.monthly_token_limit, "monthly_token_limit", errors)
+    out["priority"] = _whole(data.priority, "priority", errors, MAX_PRIORITY, allow_none=False)
+    for name in ("daily_token_limit", "monthly_token_limit"):
+        out[name] = _whole(getattr(data, name), name, errors, MAX_TOKENS)
     out["is_active"] = bool(data.is_active)
     out["is_default"] = bool(data.is_default)
 
@@ -528,21 +668,41 @@ def _clean(data: ProviderInput, *, creating: bool) -> dict[str, Any]:
     return out
 
 
-def _clean_url(raw: str | None, errors: dict[str, str]) -> str | None:
-    url = (raw or "").strip()
-    if not url:
-        return None
+def _text(raw: object, name: str, errors: dict[str, str]) -> str:
+    """`raw` trimmed; NUL and other control characters are refused (no database stores them
+    alike, and they hide text from whoever reads the audit log)."""
+    value = str(raw or "").strip()
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        errors[name] = "must not contain control characters"
+    return value
+
+
+def _clean_url(raw: str | None, errors: dict[str, str], allowlist: Allowlist | None) -> str | None:
+    url = _text(raw, "base_url", errors)
+    if not url or "base_url" in errors:
+        return url or None
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        host, _ = parts.hostname, parts.port  # .port raises on a bad port
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host:
         errors["base_url"] = "must be an http:// or https:// URL with a host"
     elif parts.username or parts.password:
         errors["base_url"] = "must not contain credentials; put the key in the API key field"
     elif len(url) > MAX_URL:
         errors["base_url"] = f"must be at most {MAX_URL} characters"
+    else:
+        try:
+            check_base_url(url, allowlist)
+        except EgressRefused as exc:
+            errors["base_url"] = str(exc)
     return url.rstrip("/")
 
 
-def _whole(value: Any, name: str, errors: dict[str, str], allow_none: bool = True) -> int | None:
+def _whole(
+    value: Any, name: str, errors: dict[str, str], maximum: int, allow_none: bool = True
+) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         if not allow_none:
             errors[name] = "must be given"
@@ -557,7 +717,7 @@ def _whole(value: Any, name: str, errors: dict[str, str], allow_none: bool = Tru
         value = int(value)
     if isinstance(value, str):
         text = value.strip().replace("_", "").replace(",", "")
-        if not text.lstrip("-").isdigit():
+        if not re.fullmatch(r"-?[0-9]{1,40}", text):
             errors[name] = "must be a whole number"
             return None
         value = int(text)
@@ -566,5 +726,8 @@ def _whole(value: Any, name: str, errors: dict[str, str], allow_none: bool = Tru
         return None
     if value < 0:
         errors[name] = "must not be negative"
+        return None
+    if value > maximum:
+        errors[name] = f"must be at most {maximum:,}"
         return None
     return value

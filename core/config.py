@@ -6,7 +6,9 @@ construct one directly in tests) and pass it on. Every variable is documented in
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,9 @@ from sqlalchemy.exc import ArgumentError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("development", "production")
 MIN_COOKIE_KEY_LENGTH = 32
+ALLOWLIST_VARIABLE = "AI_CONSOLE_BASE_URL_ALLOWLIST"
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 class ConfigError(Exception):
@@ -35,6 +40,12 @@ class Settings:
     db_max_overflow: int = 10
     # Signs the console's sign-in cookie; "" means the development default (core.auth.cookie_key).
     cookie_key: str = field(default="", repr=False)
+    # base_url hosts, IPs or CIDRs that may be private (core.providers.egress). A Settings built
+    # directly (scripts, tests) gets the operator's AI_CONSOLE_BASE_URL_ALLOWLIST too, so the
+    # egress policy is the same however the settings were made.
+    base_url_allowlist: tuple[str, ...] = field(
+        default_factory=lambda: allowlist_entries(os.environ.get(ALLOWLIST_VARIABLE, ""))
+    )
 
     def __post_init__(self) -> None:
         if self.env not in ENVIRONMENTS:
@@ -62,6 +73,8 @@ class Settings:
                 f"AI_CONSOLE_COOKIE_KEY must be at least {MIN_COOKIE_KEY_LENGTH} characters; "
                 "make one with `python -m core keys generate`"
             )
+        for entry in self.base_url_allowlist:
+            allowlist_entry(entry)
 
     @property
     def is_production(self) -> bool:
@@ -89,7 +102,37 @@ class Settings:
             db_pool_size=_int(env, "AI_CONSOLE_DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "AI_CONSOLE_DB_MAX_OVERFLOW", 10),
             cookie_key=env.get("AI_CONSOLE_COOKIE_KEY", "").strip(),
+            base_url_allowlist=allowlist_entries(env.get(ALLOWLIST_VARIABLE, "")),
         )
+
+
+def allowlist_entries(raw: str) -> tuple[str, ...]:
+    """The entries of an AI_CONSOLE_BASE_URL_ALLOWLIST value, normalized; ConfigError on a bad one.
+
+    Comma-separated host names, IP addresses or CIDRs; empty entries are ignored.
+    """
+    return tuple(allowlist_entry(part) for part in raw.split(",") if part.strip())
+
+
+def allowlist_entry(entry: str) -> str:
+    """One allowlist entry normalized (a lower-case name without a trailing dot, or an IP/CIDR)."""
+    text = entry.strip().lower().rstrip(".")
+    try:
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pass
+    else:
+        return str(network.network_address) if network.num_addresses == 1 else str(network)
+    try:
+        name = text.encode("idna").decode("ascii") if not text.isascii() else text
+    except UnicodeError:
+        name = ""
+    if not _HOST_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{ALLOWLIST_VARIABLE}: {entry.strip()!r} is not a host name, IP address or CIDR; "
+            "use e.g. 127.0.0.1,10.0.0.0/8,llm.internal"
+        )
+    return name
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

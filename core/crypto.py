@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import ConfigError, Settings
+from core.db import private_dir
 from core.models import ProviderConfig, User
 
 
@@ -104,7 +105,7 @@ def _embedded_key(settings: Settings, announce: Callable[[str], None]) -> str:
         if not key:
             raise ConfigError(f"{path} is empty: restore it from your backup")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent, tighten=path.parent == settings.data_dir)
     key = generate_key()
     # Write a private temporary file, then link it into place: the link either creates the key
     # file whole or fails because another process got there first, whose key we then use.

@@ -7,6 +7,8 @@ and real transactions; PostgreSQL goes through psycopg 3 with a bounded, pre-pin
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,13 +29,23 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
 def make_engine(settings: Settings) -> Engine:
-    """Build the engine for `settings.database_url` (creating a SQLite file's folder)."""
+    """Build the engine for `settings.database_url` (creating a SQLite file's folder).
+
+    Statement parameters never appear in exceptions or logs (`hide_parameters`): they can hold
+    ciphertext, password hashes or whatever a user typed. A SQLite file, its folder and its
+    -wal/-shm files are readable by the owner only, whatever the umask.
+    """
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-        _configure_sqlite(engine)
+            database = Path(url.database)
+            if database.parent.resolve() == settings.data_dir.resolve():
+                private_dir(settings.data_dir, tighten=True)
+            private_file(database)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+        )
+        _configure_sqlite(engine, url.database)
         return engine
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
@@ -43,10 +55,34 @@ def make_engine(settings: Settings) -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=True,
     )
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def private_dir(path: Path, *, tighten: bool = False) -> Path:
+    """Create `path` (and its parents) if missing, the folder itself 0700 whatever the umask.
+
+    An existing folder keeps its mode unless `tighten` (for the console's own data folder: a
+    folder someone else chose, /tmp say, must not be changed)."""
+    if tighten or not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create an empty `path` 0600 if missing (SQLite gives its -wal and -shm files the mode of
+    the database file), and make an existing one 0600; a missing folder is made private."""
+    private_dir(path.parent)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _configure_sqlite(engine: Engine, database: str | None) -> None:
     # pysqlite's own transaction handling defers BEGIN and skips it around DDL; take control so
     # a transaction means what it says (SQLAlchemy docs, "Serializable isolation / Savepoints").
     @event.listens_for(engine, "connect")
@@ -58,6 +94,11 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
+        if database and database != ":memory:":
+            # Files made before the database file was private (or copied in) keep their mode.
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(database + suffix).chmod(0o600)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:  # type: ignore[no-untyped-def]

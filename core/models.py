@@ -132,6 +132,8 @@ class User(Base):
     totp_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     # Highest TOTP time step accepted so far: a code from that step or earlier is a replay.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    # Unused since sign-in throttles (SignInThrottle) replaced the per-account lock; kept because
+    # dropping them would rebuild `users` on SQLite, firing the foreign keys that point at it.
     failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
     locked_until: Mapped[datetime | None]
     last_login_at: Mapped[datetime | None]
@@ -160,6 +162,46 @@ class SetupToken(Base):
     failed_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+class ThrottleScope(enum.StrEnum):
+    ACCOUNT_ADDRESS = "account_address"  # wrong passwords for one username from one address
+    ADDRESS = "address"  # wrong passwords for any username from one address
+    CODE = "code"  # wrong TOTP codes for one account, from any address
+
+
+class SignInThrottle(Base):
+    """Failed sign-in attempts counted per scope and key, with the delay they impose
+    (core/auth.py explains the rules). In the database, so it holds across replicas."""
+
+    __tablename__ = "sign_in_throttles"
+    __table_args__ = (
+        CheckConstraint(_one_of("scope", ThrottleScope), name="scope"),
+        CheckConstraint("failures >= 0", name="failures_non_negative"),
+    )
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    # SHA-256 (hex) of the normalised username as typed, known or not; '' for the address scope.
+    account_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # The client's IP address; '' for the code scope.
+    address: Mapped[str] = mapped_column(String(45), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0, server_default="0")
+    window_started_at: Mapped[datetime]
+    last_failure_at: Mapped[datetime] = mapped_column(index=True)
+    blocked_until: Mapped[datetime | None]
+
+
+class ResumedSignIn(Base):
+    """A sign-in cookie (user and issue time) that has restored a session at least once, so
+    its first use is audited as a sign-in and later page loads are not."""
+
+    __tablename__ = "resumed_sign_ins"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    issued_at: Mapped[datetime] = mapped_column(primary_key=True)
+    first_resumed_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 
 
 class ProviderConfig(Base):

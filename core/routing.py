@@ -68,6 +68,7 @@ from core.models import TaskType, UsageSource, UsageStatus, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory, redact
 from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, ProviderTimeout
+from core.providers.egress import Allowlist, egress_client
 from core.quota import QuotaLedger, Reservation, reservation_size
 from core.quota_leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.usage import UsageRecord, UsageWriter, log_provider_usage
@@ -172,6 +173,7 @@ class Router:
         self._owns_engine = engine is None
         self._engine = engine or make_engine(settings)
         self._cipher: SecretBox = load_cipher(settings)
+        self._allowlist = Allowlist.from_entries(settings.base_url_allowlist)
         self._timeout_s = timeout_s
         self._max_retries = max_retries
         # A hold must outlive the longest call: every attempt timing out, plus backoff.
@@ -505,8 +507,9 @@ class Router:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
-            http = httpx2.AsyncClient(
-                follow_redirects=True,
+            # No redirects, no proxies, every connection's address vetted (core.providers.egress).
+            http = egress_client(
+                self._allowlist,
                 limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
             )
             state = self._loops[loop] = _LoopState(http)

@@ -1,5 +1,8 @@
 """Managing console accounts: list, add, change role, reset MFA, unlock, disable and enable.
 
+`unlock` clears an account's sign-in throttles (core.auth): its wrong passwords from every
+address and its wrong codes. It leaves address-wide throttles alone, which belong to addresses.
+
 The Users page and `python -m core users add` both call these. Each function checks the actor's
 role itself (core.access), and every change also needs a fresh TOTP code (step-up) and writes an
 audit row. The last active super-admin can be neither disabled nor demoted, so the console can
@@ -18,7 +21,17 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.access import PermissionDenied, require_role, require_step_up
 from core.audit import Actor
-from core.auth import AuthError, check_new_password, hash_password, normalize_username
+from core.auth import (
+    AccountThrottle,
+    AuthError,
+    account_throttles,
+    check_new_password,
+    clear_account_throttles,
+    hash_password,
+    normalize_display_name,
+    normalize_email,
+    normalize_username,
+)
 from core.models import SetupToken, User, UserRole, utcnow
 
 ADMIN = UserRole.SUPER_ADMIN
@@ -35,21 +48,24 @@ class UserView:
     role: str
     is_active: bool
     mfa_enrolled: bool
-    locked_until: datetime | None
-    failed_logins: int
+    # Until when some address (or its codes) must wait before trying this account again.
+    throttled_until: datetime | None
+    failed_logins: int  # wrong passwords (from every address) and codes in the current window
     last_login_at: datetime | None
     created_at: datetime
 
-    def is_locked(self, now: datetime | None = None) -> bool:
-        return self.locked_until is not None and self.locked_until > (now or utcnow())
+    def is_throttled(self, now: datetime | None = None) -> bool:
+        return self.throttled_until is not None and self.throttled_until > (now or utcnow())
 
     def status(self, now: datetime | None = None) -> str:
+        """disabled, throttled (failed sign-ins make someone wait) or active."""
         if not self.is_active:
             return "disabled"
-        return "locked" if self.is_locked(now) else "active"
+        return "throttled" if self.is_throttled(now) else "active"
 
     @classmethod
-    def of(cls, user: User) -> UserView:
+    def of(cls, user: User, throttle: AccountThrottle | None = None) -> UserView:
+        throttle = throttle or AccountThrottle()
         return cls(
             id=user.id,
             username=user.username,
@@ -58,17 +74,29 @@ class UserView:
             role=user.role,
             is_active=user.is_active,
             mfa_enrolled=user.totp_secret_encrypted is not None,
-            locked_until=user.locked_until,
-            failed_logins=user.failed_logins,
+            throttled_until=throttle.until,
+            failed_logins=throttle.failures,
             last_login_at=user.last_login_at,
             created_at=user.created_at,
         )
 
 
 def list_users(session: Session, actor: Actor) -> list[UserView]:
-    """Every account, by username (super-admins only)."""
+    """Every account, by username, with its throttles (super-admins only)."""
     require_role(session, actor, ADMIN)
-    return [UserView.of(u) for u in session.scalars(select(User).order_by(User.username))]
+    accounts = session.scalars(select(User).order_by(User.username)).all()
+    throttles = account_throttles(session, [u.username for u in accounts])
+    return [UserView.of(u, throttles.get(u.username)) for u in accounts]
+
+
+def user_id_of(session: Session, actor: Actor, username: str) -> int:
+    """The id of the account called `username` (super-admins only); AuthError if none is."""
+    require_role(session, actor, ADMIN)
+    name = normalize_username(username)
+    user_id = session.scalar(select(User.id).where(User.username == name))
+    if user_id is None:
+        raise AuthError(f"There is no user {name!r}.")
+    return user_id
 
 
 def create_user(
@@ -82,15 +110,18 @@ def create_user(
 ) -> UserView:
     """Add an account with an initial password; AuthError says what to fix in the input."""
     _guard(session, actor)
+    # Every field is checked before the database sees it (PostgreSQL refuses NUL outright).
     name = normalize_username(username)
     role = _role(role)
-    check_new_password(password, name)
+    shown = normalize_display_name(display_name)
+    address = normalize_email(email)
+    check_new_password(password, name, shown, address)
     if session.scalar(select(User.id).where(User.username == name)) is not None:
         raise AuthError(f"The username {name!r} is taken.")
     user = User(
         username=name,
-        display_name=display_name.strip(),
-        email=(email or "").strip() or None,
+        display_name=shown,
+        email=address,
         password_hash=hash_password(password),
         role=role.value,
     )
@@ -101,7 +132,7 @@ def create_user(
         raise AuthError(f"The username {name!r} is taken.") from None
     session.execute(delete(SetupToken))  # a first user made here makes the setup token moot
     _record(session, actor, "user.created", user.id, name, {"role": role.value})
-    return UserView.of(user)
+    return _view(session, user)
 
 
 def change_role(session: Session, actor: Actor, user_id: int, role: UserRole | str) -> UserView:
@@ -110,7 +141,7 @@ def change_role(session: Session, actor: Actor, user_id: int, role: UserRole | s
     user = _target(session, actor, user_id, "change your own role")
     role = _role(role)
     if user.role == role.value:
-        return UserView.of(user)
+        return _view(session, user)
     if user.role == ADMIN.value and user.is_active:
         _keep_a_super_admin(session, user, "demote")
     before, user.role = user.role, role.value
@@ -122,7 +153,7 @@ def change_role(session: Session, actor: Actor, user_id: int, role: UserRole | s
         user.username,
         {"from": before, "to": role.value},
     )
-    return UserView.of(user)
+    return _view(session, user)
 
 
 def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> UserView:
@@ -130,7 +161,7 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
     _guard(session, actor)
     user = _target(session, actor, user_id, "disable your own account")
     if user.is_active == active:
-        return UserView.of(user)
+        return _view(session, user)
     if not active and user.role == ADMIN.value:
         _keep_a_super_admin(session, user, "disable")
     user.is_active = active
@@ -138,7 +169,7 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
         user.sessions_revoked_at = utcnow()
     action = "user.enabled" if active else "user.disabled"
     _record(session, actor, action, user.id, user.username)
-    return UserView.of(user)
+    return _view(session, user)
 
 
 def reset_mfa(session: Session, actor: Actor, user_id: int) -> UserView:
@@ -149,17 +180,20 @@ def reset_mfa(session: Session, actor: Actor, user_id: int) -> UserView:
     user.totp_last_step = None
     user.sessions_revoked_at = utcnow()
     _record(session, actor, "user.mfa_reset", user.id, user.username)
-    return UserView.of(user)
+    return _view(session, user)
 
 
 def unlock(session: Session, actor: Actor, user_id: int) -> UserView:
-    """Lift a lockout after failed sign-ins and reset the failure count."""
+    """Clear the account's sign-in throttles (wrong passwords from every address, wrong codes)."""
     _guard(session, actor)
     user = _get(session, user_id)
-    user.locked_until = None
-    user.failed_logins = 0
+    clear_account_throttles(session, user.username)
     _record(session, actor, "user.unlocked", user.id, user.username)
-    return UserView.of(user)
+    return _view(session, user)
+
+
+def _view(session: Session, user: User) -> UserView:
+    return UserView.of(user, account_throttles(session, [user.username]).get(user.username))
 
 
 def _guard(session: Session, actor: Actor) -> None:

@@ -80,7 +80,7 @@ with st.form("change_password", clear_on_submit=True):
         "New password",
         type="password",
         autocomplete="new-password",
-        help=f"At least {auth.MIN_PASSWORD_LENGTH} characters.",
+        help=auth.PASSWORD_HELP,
     )
     repeat = st.text_input("Repeat the new password", type="password", autocomplete="new-password")
     changed = st.form_submit_button("Change password")

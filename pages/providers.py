@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session
 
 import ui
 from core import routing
-from core.admin import ProviderAdmin, ProviderInput, ProviderView, ValidationFailed, check_fields
+from core.admin import (
+    AdminError,
+    ProviderAdmin,
+    ProviderInput,
+    ProviderView,
+    ValidationFailed,
+    check_fields,
+)
 from core.audit import Actor
 from core.models import ProviderType, TaskType, UserRole, utcnow
 from core.providers import ADAPTERS
@@ -31,7 +38,8 @@ TASK_LABELS = {
 
 FORM = "providers_form"  # None, "new" or the id of the config being edited
 FORM_VERSION = "providers_form_version"  # the version the edit started from
-KEY_FIELD = "pf_api_key"
+KEY_FIELD = "pf_api_key"  # the password box; emptied as soon as the form is submitted
+SEALED_KEY = "pf_api_key_sealed"  # what was pasted, Fernet-sealed, until saved or cancelled
 FIELD_LABELS = {
     "provider_type": "Provider",
     "api_key": "API key",
@@ -69,17 +77,31 @@ def save(
 ) -> None:
     """Create or update; the provider checks the key (and model) before anything is saved."""
     data = ProviderInput(**fields, api_key=key)  # type: ignore[arg-type]
-    if config_id is None:
-        admin().create(actor, data)
-    else:
-        admin().update(actor, config_id, data, expected_version=version or 0)
-    st.session_state.pop(FORM, None)
-    st.session_state.pop(KEY_FIELD, None)
+    try:
+        if config_id is None:
+            admin().create(actor, data)
+        else:
+            admin().update(actor, config_id, data, expected_version=version or 0)
+    except ValidationFailed as exc:  # named by the form's labels, not the column names
+        raise AdminError(
+            "; ".join(f"{FIELD_LABELS.get(f, f)}: {text}" for f, text in exc.errors.items())
+        ) from None
+    close_form()
 
 
 def close_form() -> None:
-    st.session_state.pop(FORM, None)
-    st.session_state.pop(KEY_FIELD, None)
+    for name in (FORM, KEY_FIELD, SEALED_KEY):
+        st.session_state.pop(name, None)
+
+
+def seal_pasted_key() -> None:
+    """On submit, before the page runs: move a pasted key out of the widget's state into a
+    sealed copy, so no plaintext key stays in session state after a failed save or while the
+    step-up dialog waits."""
+    pasted = (st.session_state.get(KEY_FIELD) or "").strip()
+    if pasted:
+        st.session_state[SEALED_KEY] = (ui.seal(pasted), pasted[-4:])
+    st.session_state[KEY_FIELD] = ""
 
 
 def provider_form(editing: ProviderView | None) -> None:
@@ -96,16 +118,23 @@ def provider_form(editing: ProviderView | None) -> None:
     known = list(ADAPTERS[ProviderType(kind)].known_models)
     if editing and editing.model_name not in known:
         known.insert(0, editing.model_name)
+    sealed: tuple[ui.Sealed, str] | None = st.session_state.get(SEALED_KEY)
     with st.form("provider_form", border=True):
-        key = st.text_input(
+        st.text_input(
             "API key",
             type="password",
             key=KEY_FIELD,
             autocomplete="off",
-            help=f"Leave empty to keep the current key ({editing.masked_key})."
+            help=f"Leave empty to keep the current key ({editing.masked_key}); changing the "
+            "provider or the base URL needs the key again."
             if editing
             else "Pasted keys are checked with the provider, then stored encrypted.",
         )
+        if sealed is not None:
+            st.caption(
+                f"The key ending …{ui.plain(sealed[1])} you pasted is kept (encrypted) for "
+                "this form; paste another to replace it."
+            )
         left, right = st.columns(2)
         model = left.selectbox(
             "Model",
@@ -162,7 +191,9 @@ def provider_form(editing: ProviderView | None) -> None:
                 "in /v1; Anthropic and Gemini ones are the bare host.",
             )
         submitted = st.form_submit_button(
-            "Save changes" if editing else "Create provider", type="primary"
+            "Save changes" if editing else "Create provider",
+            type="primary",
+            on_click=seal_pasted_key,
         )
     if st.button("Cancel", key="pf_cancel"):
         close_form()
@@ -182,11 +213,13 @@ def provider_form(editing: ProviderView | None) -> None:
         "is_active": is_active,
         "is_default": is_default,
     }
+    sealed = st.session_state.get(SEALED_KEY)
+    key = ui.unseal(sealed[0]) if sealed else None
     try:
         check_fields(ProviderInput(**fields, api_key=key), creating=editing is None)  # type: ignore[arg-type]
     except ValidationFailed as exc:
         for field, message in exc.errors.items():
-            st.error(f"{FIELD_LABELS.get(field, field)}: {message}.")
+            st.error(ui.plain(f"{FIELD_LABELS.get(field, field)}: {message}."))
         return
     label = PROVIDERS[kind][0]
     with st.spinner(f"Checking the key with {label}…"):
@@ -196,7 +229,7 @@ def provider_form(editing: ProviderView | None) -> None:
             editing.id if editing else None,
             st.session_state.get(FORM_VERSION) if editing else None,
             fields,
-            ui.seal(key) if key else None,
+            sealed[0] if sealed else None,
             done=f"Saved {name}: {label} accepted the key.",
         )
 
@@ -277,7 +310,10 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
             if test_col.button("Test", key=f"test-{view.id}", icon=":material/network_check:"):
                 with st.spinner(f"Testing {view.display_name} with {name}…"):
                     check = admin().test(ui.actor(ui.current_user()), view.id)  # type: ignore[arg-type]
-                (st.success if check.ok else st.error)(f"{check.message} ({check.latency_ms} ms)")
+                # The provider's words: shown as plain text, never as Markdown.
+                (st.success if check.ok else st.error)(
+                    ui.plain(f"{check.message} ({check.latency_ms} ms)")
+                )
             label = "Deactivate" if view.is_active else "Activate"
             if toggle_col.button(label, key=f"toggle-{view.id}"):
                 ui.run_sensitive(
@@ -292,7 +328,7 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
                 st.session_state[CONFIRM_DELETE] = view.id
             st.caption(tested(view, now))
             if view.last_test_success is False and view.last_test_message:
-                st.caption(view.last_test_message)
+                st.caption(ui.plain(view.last_test_message))
         limit_line("Today", standing.day_used, standing.day_reserved, view.daily_token_limit)
         limit_line(
             "This month", standing.month_used, standing.month_reserved, view.monthly_token_limit

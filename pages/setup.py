@@ -26,7 +26,7 @@ with st.form("setup", clear_on_submit=True):
         "Password",
         type="password",
         autocomplete="new-password",
-        help=f"At least {auth.MIN_PASSWORD_LENGTH} characters.",
+        help=auth.PASSWORD_HELP,
     )
     repeat = st.text_input("Repeat the password", type="password", autocomplete="new-password")
     submitted = st.form_submit_button("Create super-admin", type="primary")

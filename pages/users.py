@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core import users
+from core import auth, users
 from core.models import UserRole, utcnow
 
 ROLES = {UserRole.SUPER_ADMIN: "super-admin", UserRole.ANALYST: "analyst (read-only)"}
@@ -49,7 +49,8 @@ with st.expander("Add a user", icon=":material/person_add:"):
             "Initial password",
             type="password",
             autocomplete="new-password",
-            help="Give it to them in person; they can change it on their Account page.",
+            help=f"{auth.PASSWORD_HELP} Give it to them in person; they can change it on their "
+            "Account page.",
         )
         repeat = right.text_input("Repeat it", type="password", autocomplete="new-password")
         add = st.form_submit_button("Add user", type="primary")
@@ -82,10 +83,15 @@ picked_id = st.selectbox(
     key="picked_user",
 )
 picked = by_id[picked_id]
+throttled = (
+    f" (someone must wait until {picked.throttled_until:%H:%M} UTC)"
+    if picked.throttled_until is not None and picked.is_throttled(now)
+    else ""
+)
 st.caption(
-    f"Status: **{picked.status(now)}** · authenticator "
+    f"Status: **{picked.status(now)}**{throttled} · authenticator "
     f"{'set up' if picked.mfa_enrolled else 'not set up'} · "
-    f"{picked.failed_logins} failed sign-in(s) since the last success"
+    f"{picked.failed_logins} failed sign-in(s) or code(s) in the last 24 hours"
 )
 name = picked.username
 role_col, mfa_col, lock_col, access_col = st.columns(4)
@@ -117,7 +123,11 @@ with mfa_col:
         )
 with lock_col:
     st.caption("Failed sign-ins")
-    if st.button("Unlock", disabled=not picked.is_locked(now) and picked.failed_logins == 0):
+    if st.button(
+        "Unlock",
+        disabled=not picked.is_throttled(now) and picked.failed_logins == 0,
+        help="Forgets their failed sign-ins and codes, so nobody waits to try this account.",
+    ):
         ui.run_sensitive(
             f"Unlocking {name}", users.unlock, picked.id, done=f"{name} can sign in again."
         )

@@ -11,6 +11,7 @@ from datetime import datetime
 import pyotp
 import pytest
 import streamlit as st
+from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
@@ -58,6 +59,10 @@ class Console:
             session.add(user)
             session.commit()
             return user.id, secret
+
+    def user_count(self) -> int:
+        with self.db.session() as session:
+            return len(session.scalars(select(User.id)).all())
 
     def user(self, user_id: int) -> User:
         with self.db.session() as session:

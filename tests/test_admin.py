@@ -95,7 +95,12 @@ def test_create_with_a_good_key_saves_it_encrypted(
         assert row is not None and row.created_by_id == boss.user_id
         assert SecretBox(db.settings.fernet_keys).decrypt(row.api_key_encrypted) == KEY
     assert KEY not in repr(raw_rows(db, "ai_provider_configs"))
-    [log] = audit_rows(db)
+    test, log = audit_rows(db)
+    assert (test.action, test.details["context"], test.details["ok"]) == (
+        "provider.test",
+        "create",
+        True,
+    )
     assert (log.action, log.actor_id, log.ip_address) == (
         "provider.create",
         boss.user_id,
@@ -112,7 +117,11 @@ def test_create_with_a_bad_key_saves_nothing_and_says_why(
     assert str(caught.value).startswith("Not saved: The key was refused")
     assert "WRONGwrong" not in str(caught.value)
     assert raw_rows(db, "ai_provider_configs") == []
-    assert audit_rows(db) == []
+    test, refusal = audit_rows(db)  # the test, then the refusal: nothing else
+    assert (test.action, test.details["ok"]) == ("provider.test", False)
+    assert refusal.action == "provider.create_refused"
+    assert refusal.details["reason"] == "CredentialsRejected"
+    assert "WRONGwrong" not in json.dumps([test.details, refusal.details])
 
 
 def test_create_with_an_unknown_model_says_so(
@@ -146,6 +155,18 @@ def test_create_can_skip_validation_when_told(
         ({"base_url": "ftp://host"}, "base_url", "http:// or https://"),
         ({"base_url": "https://u:pw@proxy/v1"}, "base_url", "must not contain credentials"),
         ({"tasks": ["poetry"]}, "tasks", "unknown task poetry"),
+        ({"priority": 2**31}, "priority", "must be at most 2,147,483,647"),
+        ({"priority": "--5"}, "priority", "must be a whole number"),
+        ({"daily_token_limit": 2**63}, "daily_token_limit", "at most 9,223,372,036,854,775,807"),
+        ({"monthly_token_limit": "1" * 41}, "monthly_token_limit", "must be a whole number"),
+        ({"display_name": "Mini\x00"}, "display_name", "must not contain control characters"),
+        ({"model_name": "gpt\x1b[2J"}, "model_name", "must not contain control characters"),
+        ({"description": "one\ntwo"}, "description", "must not contain control characters"),
+        ({"description": "rtl\u202eevil"}, "description", "must not contain control characters"),
+        ({"base_url": "https://proxy\x00.example/v1"}, "base_url", "control characters"),
+        ({"base_url": "https://proxy:99999/v1"}, "base_url", "http:// or https://"),
+        ({"api_key": "sk-proj-\x00abcdefgh"}, "api_key", "does not look like an API key"),
+        ({"tasks": ["extraction\x00"]}, "tasks", "must not contain control characters"),
     ],
 )
 def test_bad_fields_are_refused_by_name_and_change_nothing(
@@ -162,7 +183,9 @@ def test_bad_fields_are_refused_by_name_and_change_nothing(
     assert list(caught.value.errors) == [field]
     assert message in caught.value.errors[field]
     assert str(caught.value).startswith(f"{field}: ")
-    assert raw_rows(db, "ai_provider_configs") == [] and audit_rows(db) == []
+    assert raw_rows(db, "ai_provider_configs") == []
+    (refusal,) = audit_rows(db)  # the refusal itself is audited, and nothing else happened
+    assert refusal.action == "provider.create_refused" and refusal.details["fields"] == [field]
     assert fake_providers.requests == []  # refused before any provider call
 
 
@@ -248,7 +271,7 @@ def test_changing_the_provider_type_needs_a_new_key(
     admin: ProviderAdmin, boss: Actor, fake_providers: FakeProviderServer
 ) -> None:
     view = admin.create(boss, form(fake_providers))
-    with pytest.raises(ValidationFailed, match="api_key: a new key is needed"):
+    with pytest.raises(ValidationFailed, match="api_key: paste the API key again"):
         admin.update(
             boss, view.id, form(fake_providers, api_key="", provider_type="claude"), view.version
         )
@@ -267,7 +290,9 @@ def test_testing_a_saved_config_records_the_outcome_without_staling_forms(
     after = admin.get(boss, view.id)
     assert after.last_test_success is False and after.last_test_message == check.message
     assert after.version == view.version  # an open edit form is still valid
-    assert audit_rows(db)[-1].details == {"ok": False, "latency_ms": check.latency_ms}
+    details = audit_rows(db)[-1].details
+    assert (details["context"], details["ok"], details["host"]) == ("saved", False, "127.0.0.1")
+    assert details["latency_ms"] == check.latency_ms
     assert admin.test(boss, view.id).ok
 
 

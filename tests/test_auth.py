@@ -1,5 +1,5 @@
-"""core.auth: passwords, the database-backed lockout, TOTP with its replay guard, enrolment,
-sessions, and the first-run setup token. The clock is injected; nothing sleeps."""
+"""core.auth: passwords, TOTP with its replay guard, enrolment, sessions, and the first-run setup
+token (the throttles are in test_auth_throttle.py). The clock is injected; nothing sleeps."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from core.access import require_step_up
 from core.audit import Actor
 from core.config import ConfigError, Settings
 from core.crypto import SecretBox, load_cipher
-from core.models import AdminActionLog, SetupToken, User
+from core.models import AdminActionLog, ResumedSignIn, SetupToken, User
 from tests.conftest import MigratedDatabase
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)  # a TOTP step boundary
@@ -69,6 +69,12 @@ def code_attempt(
         return auth.check_sign_in_code(session, user_id, code, ORIGIN, box, now)
 
 
+def wrong_code(secret: str, now: datetime) -> str:
+    """A well-formed code that no step within the accepted window has."""
+    valid = {pyotp.TOTP(secret).at(now + k * STEP) for k in (-1, 0, 1)}
+    return next(c for c in ("000000", "111111", "222222", "333333") if c not in valid)
+
+
 def audit_rows(db: MigratedDatabase) -> list[AdminActionLog]:
     with db.session() as session:
         return list(session.scalars(select(AdminActionLog).order_by(AdminActionLog.id)))
@@ -106,42 +112,6 @@ def test_usernames_are_normalised_and_checked() -> None:
     for bad in ("", " ", "-ada", "a b", "x" * 151, "<script>"):
         with pytest.raises(auth.AuthError, match="Usernames are"):
             auth.normalize_username(bad)
-
-
-# --- lockout ---------------------------------------------------------------------------------
-
-
-def test_five_wrong_passwords_lock_the_account_for_fifteen_minutes(db: MigratedDatabase) -> None:
-    add_user(db, role="analyst")
-    for n in range(1, 5):
-        assert attempt(db, "wrong password!", T0 + n * STEP).error == auth.WRONG_CREDENTIALS
-    fifth = attempt(db, "wrong password!", T0 + 5 * STEP)
-    assert "locked until" in (fifth.error or "")
-
-    # Locked: even the right password is refused, from any session, without being checked.
-    assert "locked until" in (attempt(db, PASSWORD, T0 + 6 * STEP).error or "")
-    with db.session() as session:
-        user = session.scalars(select(User)).one()
-        assert user.locked_until == T0 + 5 * STEP + auth.LOCKOUT_PERIOD
-
-    # Released after the period; a success resets the count.
-    released = attempt(db, PASSWORD, T0 + 5 * STEP + auth.LOCKOUT_PERIOD + timedelta(seconds=1))
-    assert released.ok and not released.needs_code
-    with db.session() as session:
-        user = session.scalars(select(User)).one()
-        assert (user.failed_logins, user.locked_until) == (0, None)
-    actions = [row.action for row in audit_rows(db)]
-    assert actions.count("auth.login_failed") == 5
-    assert actions.count("auth.locked") == 1 and actions.count("auth.login_refused") == 1
-    assert actions[-1] == "auth.login"
-
-
-def test_failures_after_a_lock_ran_out_count_afresh(db: MigratedDatabase) -> None:
-    add_user(db, role="analyst")
-    for n in range(5):
-        attempt(db, "wrong password!", T0 + n * STEP)
-    later = T0 + 4 * STEP + auth.LOCKOUT_PERIOD + timedelta(seconds=1)
-    assert attempt(db, "wrong password!", later).error == auth.WRONG_CREDENTIALS  # not locked
 
 
 def test_an_unknown_username_is_refused_like_a_wrong_password(db: MigratedDatabase) -> None:
@@ -208,18 +178,6 @@ def test_codes_outside_the_window_or_malformed_are_wrong() -> None:
         assert auth.code_step(secret, junk, T0) is None
 
 
-def test_wrong_codes_count_towards_the_lockout(db: MigratedDatabase, box: SecretBox) -> None:
-    secret = pyotp.random_base32()
-    user_id = add_user(db, secret=secret, box=box)
-    wrong = "000000" if pyotp.TOTP(secret).at(T0) != "000000" else "111111"
-    for _ in range(4):
-        assert attempt(db, PASSWORD, T0).needs_code  # re-entering the password resets nothing
-        assert code_attempt(db, box, user_id, wrong, T0).error == auth.WRONG_CODE
-    assert "locked until" in (code_attempt(db, box, user_id, wrong, T0).error or "")
-    right = pyotp.TOTP(secret).at(T0)
-    assert "locked until" in (code_attempt(db, box, user_id, right, T0).error or "")
-
-
 def test_enrolment_saves_the_secret_only_after_a_valid_code(
     db: MigratedDatabase, box: SecretBox
 ) -> None:
@@ -244,7 +202,11 @@ def test_enrolment_saves_the_secret_only_after_a_valid_code(
     assert code_attempt(db, box, user_id, pyotp.TOTP(secret).at(T0), T0).error == (
         auth.REPLAYED_CODE
     )
-    assert [row.action for row in audit_rows(db)] == ["auth.mfa_enrolled", "auth.login_failed"]
+    assert [(row.action, row.details) for row in audit_rows(db)] == [
+        ("auth.mfa_enrolment_failed", {"reason": "wrong code"}),
+        ("auth.mfa_enrolled", {}),
+        ("auth.login_failed", {"reason": "replayed code"}),
+    ]
 
 
 def test_the_qr_code_is_a_png_of_the_provisioning_uri() -> None:
@@ -267,7 +229,14 @@ def test_a_step_up_code_makes_sensitive_actions_possible_for_ten_minutes(
     with db.session() as session, session.begin():
         again = auth.check_step_up_code(session, actor, pyotp.TOTP(secret).at(T0), box, T0)
     assert again.error == auth.REPLAYED_CODE
-    assert [row.action for row in audit_rows(db)] == ["auth.step_up"]
+    with db.session() as session, session.begin():
+        wrong = auth.check_step_up_code(session, actor, wrong_code(secret, T0), box, T0)
+    assert wrong.error == auth.WRONG_CODE
+    assert [(row.action, row.details.get("reason")) for row in audit_rows(db)] == [
+        ("auth.step_up", None),
+        ("auth.step_up_failed", "replayed code"),  # a replay is refused and audited
+        ("auth.step_up_failed", "code"),
+    ]
 
 
 # --- sessions --------------------------------------------------------------------------------
@@ -307,6 +276,32 @@ def test_logout_and_password_change_end_older_sessions_and_cookies(db: MigratedD
         "auth.password_changed",
         "auth.login",
     ]
+
+
+def test_a_cookie_is_audited_as_a_sign_in_once_not_at_every_page_load(
+    db: MigratedDatabase,
+) -> None:
+    user_id = add_user(db, role="analyst")
+
+    def resume(issued_at: datetime, now: datetime) -> auth.Outcome:
+        with db.session() as session, session.begin():
+            return auth.resume_session(session, "ada", issued_at, ORIGIN, now)
+
+    assert resume(T0, T0 + STEP).ok  # the first page load with this cookie
+    assert resume(T0, T0 + 2 * STEP).ok  # a reload: same cookie, not a new sign-in
+    assert resume(T0, T0 + 3 * STEP).ok
+    logins = [r for r in audit_rows(db) if r.action == "auth.login"]
+    assert [(r.actor_id, r.details, r.ip_address) for r in logins] == [
+        (user_id, {"via": "cookie"}, "203.0.113.9")
+    ]
+    assert resume(T0 + 4 * STEP, T0 + 5 * STEP).ok  # another browser's cookie: a new sign-in
+    assert resume(T0 + 4 * STEP, T0 + 6 * STEP).ok
+    assert [r.action for r in audit_rows(db)].count("auth.login") == 2
+    # Cookies past their lifetime are forgotten; only the live ones are remembered.
+    resume(T0 + auth.REMEMBER_SIGN_IN, T0 + auth.REMEMBER_SIGN_IN + 3 * STEP)
+    with db.session() as session:
+        kept = session.scalars(select(ResumedSignIn.issued_at).order_by("issued_at")).all()
+    assert kept == [T0 + 4 * STEP, T0 + auth.REMEMBER_SIGN_IN]
 
 
 def test_a_cookie_never_replaces_the_code(db: MigratedDatabase, box: SecretBox) -> None:
@@ -352,10 +347,20 @@ def test_the_setup_token_is_stored_hashed_and_works_once(db: MigratedDatabase) -
     assert "already set up" in (setup(db, issued.token).error or "")
     assert issue(db) is None  # a user exists: migrate prints no token any more
     assert [row.action for row in audit_rows(db)] == [
+        "setup.token_issued",
         "setup.failed",
         "setup.completed",
         "auth.login",
     ]
+
+
+def test_issuing_a_setup_token_is_audited_without_the_token(db: MigratedDatabase) -> None:
+    issued = issue(db)
+    assert issued is not None
+    [row] = audit_rows(db)
+    assert (row.action, row.actor_id, row.actor_label[:4]) == ("setup.token_issued", None, "cli:")
+    assert row.details == {"expires_at": (T0 + auth.SETUP_TOKEN_LIFETIME).isoformat()}
+    assert issued.token not in repr(row.details)
 
 
 def test_a_new_migrate_run_replaces_the_token_and_an_old_one_expires(db: MigratedDatabase) -> None:

@@ -1,5 +1,6 @@
 """The operator's side of accounts: `migrate` prints the first-run setup token while no user
-exists, and `users add` creates accounts with the password from a prompt or standard input."""
+exists (and audits its issuance), `users add` creates accounts with the password from a prompt
+or standard input, and `users unlock` / `users reset-mfa` help someone who cannot sign in."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from core import auth
 from core.__main__ import main
 from core.audit import Actor
 from core.config import PROJECT_ROOT
+from core.crypto import load_cipher
 from core.models import AdminActionLog, User
 from tests.conftest import MigratedDatabase
 
@@ -61,6 +63,17 @@ def test_migrate_prints_a_setup_token_until_the_first_user_exists(db: MigratedDa
         done = auth.complete_setup(session, token, "root", PASSWORD, Actor(label="anonymous"))
     assert done.ok
     assert "setup token" not in in_process(db, "migrate")
+    with db.session() as session:
+        issued = session.scalars(
+            select(AdminActionLog)
+            .where(AdminActionLog.action == "setup.token_issued")
+            .order_by(AdminActionLog.id)
+        ).all()
+    assert len(issued) == 2  # one per migrate run that printed a token
+    for row in issued:
+        assert row.actor_label.startswith("cli:") and row.actor_id is None
+        assert set(row.details) == {"expires_at"}
+        assert old_token not in str(row.details) and token not in str(row.details)
 
 
 def in_process(db: MigratedDatabase, *args: str, stdin: str = "", code: int = 0) -> str:
@@ -96,5 +109,87 @@ def test_users_add_reads_the_password_from_stdin(db: MigratedDatabase) -> None:
     assert taken.strip().splitlines() == ["error: The username 'root' is taken."]
     weak = in_process(db, "users", "add", "ann", "--role", "analyst", stdin="short\n", code=1)
     assert "at least 12 characters" in weak and "short" not in weak.replace("at least", "")
+    guessable = in_process(
+        db, "users", "add", "alice", "--role", "analyst", stdin="alice-console-2026\n", code=1
+    )
+    assert guessable.strip().splitlines() == [
+        "error: The password contains your username, name or email address, which is the first "
+        "thing an attacker tries. Choose one without them."
+    ]
+    common = in_process(
+        db, "users", "add", "ann", "--role", "analyst", stdin="password1234\n", code=1
+    )
+    assert "This is a very common password" in common and "password1234" not in common
+    named = in_process(
+        db,
+        "users",
+        "add",
+        "ann",
+        "--role",
+        "analyst",
+        "--display-name",
+        "Ann Quintanilla",
+        stdin="quintanilla-lovely-77\n",
+        code=1,
+    )
+    assert "contains your username, name or email" in named
+    bad_email = in_process(
+        db, "users", "add", "ann", "--role", "analyst", "--email", "ann@", stdin=PASSWORD, code=1
+    )
+    assert bad_email.startswith("error: Enter an email address like name@example.com")
+    with db.session() as session:
+        assert session.scalars(select(User.username)).all() == ["root"]
     bad_role = in_process(db, "users", "add", "ann", "--role", "owner", code=2)
     assert "invalid choice: 'owner'" in bad_role
+
+
+def test_users_unlock_and_reset_mfa_are_audited_as_the_operator(db: MigratedDatabase) -> None:
+    box = load_cipher(db.settings)
+    with db.session() as session:
+        bob = User(
+            username="bob",
+            password_hash=auth.hash_password(PASSWORD, rounds=4),
+            role="super_admin",
+            totp_secret_encrypted=box.encrypt(auth.new_totp_secret()),
+        )
+        session.add(bob)
+        session.commit()
+    guesser = Actor(label="anonymous", ip_address="198.51.100.66")
+    for _ in range(auth.ACCOUNT_FREE_FAILURES + 1):
+        with db.session() as session, session.begin():
+            auth.check_password(session, "bob", "not bob's password", guesser)
+    with db.session() as session:
+        assert auth.account_throttles(session, ["bob"])["bob"].until is not None
+
+    unlocked = in_process(db, "users", "unlock", "Bob")
+    assert unlocked.strip() == "Unlocked bob: its failed sign-ins and codes are forgotten."
+    reset = in_process(db, "users", "reset-mfa", "bob")
+    assert reset.startswith("Reset the authenticator app of bob:")
+    with db.session() as session:
+        assert auth.account_throttles(session, ["bob"]) == {}
+        user = session.scalars(select(User)).one()
+        assert user.totp_secret_encrypted is None and user.sessions_revoked_at is not None
+        rows = session.scalars(
+            select(AdminActionLog)
+            .where(AdminActionLog.action.like("user.%"))
+            .order_by(AdminActionLog.id)
+        ).all()
+    assert [(r.action, r.actor_label[:4], r.actor_id, r.target_id, r.details) for r in rows] == [
+        ("user.unlocked", "cli:", None, str(user.id), {"username": "bob"}),
+        ("user.mfa_reset", "cli:", None, str(user.id), {"username": "bob"}),
+    ]
+
+    for command in ("unlock", "reset-mfa"):
+        unknown = in_process(db, "users", command, "nobody", code=1)
+        assert unknown.splitlines() == ["error: There is no user 'nobody'."]
+    garbled = in_process(db, "users", "unlock", "bo\x01b", code=1)
+    assert garbled.splitlines() == [f"error: The username {auth.NO_CONTROL_CHARACTERS}"]
+
+
+def test_the_real_command_unlocks_by_name(db: MigratedDatabase) -> None:
+    in_process(db, "users", "add", "carol", "--role", "analyst", stdin=PASSWORD)
+    done = cli(db, "users", "unlock", "carol")
+    assert done.returncode == 0, done.stderr
+    missing = cli(db, "users", "reset-mfa", "nobody")
+    assert missing.returncode == 1
+    assert missing.stderr.splitlines() == ["error: There is no user 'nobody'."]

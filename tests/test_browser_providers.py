@@ -78,8 +78,30 @@ def test_add_test_route_edit_delete_a_provider(
         page.screenshot(path=artifacts / f"providers-{db.backend}.png", full_page=True)
         html.append(page.content())
 
-        # Edit its daily limit (the key field left empty keeps the key).
+        # A provider's answer is shown as text: a Markdown link in it is no link.
+        fake_providers.fail_next(
+            "openai", 404, message="Moved: [the fix](http://evil.example) **now**"
+        )
+        page.get_by_role("button", name="Test").click()
+        # (ui.plain breaks bare URLs with an invisible word joiner after "http:")
+        expect(page.get_by_text("Moved: [the fix](http:").first).to_be_visible()
+        expect(page.get_by_text("evil.example) **now**").first).to_be_visible()
+        expect(page.locator('a[href*="evil.example"]')).to_have_count(0)
+        expect(page.locator("strong", has_text="now")).to_have_count(0)
+        html.append(page.content())
+
+        # Pointing the stored key at another host without pasting it again is refused, and
+        # that host hears nothing.
         page.get_by_role("button", name="Edit").click()
+        page.get_by_text("Advanced").click()
+        with FakeProviderServer() as elsewhere:
+            field(page, "Base URL").fill(elsewhere.openai_base_url)
+            page.get_by_role("button", name="Save changes").click()
+            expect(page.get_by_text("API key: paste the API key again")).to_be_visible()
+            assert elsewhere.requests == []
+        field(page, "Base URL").fill(fake_providers.openai_base_url)
+
+        # Edit its daily limit (the key field left empty keeps the key).
         field(page, "Daily token limit").fill("250000")
         page.get_by_role("button", name="Save changes").click()
         expect(page.get_by_text("Today: 0 of 250,000 tokens (0%)")).to_be_visible()

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from core import users
 from core.audit import Actor
 from core.config import PROJECT_ROOT
-from core.models import User
+from core.models import AdminActionLog, User
 from tests.browser_support import field, sign_in
 from tests.conftest import MigratedDatabase
 from tests.console_server import ConsoleServer
@@ -31,6 +31,7 @@ from ui import COOKIE_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 PASSWORD = "correct horse battery"
+ANALYST_PASSWORD = "ledger quartz meadow"
 
 
 def migrate(env: dict[str, str]) -> str:
@@ -104,12 +105,12 @@ def test_first_run_setup_enrolment_and_sign_in(
 
         # An analyst (added by an operator) sees only their own pages, even by URL.
         with db.session() as session, session.begin():
-            users.create_user(session, Actor.cli(), "ann", "analyst password", "analyst")
+            users.create_user(session, Actor.cli(), "ann", ANALYST_PASSWORD, "analyst")
         analyst = browser.new_context(viewport={"width": 1400, "height": 900})
         analyst.set_default_timeout(20_000)
         other = analyst.new_page()
         other.goto(console.url)
-        sign_in(other, "ann", "analyst password")
+        sign_in(other, "ann", ANALYST_PASSWORD)
         expect(other.get_by_text("Signed in as ann (analyst)")).to_be_visible()
         for title in ADMIN_ONLY:
             expect(other.get_by_test_id("stSidebarNavLink").filter(has_text=title)).to_have_count(0)
@@ -122,11 +123,23 @@ def test_first_run_setup_enrolment_and_sign_in(
         assert other.get_by_role("heading", name="Users").count() == 0
         other.screenshot(path=artifacts / f"analyst-{db.backend}.png", full_page=True)
         pages_html.append(other.content())
+        # Reloads restore the session from the same cookie: one sign-in in the trail, not one
+        # per page load.
+        for _ in range(2):
+            other.reload()
+            expect(other.get_by_text("Signed in as ann (analyst)")).to_be_visible()
+        with db.session() as session:
+            vias = session.scalars(
+                select(AdminActionLog.details)
+                .where(AdminActionLog.action == "auth.login", AdminActionLog.actor_label == "ann")
+                .order_by(AdminActionLog.id)
+            ).all()
+        assert vias == [{"via": "password"}, {"via": "cookie"}]
         analyst.close()
 
     assert "Traceback" not in console.output
     with db.session() as session:
         hashes = session.scalars(select(User.password_hash)).all()
     for html in pages_html:
-        for secret_text in (secret, token, PASSWORD, *hashes):
+        for secret_text in (secret, token, PASSWORD, ANALYST_PASSWORD, *hashes):
             assert secret_text not in html

@@ -76,15 +76,20 @@ def test_add_list_test_remove(
     with db.session() as session:
         assert session.scalars(select(ProviderConfig)).all() == []
         logs = session.scalars(select(AdminActionLog).order_by(AdminActionLog.id)).all()
-    assert [log.action for log in logs] == ["provider.create", "provider.test", "provider.delete"]
+    assert [(log.action, log.details.get("context")) for log in logs] == [
+        ("provider.test", "create"),  # every credential test is audited, saved or not
+        ("provider.create", None),
+        ("provider.test", "saved"),
+        ("provider.delete", None),
+    ]
     assert all(log.actor_label.startswith("cli:") for log in logs)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--daily-limit", "-5"], "error: not saved: daily_token_limit: must not be negative"),
-        (["--tasks", "poems"], "error: not saved: tasks: unknown task poems"),
+        (["--daily-limit", "-5"], "error: not saved: --daily-limit: must not be negative"),
+        (["--tasks", "poems"], "error: not saved: --tasks: unknown task poems"),
     ],
 )
 def test_bad_input_is_one_line_and_saves_nothing(
@@ -128,6 +133,7 @@ def test_an_operator_adds_a_provider_from_the_shell(
         "AI_CONSOLE_DATABASE_URL": db.url,
         "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
         "K": KEY,
+        "AI_CONSOLE_BASE_URL_ALLOWLIST": "127.0.0.1",  # the fake server is on loopback
     }
     command = [
         sys.executable,

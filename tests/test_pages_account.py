@@ -5,10 +5,11 @@ a code is confirmed) and changing the password."""
 from __future__ import annotations
 
 import pyotp
+from sqlalchemy import select
 
 import ui
 from core import auth
-from core.models import utcnow
+from core.models import AdminActionLog, utcnow
 from tests.pages_support import PASSWORD, Console, console, state_dump, texts  # noqa: F401
 
 
@@ -27,6 +28,9 @@ def test_enrolment_shows_a_key_and_saves_it_only_after_a_good_code(console: Cons
     at.button[0].click().run()
     assert "does not match" in at.error[0].value
     assert console.user(user_id).totp_secret_encrypted is None
+    with console.db.session() as session:  # the page committed the refusal's audit row
+        trail = session.scalars(select(AdminActionLog.action)).all()
+    assert trail == ["auth.mfa_enrolment_failed"]
     assert at.code[0].value.replace(" ", "") == secret  # the same key while enrolling
 
     at.text_input[0].input(pyotp.TOTP(secret).now())
@@ -73,3 +77,19 @@ def test_changing_the_password_needs_the_current_one(console: Console) -> None:
     assert auth.verify_password("a brand new password", user.password_hash)
     assert user.sessions_revoked_at is not None and user.sessions_revoked_at <= utcnow()
     assert "a brand new password" not in state_dump(at) and PASSWORD not in state_dump(at)
+
+
+def test_a_guessable_new_password_is_refused_with_the_reason(console: Console) -> None:
+    user_id, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page("pages/account.py", user_id).run()
+    for weak, why in (
+        ("ann-console-2026", "contains your username, name or email"),
+        ("password1234", "This is a very common password"),
+    ):
+        current, new, repeat = at.text_input[-3:]
+        current.input(PASSWORD)
+        new.input(weak)
+        repeat.input(weak)
+        at.button[-1].click().run()
+        assert why in at.error[0].value
+    assert auth.verify_password(PASSWORD, console.user(user_id).password_hash)  # unchanged

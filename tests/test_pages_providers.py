@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -24,6 +25,15 @@ def button(at: AppTest, key: str):  # type: ignore[no-untyped-def]
 
 def markdown(at: AppTest) -> str:
     return "\n".join(str(m.value) for m in at.markdown)
+
+
+def shown(value: str) -> str:
+    """What a reader sees of a Markdown string the page escaped with ui.plain."""
+    return re.sub(r"\\(.)", r"\1", value).replace("  \n", "\n").replace("\u2060", "")
+
+
+def errors(at: AppTest) -> list[str]:
+    return [shown(e.value) for e in at.error]
 
 
 def test_an_analyst_is_refused(console: Console) -> None:
@@ -108,14 +118,14 @@ def test_test_checks_the_stored_key_and_records_the_result(
     config = add_config(console.db, fake_providers, "openai", tasks=["extraction"])
     at = console.page(PAGE, admin).run()
     button(at, f"test-{config}").click().run()
-    assert at.success[0].value.startswith("Key accepted; model gpt-4o-mini is available.")
+    assert shown(at.success[0].value).startswith("Key accepted; model gpt-4o-mini is available.")
     with console.db.session() as session:
         row = session.get(ProviderConfig, config)
         assert row is not None and row.last_test_success is True
 
     fake_providers.fail_next("openai", 401)
     button(at, f"test-{config}").click().run()
-    assert any(e.value.startswith("The key was refused") for e in at.error)
+    assert any(e.startswith("The key was refused") for e in errors(at))
 
 
 def test_deactivate_needs_a_fresh_code_then_applies(
@@ -216,12 +226,11 @@ def test_bad_fields_are_named_and_bad_keys_save_nothing(
         },
     )
     at.button(key="FormSubmitter:provider_form-Create provider").click().run()
-    errors = [e.value for e in at.error]
-    assert "Display name: must not be empty." in errors
-    assert "Daily token limit: must not be negative." in errors
+    assert "Display name: must not be empty." in errors(at)
+    assert "Daily token limit: must not be negative." in errors(at)
     fill_form(at, **{"Display name": "Wrong key", "Daily token limit": ""})
     at.button(key="FormSubmitter:provider_form-Create provider").click().run()
-    assert any(e.value.startswith("Not saved: The key was refused") for e in at.error)
+    assert any(e.startswith("Not saved: The key was refused") for e in errors(at))
     with console.db.session() as session:
         assert session.scalars(select(ProviderConfig)).all() == []
 
@@ -251,6 +260,69 @@ def test_edit_without_a_key_keeps_it_and_a_stale_edit_is_refused(
         session.commit()
     fill_form(at, **{"Daily token limit": "9000"})
     at.button(key="FormSubmitter:provider_form-Save changes").click().run()
-    assert any("was changed by someone else" in e.value for e in at.error)
+    assert any("was changed by someone else" in e for e in errors(at))
     with console.db.session() as session:
         assert session.get(ProviderConfig, config).daily_token_limit == 5000  # type: ignore[union-attr]
+
+
+def test_a_pasted_key_is_only_kept_sealed_in_session_state(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    """Not after a refused save, not while the step-up dialog waits: only a Fernet-sealed copy."""
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    stale = {ui.MFA_VERIFIED_AT: utcnow() - timedelta(minutes=11), "providers_form": "new"}
+    at = console.page(PAGE, admin, **stale).run()
+    fill_form(at, **{"API key": KEYS["openai"], "Display name": ""})
+    at.button(key="FormSubmitter:provider_form-Create provider").click().run()
+    assert "Display name: must not be empty." in errors(at)
+    assert KEYS["openai"] not in state_dump(at) and KEYS["openai"] not in texts(at)
+    assert any("The key ending …6789 you pasted is kept" in shown(c.value) for c in at.caption)
+
+    fill_form(
+        at,
+        **{"Display name": "Mini", "Base URL": fake_providers.openai_base_url},
+    )
+    at.button(key="FormSubmitter:provider_form-Create provider").click().run()
+    assert dialogs(at), "the step-up dialog should be waiting for a code"
+    assert KEYS["openai"] not in state_dump(at) and KEYS["openai"] not in texts(at)
+    with console.db.session() as session:
+        assert session.scalars(select(ProviderConfig)).all() == []
+
+
+def test_a_form_edit_moving_the_key_elsewhere_is_refused_and_sends_nothing(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", tasks=["extraction"])
+    with FakeProviderServer() as elsewhere:
+        at = console.page(PAGE, admin).run()
+        button(at, f"edit-{config}").click().run()
+        fill_form(at, **{"Base URL": elsewhere.openai_base_url})
+        at.button(key="FormSubmitter:provider_form-Save changes").click().run()
+        refusal = "API key: paste the API key again to change the base URL"
+        assert any(e.startswith(refusal) for e in errors(at))
+        assert elsewhere.requests == [] and fake_providers.requests == []
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config).base_url == fake_providers.openai_base_url  # type: ignore[union-attr]
+
+
+def test_provider_answers_are_shown_as_plain_text_not_markdown(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", tasks=["extraction"])
+    planted = f"Go to [the fix](http://evil.example/?k={KEYS['openai']}) or **call** :red[us]"
+    fake_providers.fail_next("openai", 401, message=planted)
+    at = console.page(PAGE, admin).run()
+    button(at, f"test-{config}").click().run()
+    (error,) = [e for e in at.error if "refused" in e.value]
+    # Every Markdown mark is escaped: no link, no bold, no coloured directive is drawn.
+    assert "[the fix]" not in error.value and "**call**" not in error.value
+    assert "\\[the fix\\]\\(http\\:" in error.value and "\\*\\*call\\*\\*" in error.value
+    assert KEYS["openai"] not in error.value
+    at = console.page(PAGE, admin).run()  # the stored last_test_message, on the card
+    assert not any("[the fix](" in c.value for c in at.caption)
+    assert any("\\[the fix\\]" in c.value for c in at.caption)

@@ -1,5 +1,6 @@
 """Signing in, in AppTest: app.py's gate and navigation, the setup page, the sign-in page with
-its password-then-code steps, lockout, replayed codes, and logout.
+its password-then-code steps, throttling (the clock moved with time-machine), replayed codes,
+and logout.
 
 AppTest drives one page at a time: app.py's first run (which pages a session gets), or one page
 file run on its own. (After a first run, AppTest treats our pages/ folder as Streamlit's old
@@ -12,6 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import time_machine
 from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 
@@ -142,13 +144,48 @@ def test_a_wrong_setup_token_is_refused_and_the_right_one_signs_in_the_first_adm
     user_id = at.session_state[ui.USER_ID]
     assert console.user(user_id).username == "root"
     assert issued.token not in state_dump(at) and PASSWORD not in state_dump(at)
-    assert actions(console) == ["setup.failed", "setup.completed", "auth.login"]
+    assert actions(console) == [
+        "setup.token_issued",
+        "setup.failed",
+        "setup.completed",
+        "auth.login",
+    ]
 
     # Next, app.py offers the new super-admin nothing but enrolment.
     after = signed_in_app(console, user_id)
     assert after.title[0].value == "Account"
     assert "Super-admins must set up an authenticator app" in after.warning[0].value
     assert issued.token not in texts(after)
+
+
+def test_the_setup_page_refuses_a_guessable_password_and_says_why(console: Console) -> None:
+    with console.db.session() as session, session.begin():
+        issued = auth.issue_setup_token(session)
+    assert issued is not None
+    at = console.page("pages/setup.py").run()
+    weak = "alice-console-2026"
+    for field, value in zip(at.text_input, (issued.token, "Alice", "", weak, weak), strict=True):
+        field.input(value)
+    at.button[0].click().run()
+    assert "contains your username, name or email" in at.error[0].value
+    assert ui.USER_ID not in at.session_state and console.user_count() == 0
+
+    for field, value in zip(
+        at.text_input,
+        (issued.token, "bob", "Roberta Quintanilla", "quintanilla77 rocks", "quintanilla77 rocks"),
+        strict=True,
+    ):
+        field.input(value)
+    at.button[0].click().run()
+    assert "contains your username, name or email" in at.error[0].value
+
+    for field, value in zip(
+        at.text_input, (issued.token, "bob", "", "password1234", "password1234"), strict=True
+    ):
+        field.input(value)
+    at.button[0].click().run()
+    assert "This is a very common password" in at.error[0].value
+    assert console.user_count() == 0
 
 
 # --- the sign-in page ------------------------------------------------------------------------
@@ -179,25 +216,28 @@ def test_the_code_is_required_after_the_password_and_a_used_code_is_refused(
     assert actions(console) == ["auth.login", "auth.login_failed"]
 
 
-def test_five_failures_lock_the_account_until_the_period_is_over(console: Console) -> None:
+def test_failed_sign_ins_make_the_next_attempt_wait_then_the_right_password_works(
+    console: Console,
+) -> None:
     user_id, _ = console.add_user("ann", role="analyst", mfa=False)
-    at = console.page("pages/login.py").run()
-    for _ in range(4):
-        sign_in(at, "ann", "not the password")
-        assert at.error[0].value == auth.WRONG_CREDENTIALS
-    sign_in(at, "ann", "not the password")
-    assert "locked until" in at.error[0].value
-    sign_in(at, "ann", PASSWORD)
-    assert "locked until" in at.error[0].value
-    assert ui.USER_ID not in at.session_state
+    throttled = "Too many failed sign-ins: try again in 1 minute."
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        seen = {}
+        for name in ("ann", "nobody"):  # an existing and an unknown name: told the same
+            at = console.page("pages/login.py").run()
+            for _ in range(auth.ACCOUNT_FREE_FAILURES):
+                sign_in(at, name, "not the password")
+                assert at.error[0].value == auth.WRONG_CREDENTIALS
+            sign_in(at, name, "not the password")
+            sign_in(at, name, PASSWORD)
+            seen[name] = at.error[0].value
+        assert seen == {"ann": throttled, "nobody": throttled}
+        assert ui.USER_ID not in at.session_state
 
-    # Fifteen minutes later (moved back in the database, where the lock lives): released.
-    released = utcnow() - timedelta(seconds=1)
-    with console.db.session() as session:
-        session.execute(update(User).where(User.id == user_id).values(locked_until=released))
-        session.commit()
-    sign_in(at, "ann", PASSWORD)
-    assert at.session_state[ui.USER_ID] == user_id
+        clock.shift(timedelta(seconds=61))  # the minute is over
+        sign_in(at, "ann", PASSWORD)
+        assert at.session_state[ui.USER_ID] == user_id
+    assert actions(console).count("auth.login_throttled") == 2
 
 
 def test_logout_ends_the_session_and_is_audited(console: Console) -> None:

@@ -10,6 +10,8 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
+from core import auth
+from core.audit import Actor
 from core.models import AdminActionLog, User, UserRole, utcnow
 from tests.pages_support import (  # noqa: F401
     PASSWORD,
@@ -87,11 +89,11 @@ def test_adding_a_user_keeps_the_password_out_of_the_session_while_asking(
     at = console.page("pages/users.py", admin, **STALE).run()
     fields = {field.label: field for field in at.text_input}
     fields["Username"].input("Carol")
-    fields["Initial password"].input("carol's long password")
-    fields["Repeat it"].input("carol's long password")
+    fields["Initial password"].input("sunlit quarry lantern")
+    fields["Repeat it"].input("sunlit quarry lantern")
     button(at, "Add user").click().run()
     assert len(dialogs(at)) == 1
-    assert "carol's long password" not in state_dump(at)  # it waits encrypted
+    assert "sunlit quarry lantern" not in state_dump(at)  # it waits encrypted
 
     at.text_input(key="step_up_code").input(next_code(secret))
     button(at, "Confirm and continue").click().run()
@@ -99,7 +101,52 @@ def test_adding_a_user_keeps_the_password_out_of_the_session_while_asking(
     with console.db.session() as session:
         carol = session.scalars(select(User).where(User.username == "carol")).one()
     assert carol.role == "analyst" and carol.password_hash.startswith("$2")
-    assert "carol's long password" not in state_dump(at)
+    assert "sunlit quarry lantern" not in state_dump(at)
+
+
+def test_a_guessable_initial_password_is_refused_with_the_reason(console: Console) -> None:
+    admin, _ = console.add_user("root")
+    at = console.page("pages/users.py", admin).run()  # verified just now
+    for password, why in (
+        ("alice-console-2026", "contains your username, name or email"),
+        ("password1234", "This is a very common password"),
+    ):
+        fields = {field.label: field for field in at.text_input}
+        fields["Username"].input("Alice")
+        fields["Display name (optional)"].input("Alice Liddell")
+        fields["Initial password"].input(password)
+        fields["Repeat it"].input(password)
+        button(at, "Add user").click().run()
+        assert not at.exception and not dialogs(at)
+        assert why in at.error[0].value.replace("\\", "")  # shown Markdown-escaped
+        assert password not in state_dump(at)
+    assert console.user_count() == 1
+
+
+def test_a_throttled_account_shows_as_such_until_it_is_unlocked(console: Console) -> None:
+    admin, _ = console.add_user("root")
+    bob, _ = console.add_user("bob", role="analyst", mfa=False)
+    guesser = Actor(label="anonymous", ip_address="198.51.100.66")
+    for _ in range(auth.ACCOUNT_FREE_FAILURES + 1):
+        with console.db.session() as session, session.begin():
+            auth.check_password(session, "bob", "not bob's password", guesser)
+    at = console.page("pages/users.py", admin).run()
+    table = at.dataframe[0].value
+    assert dict(zip(table["Username"], table["Status"], strict=True)) == {
+        "bob": "throttled",
+        "root": "active",
+    }
+    [status] = [c.value for c in at.caption if c.value.startswith("Status:")]
+    assert status.startswith("Status: **throttled** (someone must wait until")
+    assert "5 failed sign-in(s) or code(s)" in status
+    button(at, "Unlock").click().run()
+    assert not at.exception and at.toast[0].value == "bob can sign in again."
+    assert list(at.dataframe[0].value["Status"]) == ["active", "active"]
+    assert button(at, "Unlock").disabled
+    with console.db.session() as session:
+        assert auth.account_throttles(session, ["bob"]) == {}
+        assert session.scalars(select(AdminActionLog.action)).all()[-1] == "user.unlocked"
+    assert bob
 
 
 def test_the_list_shows_accounts_without_secrets(console: Console) -> None:

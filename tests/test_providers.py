@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -16,6 +19,7 @@ from core.providers import (
     AIProvider,
     AuthenticationFailed,
     BadRequest,
+    EndpointRefused,
     GenerationResult,
     ModelNotFound,
     ProviderError,
@@ -23,10 +27,15 @@ from core.providers import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    Redirected,
     UnexpectedResponse,
+    base,
     redact,
 )
-from tests.fakes import IMAGE_TOKENS, FakeProviderServer, count_tokens, make_reply
+from core.providers.base import MESSAGE_LIMIT, provider_message
+from core.providers.egress import Allowlist
+from tests.fakes import IMAGE_TOKENS, AttackerServer, FakeProviderServer, count_tokens, make_reply
+from tests.fakes.leak_check import assert_clean
 
 T = TypeVar("T")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -308,3 +317,181 @@ def test_redact_masks_key_shaped_text(text: str) -> None:
     for secret in ("abc.def-ghi", "abcdefgh1234", "xyz12345", "ABCDEFGHIJKLMN", "whatever-value",
                    "hunter2hunter2"):  # fmt: skip
         assert secret not in out
+
+
+# --- redirects, error bodies, and what an error may carry ----------------------------------
+
+
+def test_a_redirect_is_an_error_that_names_it_and_is_not_followed(
+    case: Case, fake_providers: FakeProviderServer, attacker: AttackerServer
+) -> None:
+    fake_providers.fail_next(case.fake, 302, location=f"{attacker.url}/steal?key=1")
+    error = fails(case, fake_providers)
+    assert isinstance(error, Redirected) and error.status == 302 and error.fallback
+    assert str(error) == (
+        f"{case.provider_type} answered 302: the endpoint redirected (to 127.0.0.1); "
+        "redirects are not followed — set the base URL to the final address"
+    )
+    assert attacker.requests == []
+    assert len(fake_providers.requests_for(case.fake)) == 1
+
+
+@pytest.mark.parametrize("model", [None, "the-model"])
+def test_a_credential_test_does_not_follow_a_redirect(
+    case: Case, fake_providers: FakeProviderServer, attacker: AttackerServer, model: str | None
+) -> None:
+    fake_providers.fail_next(case.fake, 302, location=f"{attacker.url}/v1/models")
+    check = asyncio.run(
+        ProviderFactory.validate_credentials(
+            case.provider_type, case.key, case.base_url(fake_providers), model
+        )
+    )
+    assert not check.ok
+    assert f"{case.provider_type} answered 302: the endpoint redirected" in check.message
+    assert attacker.requests == []
+
+
+def planted(key: str) -> str:
+    """Text a hostile endpoint might send back: a link, the key, its URL-encoded forms and a
+    10-character piece of it."""
+    return (
+        f"# Sorry\n[click](http://evil.example) to fix {key}, or {quote(key, safe='')}, "
+        f"or {quote_plus(key)}; yours starts {key[4:14]}"
+    )
+
+
+def leaks(key: str, text: str) -> list[str]:
+    pieces = [key, quote(key, safe=""), quote_plus(key), key[4:14]]
+    return [piece for piece in pieces if piece in text]
+
+
+@pytest.fixture
+def odd_key(case: Case, fake_providers: FakeProviderServer) -> str:
+    """A valid key with characters that URL-encoding changes."""
+    key = f"{case.key}/k+y="
+    fake_providers.api_keys[case.fake] = {key}
+    return key
+
+
+def test_a_non_json_error_body_keeps_only_the_status(
+    case: Case, fake_providers: FakeProviderServer, odd_key: str
+) -> None:
+    fake_providers.fail_next(case.fake, 404, body=planted(odd_key))
+    error = fails(case, fake_providers, api_key=odd_key)
+    assert error.status == 404 and error.message == "HTTP 404 (the body was not JSON)"
+    assert str(error) == f"{case.provider_type} answered 404: HTTP 404 (the body was not JSON)"
+    assert "evil.example" not in repr(error) and not leaks(odd_key, repr(error))
+
+
+def test_a_json_error_message_loses_every_copy_of_the_key(
+    case: Case, fake_providers: FakeProviderServer, odd_key: str
+) -> None:
+    fake_providers.fail_next(case.fake, 403, message=planted(odd_key))
+    error = fails(case, fake_providers, api_key=odd_key)
+    assert isinstance(error, AuthenticationFailed)
+    assert "[redacted]" in error.message and "\n" not in error.message
+    assert leaks(odd_key, error.message + str(error) + repr(error)) == []
+    assert_clean(error, [odd_key, quote(odd_key, safe=""), odd_key[4:14]])
+
+
+def test_a_long_error_message_is_cut(case: Case, fake_providers: FakeProviderServer) -> None:
+    fake_providers.fail_next(case.fake, 400, message="word " * 200)
+    error = fails(case, fake_providers)
+    assert len(error.message) <= MESSAGE_LIMIT and error.message.endswith("…")
+    assert error.message.startswith("word word")
+
+
+FAILURES: list[dict[str, Any]] = [
+    {"status": 401, "message": "Incorrect API key provided: {key}"},
+    {"status": 500},
+    {"status": 302, "location": "http://127.0.0.1:9/steal"},
+    {"status": 404, "body": "<html>{key}</html>"},
+    {"mode": "disconnect"},
+    {"mode": "malformed"},
+    {"mode": "incomplete"},
+    {"mode": "slow", "delay": 2},
+]
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=lambda f: str(f.get("status") or f["mode"]))
+def test_errors_carry_no_sdk_exception_and_no_key(
+    case: Case, fake_providers: FakeProviderServer, failure: dict[str, Any]
+) -> None:
+    fault = {k: v.format(key=case.key) if isinstance(v, str) else v for k, v in failure.items()}
+    fake_providers.fail_next(case.fake, **fault)
+    error = fails(case, fake_providers, timeout_s=0.5)
+    assert error.__cause__ is None and error.__context__ is None
+    assert_clean(error, [case.key])
+
+
+def test_a_refused_address_carries_no_sdk_exception(case: Case, fake_providers) -> None:
+    error = fails(case, fake_providers, allowlist=Allowlist())
+    assert isinstance(error, EndpointRefused)
+    assert_clean(error, [case.key])
+
+
+@pytest.mark.parametrize("failure", FAILURES[:4], ids=lambda f: str(f.get("status")))
+def test_credential_checks_see_clean_errors_too(
+    case: Case,
+    fake_providers: FakeProviderServer,
+    failure: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[ProviderError] = []
+    explain = base._explain
+    monkeypatch.setattr(base, "_explain", lambda exc: seen.append(exc) or explain(exc))
+    for check in ("validate_credentials", "validate_key"):
+        fault = {k: v.format(key=case.key) if isinstance(v, str) else v for k, v in failure.items()}
+        fake_providers.fail_next(case.fake, **fault)
+        result = call(case, fake_providers, lambda p, name=check: getattr(p, name)())
+        assert not result.ok and case.key not in result.message
+    assert len(seen) == 2
+    for error in seen:
+        assert_clean(error, [case.key])
+
+
+# --- redaction -------------------------------------------------------------------------------
+
+KEY = "sk-proj-PLANTEDadminKEY01+x/y=zQ"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"key {KEY} refused",
+        "quoting ...PLANTEDadminKEY01... of your key",
+        f"url-encoded {quote(KEY, safe='')} and {quote_plus(KEY)}",
+        f"encoded piece {quote(KEY, safe='')[18:30]}",
+        f"two pieces {KEY[:12]} and {KEY[14:26]}",
+    ],
+)
+def test_redact_removes_copies_encodings_and_runs_of_8_characters(text: str) -> None:
+    out = redact(text, [KEY])
+    assert "[redacted]" in out
+    assert "PLANTED" not in out and "adminKEY" not in out and "%2F" not in out
+
+
+def test_redact_keeps_what_is_not_the_key() -> None:
+    assert redact("model gpt-4o-mini not found", [KEY]) == "model gpt-4o-mini not found"
+    assert redact("sk-proj is a prefix", [KEY]) == "sk-proj is a prefix"  # 7 characters
+    assert redact(f"a {KEY} b {KEY}", [KEY]) == "a [redacted] b [redacted]"
+    assert redact(f"{KEY}{KEY}", [KEY]) == "[redacted]"
+
+
+def test_redact_is_fast_for_long_keys_and_messages() -> None:
+    key = "".join(f"{chr(65 + i % 26)}{i}" for i in range(70))[:200]
+    text = (key[5:120] + " x ") * 2
+    started = time.perf_counter()
+    for _ in range(200):
+        assert key[5:120] not in redact(text, [key])
+    assert (time.perf_counter() - started) / 200 < 0.005
+
+
+def test_provider_message_keeps_only_the_json_error_message() -> None:
+    assert provider_message(404, b"<html>nope</html>") == "HTTP 404 (the body was not JSON)"
+    assert provider_message(500, b"") == "HTTP 500 (no body)"
+    assert provider_message(400, b'{"detail": "x"}') == "HTTP 400 (no error message in the body)"
+    assert provider_message(400, b'{"error": {"message": "Bad\\n  thing"}}') == "Bad thing"
+    assert provider_message(400, b'{"message": "top level"}') == "top level"
+    cut = provider_message(400, json.dumps({"error": {"message": "x" * 1000}}).encode())
+    assert len(cut) == MESSAGE_LIMIT and cut.endswith("…")

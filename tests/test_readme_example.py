@@ -35,6 +35,7 @@ def test_the_readme_example_runs(
         "PYTHONPATH": str(PROJECT_ROOT),
         "AI_CONSOLE_DATABASE_URL": db.url,
         "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
+        "AI_CONSOLE_BASE_URL_ALLOWLIST": "127.0.0.1",  # the fake server is on loopback
     }
     done = subprocess.run(
         [sys.executable, str(script)],

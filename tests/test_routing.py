@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -24,8 +25,16 @@ from core.routing import (
     get_default_provider_config,
 )
 from tests.conftest import MigratedDatabase
-from tests.fakes import FakeProviderServer, count_tokens, make_reply
-from tests.routing_support import KEYS, add_config, allow_planted_keys, make_router, usage_rows
+from tests.fakes import AttackerServer, FakeProviderServer, count_tokens, make_reply
+from tests.fakes.leak_check import assert_clean
+from tests.routing_support import (
+    FAKE_NAME,
+    KEYS,
+    add_config,
+    allow_planted_keys,
+    make_router,
+    usage_rows,
+)
 
 T = TypeVar("T")
 PROMPT = "Extract the job title from: Staff Engineer, Lisbon"
@@ -455,3 +464,101 @@ def test_the_console_can_explain_a_task_without_a_router(
     plan = explain("validation", db.engine, SecretBox(db.settings.fernet_keys), environ={})
     assert plan.serving is not None and plan.serving.config_id == served
     assert str(plan).startswith("validation:\n  1. ok claude config (claude")
+
+
+# --- egress: redirects, error bodies, clean errors -------------------------------------------
+
+REDIRECTING = ["openai", "claude", "gemini"]
+OTHER = {"openai": "claude", "claude": "gemini", "gemini": "openai"}
+
+
+@pytest.mark.parametrize("provider_type", REDIRECTING)
+def test_a_redirect_is_not_followed_and_the_next_provider_serves(
+    db: MigratedDatabase, fake: FakeProviderServer, attacker: AttackerServer, provider_type: str
+) -> None:
+    first = add_config(db, fake, provider_type, tasks=["extraction"], priority=1)
+    second = add_config(db, fake, OTHER[provider_type], tasks=["extraction"], priority=2)
+    fake.fail_next(FAKE_NAME[provider_type], 302, location=f"{attacker.url}/v1/steal")
+
+    result = generate(make_router(db))
+    assert result.config_id == second
+    [attempt] = result.attempts
+    assert (attempt.config_id, attempt.error_type) == (first, "redirect")
+    assert attempt.error_message is not None
+    assert attempt.error_message.startswith("the endpoint redirected (to 127.0.0.1)")
+    assert attacker.requests == []
+    assert usage_rows(db)[0].error_message == attempt.error_message
+
+
+@pytest.mark.parametrize("provider_type", REDIRECTING)
+def test_a_redirect_names_the_status_when_nobody_else_serves(
+    db: MigratedDatabase, fake: FakeProviderServer, attacker: AttackerServer, provider_type: str
+) -> None:
+    add_config(db, fake, provider_type, tasks=["extraction"])
+    fake.fail_next(FAKE_NAME[provider_type], 302, location=f"{attacker.url}/v1/steal")
+    with pytest.raises(ProviderCallError) as caught:
+        generate(make_router(db))
+    assert caught.value.error is not None and caught.value.error.status == 302
+    assert f"{provider_type} answered 302: the endpoint redirected" in str(caught.value.error)
+    assert attacker.requests == []
+    assert_clean(caught.value, [KEYS[provider_type]])
+
+
+def test_an_error_page_is_not_stored(db: MigratedDatabase, fake: FakeProviderServer) -> None:
+    key = KEYS["openai"]
+    add_config(db, fake, "openai", tasks=["extraction"])
+    fake.fail_next("openai", 404, body=f"# Gone\n[click](http://evil.example) {key} {key[3:13]}")
+    with pytest.raises(ProviderCallError) as caught:
+        generate(make_router(db))
+    [row] = usage_rows(db)
+    assert row.error_message == "HTTP 404 (the body was not JSON)"
+    assert "evil.example" not in str(caught.value) and key[3:13] not in str(caught.value)
+
+
+def test_a_long_error_message_is_stored_cut(db: MigratedDatabase, fake: FakeProviderServer) -> None:
+    add_config(db, fake, "claude", tasks=["extraction"])
+    fake.fail_next("anthropic", 400, message="x" * 1000)
+    with pytest.raises(ProviderCallError):
+        generate(make_router(db))
+    [row] = usage_rows(db)
+    assert row.error_message is not None and 150 <= len(row.error_message) <= 200
+    assert row.error_message.endswith("…")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 401, "message": "Incorrect API key provided: {key}"},
+        {"status": 400, "message": "bad request for {key}"},  # raised at once
+        {"status": 503},
+        {"mode": "disconnect"},
+        {"status": 307, "location": "http://127.0.0.1:9/"},
+    ],
+    ids=["401", "400", "503", "disconnect", "307"],
+)
+@pytest.mark.parametrize("provider_type", REDIRECTING)
+def test_routing_errors_carry_no_sdk_exception_and_no_key(
+    db: MigratedDatabase, fake: FakeProviderServer, provider_type: str, fault: dict[str, Any]
+) -> None:
+    key = KEYS[provider_type]
+    add_config(db, fake, provider_type, tasks=["extraction"])
+    options = {k: v.format(key=key) if isinstance(v, str) else v for k, v in fault.items()}
+    fake.fail_next(FAKE_NAME[provider_type], **options)
+    with pytest.raises(ProviderCallError) as caught:
+        generate(make_router(db))
+    assert caught.value.error is not None
+    assert_clean(caught.value, [key])
+    assert all(key not in (a.error_message or "") for a in caught.value.attempts)
+
+
+def test_the_router_refuses_what_its_settings_do_not_allow(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    add_config(db, fake, "openai", tasks=["extraction"])
+    settings = replace(db.settings, base_url_allowlist=())
+    with pytest.raises(ProviderCallError) as caught:
+        generate(make_router(db, settings=settings))
+    assert caught.value.error is not None and caught.value.error.kind == "egress_refused"
+    assert "refused by policy" in str(caught.value)
+    assert fake.requests == []
+    assert usage_rows(db)[0].error_type == "egress_refused"

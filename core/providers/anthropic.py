@@ -24,7 +24,7 @@ class ClaudeProvider(AIProvider):
         base_url: str | None,
         timeout_s: float,
         max_retries: int,
-        http_client: httpx2.AsyncClient | None = None,
+        http_client: httpx2.AsyncClient,
     ) -> anthropic.AsyncAnthropic:
         return stainless_client(
             anthropic.AsyncAnthropic, api_key, base_url, timeout_s, max_retries, http_client
@@ -70,4 +70,4 @@ class ClaudeProvider(AIProvider):
         await self.client.models.list(limit=1)
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        return map_stainless_error("claude", exc, anthropic)
+        return map_stainless_error("claude", exc, anthropic, [self._secret])

@@ -1,11 +1,14 @@
 """Build a provider adapter from a provider type, a decrypted key and an optional base URL.
 
-This is the one place SDK clients are created. The adapter registry is a dict, so a fourth
-provider is one import and one entry.
+This is the one place SDK clients are created, and each one sends through an egress client
+(core.providers.egress): no redirects, no proxies, and only to addresses the policy allows. The
+adapter registry is a dict, so a fourth provider is one import and one entry.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from core.models import ProviderType
@@ -16,6 +19,7 @@ from core.providers.base import (
     AIProvider,
     CredentialCheck,
 )
+from core.providers.egress import Allowlist, EgressRefused, check_base_url, egress_client
 from core.providers.gemini import GeminiProvider
 from core.providers.openai import OpenAIProvider
 
@@ -47,17 +51,23 @@ class ProviderFactory:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: Any = None,
+        allowlist: Allowlist | None = None,
     ) -> AIProvider:
         """An adapter whose SDK client uses `api_key` (and `base_url` when given).
 
-        With `http_client` (an httpx2.AsyncClient) the SDK reuses that connection pool; the
-        caller then owns it, and must not `aclose()` the adapter.
+        Without `http_client` the adapter gets its own egress client (`allowlist`, default
+        AI_CONSOLE_BASE_URL_ALLOWLIST), which `aclose()` closes. With one (an egress_client
+        shared by many adapters, as core.routing does) the caller owns it, must not `aclose()`
+        the adapter, and `allowlist` is unused.
         """
         adapter = ADAPTERS[provider_type_of(provider_type)]
+        owned = None
+        if http_client is None:
+            http_client = owned = egress_client(allowlist)
         client = adapter.build_client(
             api_key, base_url or None, timeout_s, max_retries, http_client
         )
-        return adapter(client, model_name, secret=api_key)
+        return adapter(client, model_name, secret=api_key, http_client=owned)
 
     @staticmethod
     async def validate_credentials(
@@ -67,13 +77,29 @@ class ProviderFactory:
         model_name: str | None = None,
         *,
         timeout_s: float = VALIDATION_TIMEOUT_S,
+        allowlist: Allowlist | None = None,
     ) -> CredentialCheck:
         """Prove the key works: fetch `model_name` when given, else list the models.
 
-        The result is truthy when the key works; its message says why not otherwise.
+        The result is truthy when the key works; its message says why not otherwise. A base URL
+        the egress policy refuses is not contacted at all (the message says why).
         """
+        if base_url:
+            started = time.perf_counter()
+            try:  # getaddrinfo blocks: off the event loop
+                await asyncio.to_thread(check_base_url, base_url, allowlist)
+            except EgressRefused as refused:
+                latency = round((time.perf_counter() - started) * 1000)
+                message = f"Not tested, the key was not sent: {refused}"
+                return CredentialCheck(False, message, latency)
         provider = ProviderFactory.create_provider(
-            provider_type, api_key, model_name or "", base_url, timeout_s=timeout_s, max_retries=1
+            provider_type,
+            api_key,
+            model_name or "",
+            base_url,
+            timeout_s=timeout_s,
+            max_retries=1,
+            allowlist=allowlist,
         )
         try:
             if model_name:

@@ -13,6 +13,7 @@ from core.models import ProviderType
 from core.providers.base import (
     AIProvider,
     AuthenticationFailed,
+    BadRequest,
     Image,
     ProviderError,
     ProviderTimeout,
@@ -20,8 +21,8 @@ from core.providers.base import (
     Reply,
     UnexpectedResponse,
     Usage,
-    error_for_status,
-    parse_retry_after,
+    response_body,
+    status_error,
 )
 
 # Google answers a bad key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not 401.
@@ -45,11 +46,13 @@ class GeminiProvider(AIProvider):
         base_url: str | None,
         timeout_s: float,
         max_retries: int,
-        http_client: httpx2.AsyncClient | None = None,
+        http_client: httpx2.AsyncClient,
     ) -> genai.Client:
         # Unlike the other two SDKs, google-genai neither retries nor times out by default.
-        # Handing it a ready TLS context saves ~35 ms per client (it loads the CA store twice).
-        tls = _tls_context()
+        # Every aio call goes through `http_client` (the SDK builds no async client of its own
+        # when given one, and aiohttp is not installed); the SDK still builds a sync client,
+        # which we never call: it gets a ready TLS context (loading the CA store costs ~35 ms)
+        # and no redirects or proxies either.
         options = types.HttpOptions(
             base_url=base_url,
             timeout=int(timeout_s * 1000),
@@ -57,8 +60,7 @@ class GeminiProvider(AIProvider):
                 attempts=max_retries + 1, http_status_codes=_RETRY_STATUSES
             ),
             httpx_async_client=http_client,
-            client_args={"verify": tls},
-            async_client_args={"verify": tls, "ssl": tls},
+            client_args={"verify": _tls_context(), "follow_redirects": False, "trust_env": False},
         )
         return genai.Client(api_key=api_key, http_options=options)
 
@@ -93,17 +95,24 @@ class GeminiProvider(AIProvider):
     async def _check_key(self) -> None:
         await self.client.aio.models.list(config={"page_size": 1})
 
-    async def aclose(self) -> None:
-        await self.client.aio.aclose()
+    async def _close_client(self) -> None:
+        await self.client.aio.aclose()  # leaves http_client open: AIProvider.aclose closes it
 
     def _map_error(self, exc: Exception) -> ProviderError:
         if isinstance(exc, errors.APIError):
-            message = exc.message or exc.status or "error"
-            if exc.code == 400 and any(m in str(exc.details) for m in _BAD_KEY_MARKERS):
-                return AuthenticationFailed("gemini", message, exc.code)
-            headers = getattr(exc.response, "headers", None) or {}
-            retry_after = parse_retry_after(headers.get("retry-after"))
-            return error_for_status("gemini", exc.code, message, retry_after)
+            # google-genai puts a non-JSON body in exc.message: keep only what the raw body's
+            # JSON says (base.provider_message). A 3xx arrives here as a plain APIError.
+            response = exc.response
+            headers = getattr(response, "headers", None) or {}
+            body = response_body(response)
+            error = status_error("gemini", int(exc.code or 0), headers, body, [self._secret])
+            if (
+                isinstance(error, BadRequest)
+                and exc.code == 400
+                and any(m in str(exc.details) for m in _BAD_KEY_MARKERS)
+            ):
+                return AuthenticationFailed("gemini", error.message, exc.code)
+            return error
         if isinstance(exc, httpx2.TimeoutException):
             return ProviderTimeout("gemini", "no answer before the timeout")
         if isinstance(exc, httpx2.TransportError):

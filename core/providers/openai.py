@@ -23,7 +23,7 @@ class OpenAIProvider(AIProvider):
         base_url: str | None,
         timeout_s: float,
         max_retries: int,
-        http_client: httpx2.AsyncClient | None = None,
+        http_client: httpx2.AsyncClient,
     ) -> openai.AsyncOpenAI:
         return stainless_client(
             openai.AsyncOpenAI, api_key, base_url, timeout_s, max_retries, http_client
@@ -66,4 +66,4 @@ class OpenAIProvider(AIProvider):
         await self.client.models.list()
 
     def _map_error(self, exc: Exception) -> ProviderError:
-        return map_stainless_error("openai", exc, openai)
+        return map_stainless_error("openai", exc, openai, [self._secret])

@@ -1,5 +1,7 @@
-"""Test doubles for the AI providers: a local fake HTTP server and a network guard."""
+"""Test doubles for the AI providers: a local fake HTTP server, a recording "attacker" server
+and a network guard."""
 
+from .attacker_server import AttackerServer, RawRequest
 from .network_guard import NetworkAccessBlocked, NetworkGuard, block_network
 from .provider_server import (
     DEFAULT_API_KEYS,
@@ -21,9 +23,11 @@ __all__ = [
     "IMAGE_TOKENS",
     "PROVIDERS",
     "REDACTED",
+    "AttackerServer",
     "FakeProviderServer",
     "NetworkAccessBlocked",
     "NetworkGuard",
+    "RawRequest",
     "RecordedRequest",
     "block_network",
     "count_tokens",

@@ -112,6 +112,8 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     message: str | None = None
+    location: str | None = None
+    body: str | None = None
 
 
 @dataclass
@@ -501,6 +503,8 @@ class FakeProviderServer:
         delay: float = 0.0,
         times: int = 1,
         message: str | None = None,
+        location: str | None = None,
+        body: str | None = None,
     ) -> None:
         """Queue `times` faults for the provider's next requests (after any already queued).
 
@@ -512,6 +516,9 @@ class FakeProviderServer:
         mode "disconnect": close the connection without any response.
         `delay` also postpones the other modes. `message` replaces the error text (to plant a
         key in it, say, as some providers echo part of the key they refused).
+        A 3xx `status` answers a redirect: `Location: location` and a small HTML page.
+        `body` replaces the whole error body with that text (sent as text/markdown), for
+        providers or proxies that answer an error with a page instead of JSON.
         """
         _check_provider(provider)
         mode = mode or ("status" if status is not None else None)
@@ -519,7 +526,7 @@ class FakeProviderServer:
             raise ValueError(f"give a status or one of modes {FAULT_MODES}, not {mode!r}")
         if status == 429 and retry_after is None:
             retry_after = 1
-        fault = Fault(mode, status or 200, retry_after, delay, message)
+        fault = Fault(mode, status or 200, retry_after, delay, message, location, body)
         with self._lock:
             self._faults[provider].extend([fault] * times)
 
@@ -578,7 +585,15 @@ class FakeProviderServer:
             return Reply(0, disconnect=True)
         if fault.mode == "status":
             text = fault.message or _MESSAGES.get(fault.status, "Fake error.")
-            reply: Reply = fmt.error(fault.status, text)
+            if fault.body is not None:
+                reply = Reply(fault.status, fault.body.encode(), {"Content-Type": "text/markdown"})
+            elif 300 <= fault.status < 400:
+                page = f'<html><body><a href="{fault.location}">{text}</a></body></html>'
+                reply = Reply(fault.status, page.encode(), {"Content-Type": "text/html"})
+            else:
+                reply = fmt.error(fault.status, text)
+            if fault.location is not None:
+                reply.headers["Location"] = fault.location
             if fault.retry_after is not None:
                 reply.headers["Retry-After"] = f"{fault.retry_after:g}"
             return reply

@@ -5,16 +5,27 @@
   SDK, say) caught the NetworkAccessBlocked.
 - `fake_provider_server` (session): one running FakeProviderServer.
 - `fake_providers` (function): that server, reset before and after the test.
+- `attacker` (function): a running AttackerServer on 127.0.0.1 that records every request raw.
+
+The fake server listens on 127.0.0.1, which the egress policy (core.providers.egress) refuses
+unless allowed: AI_CONSOLE_BASE_URL_ALLOWLIST=127.0.0.1 is set for the whole session, in
+os.environ at import so subprocesses (the browser tests' console, quota workers) inherit it.
+Tests of the policy itself pass their own Allowlist.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
+from .attacker_server import AttackerServer
 from .network_guard import NetworkGuard, block_network
 from .provider_server import FakeProviderServer
+
+TEST_ALLOWLIST = "127.0.0.1"
+os.environ["AI_CONSOLE_BASE_URL_ALLOWLIST"] = TEST_ALLOWLIST
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +53,9 @@ def fake_providers(fake_provider_server: FakeProviderServer) -> Iterator[FakePro
     fake_provider_server.reset()
     yield fake_provider_server
     fake_provider_server.reset()
+
+
+@pytest.fixture
+def attacker() -> Iterator[AttackerServer]:
+    with AttackerServer() as server:
+        yield server
