@@ -4,6 +4,7 @@ An attacker with the console (a stolen session, a careless admin) edits a config
 host of theirs and leaves the key empty: the edit is refused before any network call, so the
 other host never sees a request, let alone the key. Tried through core, the CLI and the form.
 """
+# ruff: noqa: F811 (pytest fixtures imported from tests.test_admin)
 
 from __future__ import annotations
 
@@ -18,12 +19,10 @@ from core import admin as admin_module
 from core.access import PermissionDenied
 from core.admin import CredentialsRejected, ProviderAdmin, ValidationFailed
 from core.audit import Actor
-from core.crypto import SecretBox
-from core.db import make_session_factory
 from core.models import AdminActionLog, ProviderConfig
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
-from tests.test_admin import KEY, NEW_KEY, audit_rows, form, make_actor
+from tests.test_admin import KEY, NEW_KEY, admin, audit_rows, boss, form, make_actor  # noqa: F401
 
 
 @pytest.fixture
@@ -31,17 +30,6 @@ def elsewhere() -> Any:
     """A second server: the attacker's host. It must never receive a request with a stored key."""
     with FakeProviderServer() as server:
         yield server
-
-
-@pytest.fixture
-def admin(db: MigratedDatabase, fake_providers: FakeProviderServer) -> ProviderAdmin:
-    fake_providers.api_keys["openai"] = {KEY, NEW_KEY}
-    return ProviderAdmin(make_session_factory(db.engine), SecretBox(db.settings.fernet_keys))
-
-
-@pytest.fixture
-def boss(db: MigratedDatabase) -> Actor:
-    return make_actor(db)
 
 
 def stored(db: MigratedDatabase, config_id: int) -> tuple[str, str | None, str]:

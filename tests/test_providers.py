@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -478,13 +477,11 @@ def test_redact_keeps_what_is_not_the_key() -> None:
     assert redact(f"{KEY}{KEY}", [KEY]) == "[redacted]"
 
 
-def test_redact_is_fast_for_long_keys_and_messages() -> None:
+def test_redact_finds_a_long_run_of_a_long_key_in_a_long_message() -> None:
+    """(Its speed is measured by bench/redaction.py, not here.)"""
     key = "".join(f"{chr(65 + i % 26)}{i}" for i in range(70))[:200]
     text = (key[5:120] + " x ") * 2
-    started = time.perf_counter()
-    for _ in range(200):
-        assert key[5:120] not in redact(text, [key])
-    assert (time.perf_counter() - started) / 200 < 0.005
+    assert key[5:120] not in redact(text, [key])
 
 
 def test_provider_message_keeps_only_the_json_error_message() -> None:
