@@ -59,7 +59,7 @@ st.dataframe(
             "When (UTC)": e.created_at,
             "Actor": e.actor_label,
             "Action": e.action,
-            "Target": f"{e.target_type} {e.target_id}" if e.target_type else "",
+            "Target": " ".join(str(part) for part in (e.target_type, e.target_id) if part),
             "Details": ", ".join(f"{k}: {v}" for k, v in e.details.items()),
             "IP address": e.ip_address or "",
             "User agent": e.user_agent or "",

@@ -303,6 +303,7 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
                 st.caption(view.description)
         with actions:
             edit_col, test_col, toggle_col, delete_col = st.columns(4)
+            check = None
             if edit_col.button("Edit", key=f"edit-{view.id}", icon=":material/edit:"):
                 st.session_state[FORM] = view.id
                 st.session_state[FORM_VERSION] = view.version
@@ -326,9 +327,12 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
                 )
             if delete_col.button("Delete", key=f"delete-{view.id}", icon=":material/delete:"):
                 st.session_state[CONFIRM_DELETE] = view.id
-            st.caption(tested(view, now))
-            if view.last_test_success is False and view.last_test_message:
-                st.caption(ui.plain(view.last_test_message))
+            if check is not None:  # `view` was read before this test ran
+                st.caption(f"{'Test passed' if check.ok else 'Test FAILED'} just now")
+            else:
+                st.caption(tested(view, now))
+                if view.last_test_success is False and view.last_test_message:
+                    st.caption(ui.plain(view.last_test_message))
         limit_line("Today", standing.day_used, standing.day_reserved, view.daily_token_limit)
         limit_line(
             "This month", standing.month_used, standing.month_reserved, view.monthly_token_limit

@@ -21,18 +21,20 @@ def test_the_trail_is_shown_filtered_and_exportable(console: Console) -> None:
             details={"via": "password and code"},
         )
         record(session, Actor.cli(), "keys.rotate", details={"provider_configs": 2})
+        record(session, root, "provider.test", target_type="provider_config")  # not yet saved
     at = console.page("pages/audit.py", admin).run()
     assert not at.exception
     table = at.dataframe[0].value
-    assert list(table["Action"]) == ["keys.rotate", "auth.login"]
-    login = table.iloc[1]
+    assert list(table["Action"]) == ["provider.test", "keys.rotate", "auth.login"]
+    assert list(table["Target"]) == ["provider_config", "", f"user {admin}"]
+    login = table.iloc[2]
     assert (login["Actor"], login["IP address"], login["User agent"]) == (
         "root",
         "198.51.100.7",
         "Firefox",
     )
     assert login["Details"] == "via: password and code"
-    assert at.markdown[0].value == "2 matching entries."
+    assert at.markdown[0].value == "3 matching entries."
 
     actor_filter, action_filter = at.selectbox
     assert actor_filter.options == ["(any)", *sorted(["root", Actor.cli().label])]

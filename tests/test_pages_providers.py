@@ -126,6 +126,9 @@ def test_test_checks_the_stored_key_and_records_the_result(
     fake_providers.fail_next("openai", 401)
     button(at, f"test-{config}").click().run()
     assert any(e.startswith("The key was refused") for e in errors(at))
+    # The card's status line follows the test just run, not the one before it.
+    captions = [c.value for c in at.caption]
+    assert "Test FAILED just now" in captions and "Test passed just now" not in captions
 
 
 def test_deactivate_needs_a_fresh_code_then_applies(
