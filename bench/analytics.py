@@ -39,10 +39,10 @@ from core.audit import Actor
 from core.config import Settings
 from core.crypto import SecretBox, generate_key
 from core.db import make_engine, make_session_factory, upgrade
-from core.demo_data import copy_csv, ensure_demo_configs, generate, load, to_csv
 from core.models import usage_daily, usage_hourly, utcnow
-from core.usage_queries import PAGE_QUERIES, UsageQuery, filter_options
-from core.usage_rollup import rebuild
+from core.usage.demo import copy_csv, ensure_demo_configs, generate, load, to_csv
+from core.usage.queries import PAGE_QUERIES, UsageQuery, filter_options
+from core.usage.rollup import rebuild
 from tests.conftest import PostgresServer
 
 ACTOR = Actor.cli()

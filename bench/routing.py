@@ -28,7 +28,7 @@ from core.config import Settings
 from core.crypto import SecretBox, generate_key
 from core.db import make_engine, upgrade
 from core.models import ProviderConfig
-from core.quota_leases import LEASE_CALLS
+from core.quota.leases import LEASE_CALLS
 from core.routing import Router
 from tests.conftest import PostgresServer
 from tests.fakes import FakeProviderServer

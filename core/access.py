@@ -57,9 +57,8 @@ def _deny(session: Session, actor: Actor, reason: str, roles: tuple[UserRole, ..
     frame = sys._getframe(2)  # the service function that asked is what was refused
     while frame.f_back is not None and frame.f_code.co_name.startswith("_"):
         frame = frame.f_back  # past private helpers such as a module's _guard
-    caller = frame.f_code
     details = {
-        "operation": f"{caller.co_filename.rpartition('/')[2]}:{caller.co_qualname}",
+        "operation": f"{frame.f_globals.get('__name__')}:{frame.f_code.co_qualname}",
         "reason": reason,
         "needed": [role.value for role in roles],
     }

@@ -57,6 +57,9 @@ class TaskType(enum.StrEnum):
     VALIDATION = "validation"
 
 
+TASKS = tuple(task.value for task in TaskType)  # in the order the console lists them
+
+
 class UsageStatus(enum.StrEnum):
     SUCCESS = "success"
     ERROR = "error"

@@ -5,19 +5,19 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core import auth
+from core import accounts
 
 
 def _enrol(user: ui.CurrentUser) -> None:
     """Show a new key as a QR code and as text; save it once a code from it is confirmed."""
     box = ui.cipher()
     if ui.ENROLMENT not in st.session_state:
-        st.session_state[ui.ENROLMENT] = box.encrypt(auth.new_totp_secret())
+        st.session_state[ui.ENROLMENT] = box.encrypt(accounts.new_totp_secret())
     secret = box.decrypt(st.session_state[ui.ENROLMENT])
-    uri = auth.provisioning_uri(secret, user.username)
+    uri = accounts.provisioning_uri(secret, user.username)
     left, right = st.columns([1, 2])
     with left:
-        st.image(auth.qr_code_png(uri), caption="Scan with your authenticator app", width=220)
+        st.image(accounts.qr_code_png(uri), caption="Scan with your authenticator app", width=220)
     with right:
         st.markdown(
             "1. Open an authenticator app (Google Authenticator, Microsoft Authenticator, "
@@ -32,7 +32,7 @@ def _enrol(user: ui.CurrentUser) -> None:
         if not confirmed:
             return
         with ui.transaction() as session:
-            outcome = auth.confirm_enrolment(session, ui.actor(user), box, secret, code)
+            outcome = accounts.confirm_enrolment(session, ui.actor(user), box, secret, code)
         if not outcome.ok:
             st.error(outcome.error)
             return
@@ -80,7 +80,7 @@ with st.form("change_password", clear_on_submit=True):
         "New password",
         type="password",
         autocomplete="new-password",
-        help=auth.PASSWORD_HELP,
+        help=accounts.PASSWORD_HELP,
     )
     repeat = st.text_input("Repeat the new password", type="password", autocomplete="new-password")
     changed = st.form_submit_button("Change password")
@@ -89,7 +89,7 @@ if changed:
         st.error("The two new passwords differ. Type the same password twice.")
     else:
         with ui.transaction() as session:
-            outcome = auth.change_password(session, ui.actor(user), current, new)
+            outcome = accounts.change_password(session, ui.actor(user), current, new)
         if outcome.ok:
             ui.renew_session(outcome)
             ui.flash("success", "Password changed. Other browsers signed in as you are signed out.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core import auth
+from core import accounts
 
 st.title("AI Provider Console")
 ui.show_flash()
@@ -19,7 +19,7 @@ if pending is None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         with ui.transaction() as session:
-            outcome = auth.check_password(session, username, password, ui.origin())
+            outcome = accounts.check_password(session, username, password, ui.origin())
         if outcome.needs_code:
             ui.begin_code_entry(outcome)
             st.rerun()
@@ -38,7 +38,7 @@ else:
         st.rerun()
     if submitted:
         with ui.transaction() as session:
-            outcome = auth.check_sign_in_code(session, pending, code, ui.origin(), ui.cipher())
+            outcome = accounts.check_sign_in_code(session, pending, code, ui.origin(), ui.cipher())
         if outcome.ok:
             ui.sign_in(outcome)
             st.rerun()

@@ -21,7 +21,7 @@ from core.admin import (
 from core.audit import Actor
 from core.models import ProviderType, TaskType, UserRole, utcnow
 from core.providers import ADAPTERS
-from core.quota import QuotaLedger, Standing
+from core.quota.ledger import QuotaLedger, Standing
 
 PROVIDERS = {  # label and badge colour per provider type
     "gemini": ("Gemini", "blue"),

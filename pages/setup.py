@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core import auth
+from core import accounts
 
 st.title("AI Provider Console")
 st.subheader("Set up the console")
@@ -26,7 +26,7 @@ with st.form("setup", clear_on_submit=True):
         "Password",
         type="password",
         autocomplete="new-password",
-        help=auth.PASSWORD_HELP,
+        help=accounts.PASSWORD_HELP,
     )
     repeat = st.text_input("Repeat the password", type="password", autocomplete="new-password")
     submitted = st.form_submit_button("Create super-admin", type="primary")
@@ -35,7 +35,7 @@ if submitted:
         st.error("The two passwords differ. Type the same password twice.")
         st.stop()
     with ui.transaction() as session:
-        outcome = auth.complete_setup(
+        outcome = accounts.complete_setup(
             session, token, username, password, ui.origin(), display_name=display_name
         )
     if not outcome.ok:

@@ -13,10 +13,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import ui
-from core import usage_export, usage_queries
 from core.audit import Actor
 from core.models import UserRole
-from core.usage_queries import FilterOptions, Headline, UsageQuery, UsageReport
+from core.usage import export, queries
+from core.usage.queries import FilterOptions, Headline, UsageQuery, UsageReport
 
 ANY = "(any)"
 RANGES = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -28,13 +28,13 @@ CACHE_SECONDS = 30
 def _report(user_id: int, username: str, start: datetime, end: datetime, **filters: Any) -> Any:
     with ui.transaction() as session:
         query = UsageQuery(start, end, **filters)
-        return usage_queries.usage_report(session, Actor(label=username, user_id=user_id), query)
+        return queries.usage_report(session, Actor(label=username, user_id=user_id), query)
 
 
 @st.cache_data(ttl=CACHE_SECONDS, show_spinner=False)
 def _options(user_id: int, username: str) -> Any:
     with ui.transaction() as session:
-        return usage_queries.filter_options(session, Actor(label=username, user_id=user_id))
+        return queries.filter_options(session, Actor(label=username, user_id=user_id))
 
 
 def _range(choice: str | None) -> tuple[datetime, datetime]:
@@ -250,7 +250,7 @@ factory, exporter = ui.session_factory(), ui.actor(me)
 def _csv() -> str:
     # Built when the button is clicked (on another thread), so the export is recorded then.
     with factory() as session, session.begin():
-        return usage_export.export_csv(session, exporter, report)
+        return export.export_csv(session, exporter, report)
 
 
 st.download_button(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from core import auth, users
+from core import accounts
 from core.models import UserRole, utcnow
 
 ROLES = {UserRole.SUPER_ADMIN: "super-admin", UserRole.ANALYST: "analyst (read-only)"}
@@ -15,7 +15,7 @@ me = ui.require_user(UserRole.SUPER_ADMIN)
 st.title("Users")
 
 with ui.transaction() as session:
-    accounts = users.list_users(session, ui.actor(me))
+    people = accounts.list_users(session, ui.actor(me))
 
 now = utcnow()
 st.dataframe(
@@ -29,7 +29,7 @@ st.dataframe(
             "Last sign-in": a.last_login_at,
             "Created": a.created_at,
         }
-        for a in accounts
+        for a in people
     ],
     hide_index=True,
     column_config={
@@ -49,7 +49,7 @@ with st.expander("Add a user", icon=":material/person_add:"):
             "Initial password",
             type="password",
             autocomplete="new-password",
-            help=f"{auth.PASSWORD_HELP} Give it to them in person; they can change it on their "
+            help=f"{accounts.PASSWORD_HELP} Give it to them in person; they can change it on their "
             "Account page.",
         )
         repeat = right.text_input("Repeat it", type="password", autocomplete="new-password")
@@ -61,7 +61,7 @@ with st.expander("Add a user", icon=":material/person_add:"):
             name = username.strip().lower()
             ui.run_sensitive(
                 f"Adding {name or 'a user'}",
-                users.create_user,
+                accounts.create_user,
                 username,
                 ui.seal(password),
                 role,
@@ -71,7 +71,7 @@ with st.expander("Add a user", icon=":material/person_add:"):
             )
 
 st.subheader("Change a user")
-others = [a for a in accounts if a.id != me.id]
+others = [a for a in people if a.id != me.id]
 if not others:
     st.caption("You are the only user so far: add one above.")
     st.stop()
@@ -103,7 +103,7 @@ with role_col:
     if st.button("Change role", disabled=new_role is current):
         ui.run_sensitive(
             f"Making {name} {ROLES[new_role]}",
-            users.change_role,
+            accounts.change_role,
             picked.id,
             new_role,
             done=f"{name} is now {ROLES[new_role]}.",
@@ -117,7 +117,7 @@ with mfa_col:
     ):
         ui.run_sensitive(
             f"Resetting the authenticator of {name}",
-            users.reset_mfa,
+            accounts.reset_mfa,
             picked.id,
             done=f"{name} must set up an authenticator app again at their next sign-in.",
         )
@@ -129,7 +129,7 @@ with lock_col:
         help="Forgets their failed sign-ins and codes, so nobody waits to try this account.",
     ):
         ui.run_sensitive(
-            f"Unlocking {name}", users.unlock, picked.id, done=f"{name} can sign in again."
+            f"Unlocking {name}", accounts.unlock, picked.id, done=f"{name} can sign in again."
         )
 with access_col:
     st.caption("Access")
@@ -137,12 +137,12 @@ with access_col:
         if st.button("Disable", help="Ends their sessions at once; they can no longer sign in."):
             ui.run_sensitive(
                 f"Disabling {name}",
-                users.set_active,
+                accounts.set_active,
                 picked.id,
                 False,
                 done=f"{name} is disabled.",
             )
     elif st.button("Enable"):
         ui.run_sensitive(
-            f"Enabling {name}", users.set_active, picked.id, True, done=f"{name} is enabled."
+            f"Enabling {name}", accounts.set_active, picked.id, True, done=f"{name} is enabled."
         )

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
-from core import auth
+from core import accounts
+from core.accounts import rules
 from core.config import PROJECT_ROOT
 from core.crypto import SecretBox, load_cipher
 from core.models import User, utcnow
@@ -52,7 +53,7 @@ class Console:
         with self.db.session() as session:
             user = User(
                 username=name,
-                password_hash=auth.hash_password(PASSWORD),
+                password_hash=accounts.hash_password(PASSWORD),
                 role=role,
                 totp_secret_encrypted=self.box.encrypt(secret) if secret else None,
             )
@@ -78,7 +79,7 @@ def console(
     monkeypatch.setenv("AI_CONSOLE_DATABASE_URL", db.url)
     monkeypatch.setenv("AI_CONSOLE_FERNET_KEYS", db.settings.fernet_keys[0])
     monkeypatch.setenv("AI_CONSOLE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
-    monkeypatch.setattr(auth, "BCRYPT_ROUNDS", 4)
+    monkeypatch.setattr(rules, "BCRYPT_ROUNDS", 4)
     # AppTest installs each page as sys.modules["__main__"] and leaves it there; a later
     # multiprocessing "spawn" in this process would then re-run that page in its children.
     monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from core.config import Settings
-from core.quota import QuotaLedger
+from core.quota.ledger import QuotaLedger
 from core.routing import Router
 
 # Single-letter words: the fake provider counts a token per word, so a call really uses close to

@@ -13,9 +13,10 @@ from contextlib import redirect_stdout
 import pytest
 from sqlalchemy import select
 
-from core import auth
-from core.__main__ import main
+from core import accounts
+from core.accounts import rules
 from core.audit import Actor
+from core.cli import main
 from core.config import PROJECT_ROOT
 from core.crypto import load_cipher
 from core.models import AdminActionLog, User
@@ -57,10 +58,12 @@ def test_migrate_prints_a_setup_token_until_the_first_user_exists(db: MigratedDa
     token = printed_token(in_process(db, "migrate"))
     assert token != old_token  # a new run replaces it
     with db.session() as session, session.begin():
-        stale = auth.complete_setup(session, old_token, "root", PASSWORD, Actor(label="anonymous"))
+        stale = accounts.complete_setup(
+            session, old_token, "root", PASSWORD, Actor(label="anonymous")
+        )
     assert not stale.ok
     with db.session() as session, session.begin():
-        done = auth.complete_setup(session, token, "root", PASSWORD, Actor(label="anonymous"))
+        done = accounts.complete_setup(session, token, "root", PASSWORD, Actor(label="anonymous"))
     assert done.ok
     assert "setup token" not in in_process(db, "migrate")
     with db.session() as session:
@@ -80,7 +83,7 @@ def in_process(db: MigratedDatabase, *args: str, stdin: str = "", code: int = 0)
     """`python -m core ARGS` run in this process (fast); returns stdout, or stderr on failure."""
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(io.StringIO()) as out:
         patch.setattr(sys, "stdin", io.StringIO(stdin))
-        patch.setattr(auth, "BCRYPT_ROUNDS", 4)
+        patch.setattr(rules, "BCRYPT_ROUNDS", 4)
         err = io.StringIO()
         patch.setattr(sys, "stderr", err)
         try:
@@ -97,7 +100,7 @@ def test_users_add_reads_the_password_from_stdin(db: MigratedDatabase) -> None:
     )
     with db.session() as session:
         user = session.scalars(select(User)).one()
-        assert auth.verify_password(PASSWORD, user.password_hash)
+        assert accounts.verify_password(PASSWORD, user.password_hash)
         row = session.scalars(select(AdminActionLog)).one()
     assert (row.action, row.actor_label[:4], row.details) == (
         "user.created",
@@ -148,25 +151,25 @@ def test_users_unlock_and_reset_mfa_are_audited_as_the_operator(db: MigratedData
     with db.session() as session:
         bob = User(
             username="bob",
-            password_hash=auth.hash_password(PASSWORD, rounds=4),
+            password_hash=accounts.hash_password(PASSWORD, rounds=4),
             role="super_admin",
-            totp_secret_encrypted=box.encrypt(auth.new_totp_secret()),
+            totp_secret_encrypted=box.encrypt(accounts.new_totp_secret()),
         )
         session.add(bob)
         session.commit()
     guesser = Actor(label="anonymous", ip_address="198.51.100.66")
-    for _ in range(auth.ACCOUNT_FREE_FAILURES + 1):
+    for _ in range(accounts.ACCOUNT_FREE_FAILURES + 1):
         with db.session() as session, session.begin():
-            auth.check_password(session, "bob", "not bob's password", guesser)
+            accounts.check_password(session, "bob", "not bob's password", guesser)
     with db.session() as session:
-        assert auth.account_throttles(session, ["bob"])["bob"].until is not None
+        assert accounts.account_throttles(session, ["bob"])["bob"].until is not None
 
     unlocked = in_process(db, "users", "unlock", "Bob")
     assert unlocked.strip() == "Unlocked bob: its failed sign-ins and codes are forgotten."
     reset = in_process(db, "users", "reset-mfa", "bob")
     assert reset.startswith("Reset the authenticator app of bob:")
     with db.session() as session:
-        assert auth.account_throttles(session, ["bob"]) == {}
+        assert accounts.account_throttles(session, ["bob"]) == {}
         user = session.scalars(select(User)).one()
         assert user.totp_secret_encrypted is None and user.sessions_revoked_at is not None
         rows = session.scalars(
@@ -183,7 +186,7 @@ def test_users_unlock_and_reset_mfa_are_audited_as_the_operator(db: MigratedData
         unknown = in_process(db, "users", command, "nobody", code=1)
         assert unknown.splitlines() == ["error: There is no user 'nobody'."]
     garbled = in_process(db, "users", "unlock", "bo\x01b", code=1)
-    assert garbled.splitlines() == [f"error: The username {auth.NO_CONTROL_CHARACTERS}"]
+    assert garbled.splitlines() == [f"error: The username {accounts.NO_CONTROL_CHARACTERS}"]
 
 
 def test_the_real_command_unlocks_by_name(db: MigratedDatabase) -> None:

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from core import auth, users
+from core import accounts
+from core.accounts import rules
 from core.audit import Actor
 from core.crypto import load_cipher
 from core.models import AdminActionLog, User, utcnow
@@ -19,19 +20,21 @@ from tests.conftest import MigratedDatabase
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery"
 ORIGIN = Actor(label="anonymous", ip_address="203.0.113.9")
-CONTROL = auth.NO_CONTROL_CHARACTERS
+CONTROL = accounts.NO_CONTROL_CHARACTERS
 
 
 @pytest.fixture(autouse=True)
 def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(auth, "BCRYPT_ROUNDS", 4)
+    monkeypatch.setattr(rules, "BCRYPT_ROUNDS", 4)
     yield
 
 
 @pytest.fixture
 def admin(db: MigratedDatabase) -> Actor:
     with db.session() as session:
-        root = User(username="root", password_hash=auth.hash_password(PASSWORD), role="super_admin")
+        root = User(
+            username="root", password_hash=accounts.hash_password(PASSWORD), role="super_admin"
+        )
         session.add(root)
         session.commit()
         return Actor(label="root", user_id=root.id, mfa_verified_at=utcnow())
@@ -39,7 +42,7 @@ def admin(db: MigratedDatabase) -> Actor:
 
 def create(db: MigratedDatabase, actor: Actor, name: str, password: str, **more: str) -> object:
     with db.session() as session, session.begin():
-        return users.create_user(session, actor, name, password, "analyst", **more)
+        return accounts.create_user(session, actor, name, password, "analyst", **more)
 
 
 def count_users(db: MigratedDatabase) -> int:
@@ -65,8 +68,8 @@ def count_users(db: MigratedDatabase) -> int:
 def test_guessable_passwords_are_refused_saying_why(
     password: str, username: str, display_name: str, email: str | None, message: str
 ) -> None:
-    with pytest.raises(auth.AuthError, match=message) as refused:
-        auth.check_new_password(password, username, display_name, email)
+    with pytest.raises(accounts.AuthError, match=message) as refused:
+        accounts.check_new_password(password, username, display_name, email)
     if "contains" not in message:
         assert "too easy to guess" in str(refused.value) and "Add another word" in str(
             refused.value
@@ -74,19 +77,21 @@ def test_guessable_passwords_are_refused_saying_why(
 
 
 def test_strong_passwords_and_the_length_rules_still_hold() -> None:
-    auth.check_new_password("quiet violet harbour", "alice", "Alice Liddell", "alice@example.org")
-    with pytest.raises(auth.AuthError, match="at least 12 characters"):
-        auth.check_new_password("Xq7#vL2!", "alice")
-    with pytest.raises(auth.AuthError, match="at most 72 bytes"):
-        auth.check_new_password("é" * 40, "alice")
+    accounts.check_new_password(
+        "quiet violet harbour", "alice", "Alice Liddell", "alice@example.org"
+    )
+    with pytest.raises(accounts.AuthError, match="at least 12 characters"):
+        accounts.check_new_password("Xq7#vL2!", "alice")
+    with pytest.raises(accounts.AuthError, match="at most 72 bytes"):
+        accounts.check_new_password("é" * 40, "alice")
 
 
 def test_creating_a_user_feeds_their_names_to_the_check(db: MigratedDatabase, admin: Actor) -> None:
-    with pytest.raises(auth.AuthError, match="contains your username"):
+    with pytest.raises(accounts.AuthError, match="contains your username"):
         create(db, admin, "alice", "alice-console-2026")
-    with pytest.raises(auth.AuthError, match="contains your username"):
+    with pytest.raises(accounts.AuthError, match="contains your username"):
         create(db, admin, "bob", "liddell garden party", display_name="Alice Liddell")
-    with pytest.raises(auth.AuthError, match="contains your username"):
+    with pytest.raises(accounts.AuthError, match="contains your username"):
         create(db, admin, "carol", "wonderland77 teapot", email="wonderland77@example.org")
     assert count_users(db) == 1
     create(db, admin, "alice", "quiet violet harbour", display_name="Alice Liddell")
@@ -94,24 +99,24 @@ def test_creating_a_user_feeds_their_names_to_the_check(db: MigratedDatabase, ad
 
 def test_setup_and_password_changes_refuse_guessable_passwords(db: MigratedDatabase) -> None:
     with db.session() as session, session.begin():
-        issued = auth.issue_setup_token(session, T0)
+        issued = accounts.issue_setup_token(session, T0)
     assert issued is not None
     with db.session() as session, session.begin():
-        weak = auth.complete_setup(
+        weak = accounts.complete_setup(
             session, issued.token, "alice", "alice-console-2026", ORIGIN, now=T0
         )
     assert "contains your username" in (weak.error or "")
     with db.session() as session, session.begin():
-        done = auth.complete_setup(
+        done = accounts.complete_setup(
             session, issued.token, "alice", PASSWORD, ORIGIN, "A. Liddell", now=T0
         )
     assert done.ok
     actor = Actor(label="alice", user_id=done.user_id)
     with db.session() as session, session.begin():
-        change = auth.change_password(session, actor, PASSWORD, "liddell-2026-console")
+        change = accounts.change_password(session, actor, PASSWORD, "liddell-2026-console")
     assert "contains your username" in (change.error or "")
     with db.session() as session, session.begin():
-        common = auth.change_password(session, actor, PASSWORD, "password1234")
+        common = accounts.change_password(session, actor, PASSWORD, "password1234")
     assert "This is a very common password" in (common.error or "")
 
 
@@ -132,7 +137,7 @@ def test_control_characters_are_refused_in_every_field_before_the_database(
     values[field] = values[field][:2] + bad + values[field][2:]
     nice = {"display_name": "The display name", "email": "The email address"}
     what = nice.get(field, f"The {field}")
-    with pytest.raises(auth.AuthError) as refused:
+    with pytest.raises(accounts.AuthError) as refused:
         create(
             db,
             admin,
@@ -149,7 +154,7 @@ def test_control_characters_at_sign_in_setup_and_codes_get_the_same_clear_messag
     db: MigratedDatabase,
 ) -> None:
     with db.session() as session, session.begin():
-        issued = auth.issue_setup_token(session, T0)
+        issued = accounts.issue_setup_token(session, T0)
     assert issued is not None
     for token, name, password, shown, what in (
         (issued.token + "\x00", "root", PASSWORD, "", "The setup token"),
@@ -158,11 +163,11 @@ def test_control_characters_at_sign_in_setup_and_codes_get_the_same_clear_messag
         (issued.token, "root", PASSWORD + "\x00", "", "The password"),
     ):
         with db.session() as session, session.begin():
-            outcome = auth.complete_setup(session, token, name, password, ORIGIN, shown, T0)
+            outcome = accounts.complete_setup(session, token, name, password, ORIGIN, shown, T0)
         assert outcome.error == f"{what} {CONTROL}"
     assert count_users(db) == 0
     with db.session() as session, session.begin():
-        done = auth.complete_setup(session, issued.token, "root", PASSWORD, ORIGIN, "", T0)
+        done = accounts.complete_setup(session, issued.token, "root", PASSWORD, ORIGIN, "", T0)
     assert done.ok and done.user_id is not None
 
     for name, password, what in (
@@ -170,17 +175,17 @@ def test_control_characters_at_sign_in_setup_and_codes_get_the_same_clear_messag
         ("root", "a\x00b", "password"),
     ):
         with db.session() as session, session.begin():
-            outcome = auth.check_password(session, name, password, ORIGIN, T0)
+            outcome = accounts.check_password(session, name, password, ORIGIN, T0)
         assert outcome.error == f"The {what} {CONTROL}"
     box = load_cipher(db.settings)
-    secret = auth.new_totp_secret()
+    secret = accounts.new_totp_secret()
     actor = Actor(label="root", user_id=done.user_id)
     with db.session() as session, session.begin():
-        enrol = auth.confirm_enrolment(session, actor, box, secret, "12\x0034", T0)
+        enrol = accounts.confirm_enrolment(session, actor, box, secret, "12\x0034", T0)
         assert enrol.error == f"The code {CONTROL}"
-        resumed = auth.resume_session(session, "ro\x00ot", T0, ORIGIN, T0)
+        resumed = accounts.resume_session(session, "ro\x00ot", T0, ORIGIN, T0)
         assert resumed.error == "Sign in again."
-        changed = auth.change_password(session, actor, "x\x00", "quiet violet harbour", T0)
+        changed = accounts.change_password(session, actor, "x\x00", "quiet violet harbour", T0)
         assert changed.error == f"The current password {CONTROL}"
     with db.session() as session:
         trail = session.scalars(select(AdminActionLog.details).order_by(AdminActionLog.id)).all()
@@ -188,7 +193,7 @@ def test_control_characters_at_sign_in_setup_and_codes_get_the_same_clear_messag
 
 
 def test_display_names_are_at_most_200_characters(db: MigratedDatabase, admin: Actor) -> None:
-    with pytest.raises(auth.AuthError, match="at most 200 characters"):
+    with pytest.raises(accounts.AuthError, match="at most 200 characters"):
         create(db, admin, "bob", "quiet violet harbour", display_name="B" * 201)
     assert count_users(db) == 1
     view = create(db, admin, "bob", "quiet violet harbour", display_name=" " + "B" * 200 + " ")
@@ -210,7 +215,7 @@ def test_display_names_are_at_most_200_characters(db: MigratedDatabase, admin: A
     ],
 )
 def test_malformed_emails_are_refused(db: MigratedDatabase, admin: Actor, email: str) -> None:
-    with pytest.raises(auth.AuthError, match=r"like name@example\.com"):
+    with pytest.raises(accounts.AuthError, match=r"like name@example\.com"):
         create(db, admin, "bob", "quiet violet harbour", email=email)
     assert count_users(db) == 1
 

@@ -13,10 +13,11 @@ import pytest
 import time_machine
 from sqlalchemy import event, select
 
-from core import auth, users
+from core import accounts
+from core.accounts import rules
 from core.audit import Actor
 from core.crypto import SecretBox, load_cipher
-from core.models import AdminActionLog, SignInThrottle, User
+from core.models import AdminActionLog, SignInThrottle, ThrottleScope, User
 from tests.conftest import MigratedDatabase
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -30,7 +31,7 @@ OFFICE = Actor(label="anonymous", ip_address="192.0.2.10", user_agent="Firefox")
 
 @pytest.fixture(autouse=True)
 def fast_bcrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(auth, "BCRYPT_ROUNDS", 4)
+    monkeypatch.setattr(rules, "BCRYPT_ROUNDS", 4)
     yield
 
 
@@ -45,7 +46,7 @@ def add_user(
     with db.session() as session:
         user = User(
             username=name,
-            password_hash=auth.hash_password(PASSWORD),
+            password_hash=accounts.hash_password(PASSWORD),
             role="super_admin",
             totp_secret_encrypted=box.encrypt(secret) if secret and box else None,
         )
@@ -56,16 +57,16 @@ def add_user(
 
 def attempt(
     db: MigratedDatabase, name: str, password: str, origin: Actor, now: datetime
-) -> auth.Outcome:
+) -> accounts.Outcome:
     with db.session() as session, session.begin():
-        return auth.check_password(session, name, password, origin, now)
+        return accounts.check_password(session, name, password, origin, now)
 
 
 def code_attempt(
     db: MigratedDatabase, box: SecretBox, user_id: int, code: str, now: datetime
-) -> auth.Outcome:
+) -> accounts.Outcome:
     with db.session() as session, session.begin():
-        return auth.check_sign_in_code(session, user_id, code, OFFICE, box, now)
+        return accounts.check_sign_in_code(session, user_id, code, OFFICE, box, now)
 
 
 def wrong_code(secret: str, now: datetime) -> str:
@@ -95,8 +96,8 @@ def test_the_owner_signs_in_from_a_new_address_while_an_attacker_fails_from_anot
     now = T0
     for _ in range(12):  # well past every free failure: the attacker's pair waits 15 minutes
         assert not attempt(db, "ada", WRONG, ATTACKER, now).ok
-        now += auth.MAX_DELAY
-    now += SECOND - auth.MAX_DELAY  # a second after the last failure
+        now += accounts.MAX_DELAY
+    now += SECOND - accounts.MAX_DELAY  # a second after the last failure
     assert attempt(db, "ada", PASSWORD, ATTACKER, now).error == (
         "Too many failed sign-ins: try again in 15 minutes."
     )
@@ -111,15 +112,17 @@ def test_the_attackers_address_waits_longer_after_each_further_failure(
     db: MigratedDatabase,
 ) -> None:
     add_user(db)
-    for n in range(auth.ACCOUNT_FREE_FAILURES):  # the first four are free
-        assert attempt(db, "ada", WRONG, ATTACKER, T0 + n * SECOND).error == auth.WRONG_CREDENTIALS
+    for n in range(accounts.ACCOUNT_FREE_FAILURES):  # the first four are free
+        assert (
+            attempt(db, "ada", WRONG, ATTACKER, T0 + n * SECOND).error == accounts.WRONG_CREDENTIALS
+        )
     now = T0 + 10 * SECOND
     seen = []
     for _ in range(6):
         outcome = attempt(db, "ada", WRONG, ATTACKER, now)
-        assert (outcome.error or "").startswith(auth.WRONG_CREDENTIALS + " Too many failed")
+        assert (outcome.error or "").startswith(accounts.WRONG_CREDENTIALS + " Too many failed")
         seen.append(waits(outcome.error))
-        wait = auth.throttle_delay(auth.ThrottleScope.ACCOUNT_ADDRESS, 5 + len(seen) - 1)
+        wait = accounts.throttle_delay(ThrottleScope.ACCOUNT_ADDRESS, 5 + len(seen) - 1)
         assert wait is not None
         # Throttled until the wait is over: even the right password is not checked.
         blocked = attempt(db, "ada", PASSWORD, ATTACKER, now + wait - SECOND)
@@ -147,16 +150,16 @@ def test_the_right_password_clears_its_pair_and_a_day_later_counts_start_afresh(
     db: MigratedDatabase,
 ) -> None:
     add_user(db)
-    for n in range(auth.ACCOUNT_FREE_FAILURES):
+    for n in range(accounts.ACCOUNT_FREE_FAILURES):
         attempt(db, "ada", WRONG, OFFICE, T0 + n * SECOND)
     assert attempt(db, "ada", PASSWORD, OFFICE, T0 + 10 * SECOND).ok  # a typo or four, then in
-    for n in range(auth.ACCOUNT_FREE_FAILURES):  # four free ones again
+    for n in range(accounts.ACCOUNT_FREE_FAILURES):  # four free ones again
         later = T0 + (20 + n) * SECOND
-        assert attempt(db, "ada", WRONG, OFFICE, later).error == auth.WRONG_CREDENTIALS
+        assert attempt(db, "ada", WRONG, OFFICE, later).error == accounts.WRONG_CREDENTIALS
 
-    next_day = T0 + auth.FAILURE_WINDOW + MINUTE
-    for _ in range(auth.ACCOUNT_FREE_FAILURES):
-        assert attempt(db, "ada", WRONG, OFFICE, next_day).error == auth.WRONG_CREDENTIALS
+    next_day = T0 + accounts.FAILURE_WINDOW + MINUTE
+    for _ in range(accounts.ACCOUNT_FREE_FAILURES):
+        assert attempt(db, "ada", WRONG, OFFICE, next_day).error == accounts.WRONG_CREDENTIALS
     with db.session() as session:
         pair = session.scalars(
             select(SignInThrottle).where(SignInThrottle.scope == "account_address")
@@ -168,9 +171,9 @@ def test_one_address_spraying_many_usernames_is_throttled_as_an_address(
     db: MigratedDatabase,
 ) -> None:
     add_user(db)
-    for n in range(auth.ADDRESS_FREE_FAILURES):  # one guess each at twenty names
+    for n in range(accounts.ADDRESS_FREE_FAILURES):  # one guess each at twenty names
         outcome = attempt(db, f"user{n}", WRONG, ATTACKER, T0 + n * SECOND)
-        assert outcome.error == auth.WRONG_CREDENTIALS
+        assert outcome.error == accounts.WRONG_CREDENTIALS
     tripped = attempt(db, "ada", WRONG, ATTACKER, T0 + MINUTE)
     assert waits(tripped.error) == "1 minute."
     blocked = attempt(db, "someone-else", PASSWORD, ATTACKER, T0 + MINUTE + SECOND)
@@ -190,13 +193,13 @@ def test_unknown_and_existing_usernames_get_the_same_answers_after_the_same_work
 ) -> None:
     add_user(db)
     bcrypt_calls = []
-    real_checkpw = auth.bcrypt.checkpw
+    real_checkpw = rules.bcrypt.checkpw
 
     def counting_checkpw(password: bytes, hashed: bytes) -> bool:
         bcrypt_calls.append(1)
         return real_checkpw(password, hashed)
 
-    monkeypatch.setattr(auth.bcrypt, "checkpw", counting_checkpw)
+    monkeypatch.setattr(rules.bcrypt, "checkpw", counting_checkpw)
     statements: list[str] = []
 
     def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
@@ -222,7 +225,7 @@ def test_unknown_and_existing_usernames_get_the_same_answers_after_the_same_work
     assert [calls for _, calls, _ in existing] == [1, 1, 1, 1, 1, 0, 0]  # throttled: no bcrypt
     assert (
         existing[4][0]
-        == f"{auth.WRONG_CREDENTIALS} Too many failed sign-ins: try again in 1 minute."
+        == f"{accounts.WRONG_CREDENTIALS} Too many failed sign-ins: try again in 1 minute."
     )
     assert existing[5][0] == "Too many failed sign-ins: try again in 1 minute."
 
@@ -236,25 +239,27 @@ def test_wrong_codes_are_throttled_per_account_from_every_address(
     secret = pyotp.random_base32()
     user_id = add_user(db, secret=secret, box=box)
     bad = wrong_code(secret, T0)
-    for _ in range(auth.CODE_FREE_FAILURES):
+    for _ in range(accounts.CODE_FREE_FAILURES):
         assert attempt(db, "ada", PASSWORD, OFFICE, T0).needs_code  # the password resets nothing
-        assert code_attempt(db, box, user_id, bad, T0).error == auth.WRONG_CODE
+        assert code_attempt(db, box, user_id, bad, T0).error == accounts.WRONG_CODE
     tripped = code_attempt(db, box, user_id, bad, T0)
-    assert tripped.error == f"{auth.WRONG_CODE} Too many wrong codes: try again in 1 minute."
+    assert tripped.error == f"{accounts.WRONG_CODE} Too many wrong codes: try again in 1 minute."
     # The right code waits too, and so does every address: the guesser has the password.
     right = pyotp.TOTP(secret).at(T0 + 30 * SECOND)
     assert code_attempt(db, box, user_id, right, T0 + 30 * SECOND).error == (
         "Too many wrong codes: try again in 1 minute."
     )
     with db.session() as session, session.begin():
-        elsewhere = auth.check_sign_in_code(session, user_id, right, ATTACKER, box, T0 + MINUTE / 2)
+        elsewhere = accounts.check_sign_in_code(
+            session, user_id, right, ATTACKER, box, T0 + MINUTE / 2
+        )
     assert "Too many wrong codes" in (elsewhere.error or "")
     assert audit_rows(db, "auth.login_throttled")[-1].details == {
         "reason": "code",
         "retry_after_seconds": 30,
     }
     assert code_attempt(db, box, user_id, wrong_code(secret, T0 + MINUTE), T0 + MINUTE).error == (
-        f"{auth.WRONG_CODE} Too many wrong codes: try again in 2 minutes."
+        f"{accounts.WRONG_CODE} Too many wrong codes: try again in 2 minutes."
     )
     later = T0 + 3 * MINUTE
     assert code_attempt(db, box, user_id, pyotp.TOTP(secret).at(later), later).ok
@@ -269,13 +274,13 @@ def test_step_up_codes_share_the_accounts_code_throttle(
     user_id = add_user(db, secret=secret, box=box)
     actor = Actor(label="ada", user_id=user_id, ip_address="192.0.2.10")
     bad = wrong_code(secret, T0)
-    for _ in range(auth.CODE_FREE_FAILURES + 1):
+    for _ in range(accounts.CODE_FREE_FAILURES + 1):
         with db.session() as session, session.begin():
-            last = auth.check_step_up_code(session, actor, bad, box, T0)
+            last = accounts.check_step_up_code(session, actor, bad, box, T0)
     assert "try again in 1 minute" in (last.error or "")
     with db.session() as session, session.begin():
         right = pyotp.TOTP(secret).at(T0)
-        blocked = auth.check_step_up_code(session, actor, right, box, T0 + SECOND)
+        blocked = accounts.check_step_up_code(session, actor, right, box, T0 + SECOND)
     assert blocked.error == "Too many wrong codes: try again in 1 minute."
     assert [r.action for r in audit_rows(db)][-2:] == [
         "auth.step_up_failed",
@@ -289,12 +294,12 @@ def test_a_wrong_current_password_counts_and_is_throttled_like_a_sign_in(
 ) -> None:
     user_id = add_user(db)
     actor = replace(ATTACKER, label="ada", user_id=user_id)
-    for _ in range(auth.ACCOUNT_FREE_FAILURES + 1):
+    for _ in range(accounts.ACCOUNT_FREE_FAILURES + 1):
         with db.session() as session, session.begin():
-            outcome = auth.change_password(session, actor, WRONG, "a brand new passphrase", T0)
+            outcome = accounts.change_password(session, actor, WRONG, "a brand new passphrase", T0)
     assert "Too many wrong passwords: try again in 1 minute." in (outcome.error or "")
     with db.session() as session, session.begin():
-        blocked = auth.change_password(session, actor, PASSWORD, "quiet violet harbour", T0)
+        blocked = accounts.change_password(session, actor, PASSWORD, "quiet violet harbour", T0)
     assert blocked.error == "Too many wrong passwords: try again in 1 minute."
     # It is the same pair as signing in from that address.
     assert "Too many failed sign-ins" in (attempt(db, "ada", PASSWORD, ATTACKER, T0).error or "")
@@ -312,19 +317,19 @@ def test_unlock_clears_the_accounts_throttles_but_not_the_address(
     root = add_user(db, "root")
     with time_machine.travel(T0, tick=False):
         admin = Actor(label="root", user_id=root, mfa_verified_at=T0)
-        for _ in range(auth.ACCOUNT_FREE_FAILURES + 1):
+        for _ in range(accounts.ACCOUNT_FREE_FAILURES + 1):
             attempt(db, "ada", WRONG, ATTACKER, T0)
             code_attempt(db, box, ada, wrong_code(secret, T0), T0)
-        for n in range(auth.ADDRESS_FREE_FAILURES + 1):
+        for n in range(accounts.ADDRESS_FREE_FAILURES + 1):
             attempt(db, f"someone{n}", WRONG, OFFICE, T0)
         with db.session() as session:
-            views = {v.username: v for v in users.list_users(session, admin)}
+            views = {v.username: v for v in accounts.list_users(session, admin)}
         assert views["ada"].status() == "throttled" and views["ada"].failed_logins == 10
-        assert views["ada"].throttled_until == T0 + auth.FIRST_DELAY
+        assert views["ada"].throttled_until == T0 + accounts.FIRST_DELAY
         assert views["root"].status() == "active" and views["root"].failed_logins == 0
 
         with db.session() as session, session.begin():
-            view = users.unlock(session, admin, ada)
+            view = accounts.unlock(session, admin, ada)
         assert (view.status(), view.failed_logins, view.throttled_until) == ("active", 0, None)
         assert attempt(db, "ada", PASSWORD, ATTACKER, T0).needs_code  # the pair is cleared
         assert code_attempt(db, box, ada, pyotp.TOTP(secret).at(T0), T0).ok  # and the codes

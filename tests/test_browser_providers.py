@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
-from core import auth
+from core import accounts
 from core.crypto import SecretBox
 from core.models import ProviderConfig, User
 from tests.browser_support import field, sign_in
@@ -33,7 +33,7 @@ def test_add_test_route_edit_delete_a_provider(
         session.add(
             User(
                 username="ada",
-                password_hash=auth.hash_password(PASSWORD),
+                password_hash=accounts.hash_password(PASSWORD),
                 role="super_admin",
                 totp_secret_encrypted=SecretBox(db.settings.fernet_keys).encrypt(secret),
             )

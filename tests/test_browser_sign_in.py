@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
-from core import users
+from core import accounts
 from core.audit import Actor
 from core.config import PROJECT_ROOT
 from core.models import AdminActionLog, User
@@ -105,7 +105,7 @@ def test_first_run_setup_enrolment_and_sign_in(
 
         # An analyst (added by an operator) sees only their own pages, even by URL.
         with db.session() as session, session.begin():
-            users.create_user(session, Actor.cli(), "ann", ANALYST_PASSWORD, "analyst")
+            accounts.create_user(session, Actor.cli(), "ann", ANALYST_PASSWORD, "analyst")
         analyst = browser.new_context(viewport={"width": 1400, "height": 900})
         analyst.set_default_timeout(20_000)
         other = analyst.new_page()

@@ -10,7 +10,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from core.__main__ import main
+from core.cli import main
 from core.config import PROJECT_ROOT
 from core.models import AdminActionLog, ProviderConfig
 from tests.conftest import MigratedDatabase

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from core.__main__ import main
+from core.cli import main
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
 from tests.routing_support import KEYS, allow_planted_keys, make_router, usage_rows

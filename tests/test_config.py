@@ -66,7 +66,7 @@ def test_importing_core_touches_nothing(tmp_path: Path) -> None:
     """Backend services import core; that alone must not create files or connect anywhere."""
     data_dir = tmp_path / "data"
     code = (
-        "import core.config, core.db, core.models, core.crypto, core.audit, core.__main__\n"
+        "import core.config, core.db, core.models, core.crypto, core.audit, core.cli\n"
         "import core.config as c; assert c.Settings  # imported, nothing built\n"
     )
     subprocess.run(

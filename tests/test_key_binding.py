@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from core import __main__ as cli
-from core import admin as admin_module
+from core import cli
 from core.access import PermissionDenied
 from core.admin import CredentialsRejected, ProviderAdmin, ValidationFailed
+from core.admin import configs as admin_module
 from core.audit import Actor
 from core.models import AdminActionLog, ProviderConfig
 from tests.conftest import MigratedDatabase
@@ -146,7 +146,7 @@ def test_every_credential_test_and_every_refused_change_is_audited(
     assert refused_update.details["fields"] == ["priority"]
     denied = next(r for r in rows if r.action == "access.denied")
     assert denied.actor_id == analyst.user_id
-    assert denied.details["operation"] == "admin.py:ProviderAdmin.delete"
+    assert denied.details["operation"] == "core.admin.configs:ProviderAdmin.delete"
     assert denied.details["needed"] == ["super_admin"]
     assert all(KEY not in json.dumps(r.details) for r in rows)
 
@@ -301,12 +301,12 @@ def test_database_errors_never_print_statements_or_parameters(
     """Whatever slips past validation, the CLI prints the driver's first line and nothing else:
     no SQL, no parameters (which would carry ciphertext)."""
 
-    checked = admin_module._clean
+    checked = admin_module.clean
 
     def past_the_check(*args: Any, **kwargs: Any) -> dict[str, Any]:
         return checked(*args, **kwargs) | {"priority": 2**40}  # the database must refuse it
 
-    monkeypatch.setattr(admin_module, "_clean", past_the_check)
+    monkeypatch.setattr(admin_module, "clean", past_the_check)
     monkeypatch.setenv("OPENAI_KEY", KEY)
     code = run_cli(
         db, "providers", "add", "--type", "openai", "--model", "gpt-4o-mini", "--name", "Mini",

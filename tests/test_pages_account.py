@@ -8,7 +8,7 @@ import pyotp
 from sqlalchemy import select
 
 import ui
-from core import auth
+from core import accounts
 from core.models import AdminActionLog, utcnow
 from tests.pages_support import PASSWORD, Console, console, state_dump, texts  # noqa: F401
 
@@ -74,7 +74,7 @@ def test_changing_the_password_needs_the_current_one(console: Console) -> None:
     assert at.toast[0].value.startswith("Password changed.")
     assert at.session_state[ui.USER_ID] == user_id  # this session lives on; others ended
     user = console.user(user_id)
-    assert auth.verify_password("a brand new password", user.password_hash)
+    assert accounts.verify_password("a brand new password", user.password_hash)
     assert user.sessions_revoked_at is not None and user.sessions_revoked_at <= utcnow()
     assert "a brand new password" not in state_dump(at) and PASSWORD not in state_dump(at)
 
@@ -92,4 +92,4 @@ def test_a_guessable_new_password_is_refused_with_the_reason(console: Console) -
         repeat.input(weak)
         at.button[-1].click().run()
         assert why in at.error[0].value
-    assert auth.verify_password(PASSWORD, console.user(user_id).password_hash)  # unchanged
+    assert accounts.verify_password(PASSWORD, console.user(user_id).password_hash)  # unchanged

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import ui
 from core.models import AdminActionLog, ProviderConfig, utcnow
-from core.quota import QuotaLedger
+from core.quota.ledger import QuotaLedger
 from tests.fakes import FakeProviderServer
 from tests.pages_support import Console, console, dialogs, state_dump, texts  # noqa: F401
 from tests.routing_support import KEYS, add_config, allow_planted_keys

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from streamlit.testing.v1 import AppTest
 
 import ui
-from core import auth
+from core import accounts
 from core.models import AdminActionLog, User, utcnow
 from tests.pages_support import (  # noqa: F401
     PASSWORD,
@@ -126,7 +126,7 @@ def test_a_wrong_setup_token_is_refused_and_the_right_one_signs_in_the_first_adm
     console: Console,
 ) -> None:
     with console.db.session() as session, session.begin():
-        issued = auth.issue_setup_token(session)
+        issued = accounts.issue_setup_token(session)
     assert issued is not None
     at = console.page("pages/setup.py").run()
     values = ("wrong-token", "root", "", PASSWORD, PASSWORD)
@@ -160,7 +160,7 @@ def test_a_wrong_setup_token_is_refused_and_the_right_one_signs_in_the_first_adm
 
 def test_the_setup_page_refuses_a_guessable_password_and_says_why(console: Console) -> None:
     with console.db.session() as session, session.begin():
-        issued = auth.issue_setup_token(session)
+        issued = accounts.issue_setup_token(session)
     assert issued is not None
     at = console.page("pages/setup.py").run()
     weak = "alice-console-2026"
@@ -210,7 +210,7 @@ def test_the_code_is_required_after_the_password_and_a_used_code_is_refused(
     other = console.page("pages/login.py").run()
     sign_in(other, "root", PASSWORD)
     enter_code(other, used)
-    assert other.error[0].value == auth.REPLAYED_CODE
+    assert other.error[0].value == accounts.REPLAYED_CODE
     assert ui.USER_ID not in other.session_state
     assert PASSWORD not in state_dump(at) and used not in state_dump(at)
     assert actions(console) == ["auth.login", "auth.login_failed"]
@@ -225,9 +225,9 @@ def test_failed_sign_ins_make_the_next_attempt_wait_then_the_right_password_work
         seen = {}
         for name in ("ann", "nobody"):  # an existing and an unknown name: told the same
             at = console.page("pages/login.py").run()
-            for _ in range(auth.ACCOUNT_FREE_FAILURES):
+            for _ in range(accounts.ACCOUNT_FREE_FAILURES):
                 sign_in(at, name, "not the password")
-                assert at.error[0].value == auth.WRONG_CREDENTIALS
+                assert at.error[0].value == accounts.WRONG_CREDENTIALS
             sign_in(at, name, "not the password")
             sign_in(at, name, PASSWORD)
             seen[name] = at.error[0].value

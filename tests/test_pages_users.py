@@ -10,7 +10,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
-from core import auth
+from core import accounts
 from core.audit import Actor
 from core.models import AdminActionLog, User, UserRole, utcnow
 from tests.pages_support import (  # noqa: F401
@@ -127,9 +127,9 @@ def test_a_throttled_account_shows_as_such_until_it_is_unlocked(console: Console
     admin, _ = console.add_user("root")
     bob, _ = console.add_user("bob", role="analyst", mfa=False)
     guesser = Actor(label="anonymous", ip_address="198.51.100.66")
-    for _ in range(auth.ACCOUNT_FREE_FAILURES + 1):
+    for _ in range(accounts.ACCOUNT_FREE_FAILURES + 1):
         with console.db.session() as session, session.begin():
-            auth.check_password(session, "bob", "not bob's password", guesser)
+            accounts.check_password(session, "bob", "not bob's password", guesser)
     at = console.page("pages/users.py", admin).run()
     table = at.dataframe[0].value
     assert dict(zip(table["Username"], table["Status"], strict=True)) == {
@@ -144,7 +144,7 @@ def test_a_throttled_account_shows_as_such_until_it_is_unlocked(console: Console
     assert list(at.dataframe[0].value["Status"]) == ["active", "active"]
     assert button(at, "Unlock").disabled
     with console.db.session() as session:
-        assert auth.account_throttles(session, ["bob"]) == {}
+        assert accounts.account_throttles(session, ["bob"]) == {}
         assert session.scalars(select(AdminActionLog.action)).all()[-1] == "user.unlocked"
     assert bob
 

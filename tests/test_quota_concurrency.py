@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.models import QuotaCounter, QuotaReservation, UsageLog, utcnow
-from core.quota import QuotaLedger, reservation_size
+from core.quota.ledger import QuotaLedger, reservation_size
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
 from tests.fakes.provider_server import count_tokens, make_reply

@@ -15,9 +15,9 @@ from sqlalchemy import select, update
 
 from core.db import write_transaction
 from core.models import ProviderConfig, QuotaCounter, QuotaReservation, utcnow
-from core.quota import QuotaLedger, Reservation, Spend, reservation_size
-from core.quota_leases import LEASE_CALLS, LEASE_IDLE_S, LEASE_WINDOW_S, QuotaLeases
-from core.usage import UsageRecord, UsageWriter
+from core.quota.leases import LEASE_CALLS, LEASE_IDLE_S, LEASE_WINDOW_S, QuotaLeases
+from core.quota.ledger import QuotaLedger, Reservation, Spend, reservation_size
+from core.usage.writer import UsageRecord, UsageWriter
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
 from tests.routing_support import add_config, allow_planted_keys, make_router, usage_rows

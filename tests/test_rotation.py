@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from sqlalchemy import select, text
 
-from core.__main__ import main
+from core.cli import main
 from core.crypto import DecryptionError, SecretBox, generate_key
 from core.models import AdminActionLog, ProviderConfig, User
 from tests.conftest import MigratedDatabase

@@ -435,8 +435,8 @@ def test_usage_counts_before_a_limit_is_set(db: MigratedDatabase, fake: FakeProv
 def test_a_config_deleted_before_its_usage_is_written_does_not_lose_the_row(
     db: MigratedDatabase,
 ) -> None:
-    from core.quota import QuotaLedger
-    from core.usage import UsageRecord, UsageWriter
+    from core.quota.ledger import QuotaLedger
+    from core.usage.writer import UsageRecord, UsageWriter
 
     writer = UsageWriter(db.engine, QuotaLedger(db.engine))
     writer.submit(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from core import users
-from core.__main__ import main
+from core import accounts
 from core.audit import Actor
+from core.cli import main
 from tests.conftest import MigratedDatabase
 from tests.console_server import ConsoleServer
 from tests.test_browser_sign_in import sign_in
@@ -23,7 +23,7 @@ def test_an_analyst_sees_the_demo_data_charted(
 ) -> None:
     assert main(["demo-data", "--days", "30", "--calls", "5000"], settings=db.settings) == 0
     with db.session() as session, session.begin():
-        users.create_user(session, Actor.cli(), "ann", "analyst password", "analyst")
+        accounts.create_user(session, Actor.cli(), "ann", "analyst password", "analyst")
     env = {
         "AI_CONSOLE_DATABASE_URL": db.url,
         "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),

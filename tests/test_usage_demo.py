@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, insert, select
 
-from core.__main__ import main
+from core.cli import main
 from core.models import AdminActionLog, ProviderConfig, QuotaCounter, UsageLog, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from tests.conftest import MigratedDatabase

@@ -20,8 +20,8 @@ from streamlit.testing.v1 import AppTest
 import ui
 from core.audit import Actor
 from core.models import AdminActionLog, utcnow
-from core.usage_export import COLUMNS, export_csv
-from core.usage_queries import UsageQuery, usage_report
+from core.usage.export import COLUMNS, export_csv
+from core.usage.queries import UsageQuery, usage_report
 from tests.pages_support import Console, console  # noqa: F401
 from tests.usage_support import add_configs, in_range, insert_out_of_order, random_rows, raw_rows
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from core import usage_rollup
 from core.access import PermissionDenied
 from core.audit import Actor
 from core.models import QuotaCounter, User
-from core.usage import daily_cost_by_provider, error_rate_by_provider, latency_trend
-from core.usage_queries import (
+from core.usage import rollup
+from core.usage.monitoring import daily_cost_by_provider, error_rate_by_provider, latency_trend
+from core.usage.queries import (
     UsageQuery,
     calls_over_time,
     config_usage,
@@ -107,7 +107,7 @@ def check_percentiles(found: Any, values: list[int], exact: bool) -> None:
 def exact(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     if not request.param:  # every range counts as large: percentiles from the histograms
         for name in ("postgresql", "sqlite"):
-            monkeypatch.setitem(usage_rollup.EXACT_MAX_CALLS, name, 0)
+            monkeypatch.setitem(rollup.EXACT_MAX_CALLS, name, 0)
     return bool(request.param)
 
 

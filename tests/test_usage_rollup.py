@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import delete, insert, inspect, text, update
 
 from core.models import LATENCY_BUCKETS_MS, LATENCY_COLUMNS, ProviderConfig, UsageLog
-from core.quota import QuotaLedger
-from core.usage import UsageRecord, UsageWriter
-from core.usage_rollup import QUANTILES, bucket_of, histogram_percentiles, plan, rebuild
+from core.quota.ledger import QuotaLedger
+from core.usage.rollup import QUANTILES, bucket_of, histogram_percentiles, plan, rebuild
+from core.usage.writer import UsageRecord, UsageWriter
 from tests.conftest import MigratedDatabase
 from tests.usage_support import (
     T0,

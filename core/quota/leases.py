@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from core.quota import QuotaLedger, Reservation
+from core.quota.ledger import QuotaLedger, Reservation
 
 LEASE_CALLS = 32  # a lease covers this many calls of the size of the one that asked for it
 LEASE_SHARE = 16  # ...and is granted only while it is at most 1/16 of what is left

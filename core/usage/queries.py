@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from core.access import require_role
 from core.audit import Actor
 from core.models import (
+    LATENCY_COLUMNS,
     ProviderConfig,
     ProviderType,
     QuotaCounter,
@@ -36,11 +37,10 @@ from core.models import (
     utcnow,
 )
 from core.pricing import from_micro_usd
-from core.quota import month_start
-from core.usage_rollup import (
+from core.quota.ledger import month_start
+from core.usage.rollup import (
     EXACT_MAX_CALLS,
     HISTOGRAM_ERROR,
-    LATENCY_COLUMNS,
     Grain,
     UsageFilter,
     aggregate,

@@ -20,8 +20,7 @@ from sqlalchemy.orm import Session
 
 from core import audit
 from core.access import PermissionDenied, require_role, require_step_up
-from core.audit import Actor
-from core.auth import (
+from core.accounts import (
     AccountThrottle,
     AuthError,
     account_throttles,
@@ -32,6 +31,7 @@ from core.auth import (
     normalize_email,
     normalize_username,
 )
+from core.audit import Actor
 from core.models import SetupToken, User, UserRole, utcnow
 
 ADMIN = UserRole.SUPER_ADMIN

@@ -1,54 +1,30 @@
-"""Which stored configs may serve a task, in what order, and why: the router's view of configs.
+"""Which stored configs may serve a task, in what order: the ONE routing rule.
 
 `ConfigCache` keeps every config as a `Candidate` (key still encrypted) and re-reads them only
 when a cheap fingerprint query shows a change, at most once per refresh interval, so calls do
 not read configs from the database and a console edit still reaches running routers within
-seconds. `candidates_for` orders them for a task (DESIGN.md, task routing semantics);
-`explain` and `plan` say for the console and for `Router.explain` who would serve a task now
-and why each candidate is or is not eligible.
+seconds. `candidates_for` orders them for a task (DESIGN.md, task routing semantics).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from core.crypto import DecryptionError, SecretBox
-from core.models import ProviderConfig, TaskType, utcnow
-from core.quota import QuotaLedger, Standing
+from core.models import TASKS, ProviderConfig, TaskType
+from core.routing.errors import NoProviderAvailable, UnknownTask
 
-TASKS = tuple(task.value for task in TaskType)
 LEGACY_PROVIDERS = (  # (type, key variable, model variable, default model)
     ("gemini", "GEMINI_API_KEY", "GEMINI_MODEL_FAST", "gemini-2.5-flash"),
     ("openai", "OPENAI_API_KEY", "OPENAI_MODEL", "gpt-4o-mini"),
     ("claude", "ANTHROPIC_API_KEY", "ANTHROPIC_MODEL", "claude-haiku-4-5"),
 )
-
-
-# --- errors ---------------------------------------------------------------------------------------
-
-
-class RoutingError(Exception):
-    """Base of everything core.routing raises."""
-
-
-class UnknownTask(RoutingError, ValueError):
-    """The task is not one of extraction, cv_draft, cover_letter, validation."""
-
-
-class NoProviderAvailable(RoutingError):
-    """No config (and no legacy environment variable) serves the task."""
-
-
-# --- candidates and plans -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -82,38 +58,6 @@ class Candidate:
         return f"Candidate({self.config_id}, {self.provider_type}, {self.model_name!r})"
 
 
-@dataclass(frozen=True)
-class CandidatePlan:
-    config_id: int | None
-    display_name: str
-    provider_type: str
-    model_name: str
-    eligible: bool
-    reason: str
-
-
-@dataclass(frozen=True)
-class RoutePlan:
-    """Who would serve a task now, in order, and why each candidate is or is not eligible."""
-
-    task: str
-    candidates: tuple[CandidatePlan, ...]
-    legacy: bool = False
-
-    @property
-    def serving(self) -> CandidatePlan | None:
-        return next((c for c in self.candidates if c.eligible), None)
-
-    def __str__(self) -> str:
-        lines = [f"{self.task}:" + (" (legacy environment variables)" if self.legacy else "")]
-        for n, c in enumerate(self.candidates, 1):
-            mark = "ok " if c.eligible else "-- "
-            lines.append(
-                f"  {n}. {mark}{c.display_name} ({c.provider_type} {c.model_name}): {c.reason}"
-            )
-        return "\n".join(lines) if self.candidates else f"{self.task}: no candidate"
-
-
 @dataclass
 class Snapshot:
     """Every stored config at one moment (the router's cache of them)."""
@@ -122,9 +66,6 @@ class Snapshot:
     fingerprint: tuple[Any, ...] | None = None
     checked_at: float = field(default=-1e9)
     generation: int = 0
-
-
-# --- the configs a router caches ------------------------------------------------------------------
 
 
 class ConfigCache:
@@ -221,98 +162,11 @@ def candidate_from(row: ProviderConfig) -> Candidate:
     )
 
 
-def explain(
-    task: str | TaskType,
-    engine: Engine,
-    cipher: SecretBox,
-    environ: Mapping[str, str] | None = None,
-) -> RoutePlan:
-    """What a router would do for `task` now (for the console, which runs no router)."""
-    with Session(engine) as session:
-        candidates = tuple(candidate_from(row) for row in session.scalars(select(ProviderConfig)))
-    return plan(
-        check_task(task),
-        candidates,
-        legacy_from(os.environ if environ is None else environ),
-        cipher,
-        QuotaLedger(engine),
-    )
-
-
-def plan(
-    task: str,
-    candidates: Sequence[Candidate],
-    legacy: Sequence[Candidate],
-    cipher: SecretBox,
-    ledger: QuotaLedger,
-) -> RoutePlan:
-    """Every candidate that could serve `task`, in order, eligible or not and why (the legacy
-    ones when no config is stored)."""
-    if not candidates:
-        reason = "no config is stored: served from the environment"
-        plans = [
-            CandidatePlan(None, c.display_name, c.provider_type, c.model_name, True, reason)
-            for c in legacy
-        ]
-        return RoutePlan(task, tuple(plans), legacy=True)
-    now = utcnow()
-    considered = sorted(
-        (c for c in candidates if task in c.tasks or c.is_default),
-        key=lambda c: (task not in c.tasks, c.priority, c.config_id or 0),
-    )
-    return RoutePlan(
-        task,
-        tuple(
-            CandidatePlan(
-                c.config_id,
-                c.display_name,
-                c.provider_type,
-                c.model_name,
-                *_eligibility(c, cipher, ledger, now),
-            )
-            for c in considered
-        ),
-    )
-
-
-def _eligibility(
-    candidate: Candidate, cipher: SecretBox, ledger: QuotaLedger, now: datetime
-) -> tuple[bool, str]:
-    if not candidate.is_active:
-        return False, "inactive"
-    try:
-        cipher.decrypt(candidate.secret)
-    except DecryptionError:
-        return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
-    if candidate.limited:
-        assert candidate.config_id is not None
-        if full := _limit_reached(candidate, ledger.standing(candidate.config_id, now)):
-            return False, full
-    why = "default for every task" if candidate.is_default else "serves this task"
-    if candidate.last_test_success is False:
-        return True, f"{why}; warning: its last credential test failed"
-    return True, why
-
-
 def check_task(task: str | TaskType) -> str:
     try:
         return TaskType(task).value
     except ValueError:
         raise UnknownTask(f"unknown task {task!r}: use one of {', '.join(TASKS)}") from None
-
-
-def _limit_reached(candidate: Candidate, standing: Standing) -> str | None:
-    checks = (
-        ("daily", candidate.daily_token_limit, standing.day_used, standing.day_reserved),
-        ("monthly", candidate.monthly_token_limit, standing.month_used, standing.month_reserved),
-    )
-    for period, limit, used, reserved in checks:
-        if limit is not None and used + reserved >= limit:
-            return (
-                f"{period} limit reached: {used:,} used + {reserved:,} reserved by running "
-                f"calls of {limit:,} tokens"
-            )
-    return None
 
 
 def get_default_provider_config(session: Session, task: str | TaskType) -> ProviderConfig | None:

@@ -1,0 +1,159 @@
+"""One try at one candidate, from its start to the one usage row it writes.
+
+Every attempt, whatever its end (refused by a limit, failed, succeeded, or abandoned by an
+exception of ours or the caller's), writes exactly one usage row, gives a lease back what its
+hold did not use, and updates the Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from core import metrics
+from core.models import UsageSource, UsageStatus, utcnow
+from core.pricing import estimate_cost_usd, to_micro_usd
+from core.providers.base import GenerationResult, ProviderError, redact
+from core.usage.writer import UsageRecord
+
+if TYPE_CHECKING:
+    from core.quota.leases import QuotaLeases
+    from core.quota.ledger import Reservation
+    from core.routing.candidates import Candidate
+    from core.usage.writer import UsageWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One try at one candidate (kept on results and errors; also stored as a usage row)."""
+
+    config_id: int | None
+    provider_type: str
+    model_name: str
+    status: str
+    error_type: str | None = None
+    error_message: str | None = None
+    latency_ms: int = 0
+
+
+class Recorder:
+    """Where finished attempts go: the usage writer, and the lease that held their tokens."""
+
+    def __init__(self, writer: UsageWriter, leases: QuotaLeases) -> None:
+        self._writer = writer
+        self._leases = leases
+
+    def submit(self, record: UsageRecord, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            self._leases.spent(reservation, record.total_tokens)
+        self._writer.submit(record, reservation)
+
+
+@dataclass
+class Trial:
+    """One attempt in progress. Exactly one of its ending methods records it."""
+
+    recorder: Recorder
+    candidate: Candidate
+    task: str
+    user_id: int | None
+    started: datetime = field(default_factory=utcnow)
+    reservation: Reservation | None = None
+    error: ProviderError | None = None
+    recorded: bool = False
+
+    def elapsed_ms(self) -> int:
+        return round((utcnow() - self.started).total_seconds() * 1000)
+
+    def refused(self) -> Attempt:
+        """No limit left for this call."""
+        return self.failed(UsageStatus.REJECTED, "quota", "daily or monthly token limit reached")
+
+    def failed(self, status: str, error_type: str, message: str, latency_ms: int = 0) -> Attempt:
+        record = self._row(status, error_type, message, latency_ms)
+        self._submit(record)
+        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, None, latency_ms)
+        c = self.candidate
+        return Attempt(
+            c.config_id,
+            c.provider_type,
+            c.model_name,
+            str(status),
+            error_type,
+            record.error_message,
+            latency_ms,
+        )
+
+    def succeeded(self, result: GenerationResult, before: list[Attempt]) -> GenerationResult:
+        cost = _cost(self.candidate, result, self.started)
+        self._submit(self._row(UsageStatus.SUCCESS, None, None, result.latency_ms, result, cost))
+        metrics.observe(
+            self.candidate.provider_type,
+            self.task,
+            "success",
+            result.total_tokens,
+            cost,
+            result.latency_ms,
+        )
+        return replace(
+            result, config_id=self.candidate.config_id, cost_usd=cost, attempts=tuple(before)
+        )
+
+    def abandoned(self) -> None:
+        """Ended by an exception of ours or the caller's (a cancellation, say): its outcome is
+        unknown, so a held attempt is logged as an internal error and its hold released."""
+        if self.reservation is not None and not self.recorded:
+            self._submit(self._row(UsageStatus.ERROR, "internal", None, 0))
+
+    def _submit(self, record: UsageRecord) -> None:
+        self.recorded = True
+        self.recorder.submit(record, self.reservation)
+
+    def _row(
+        self,
+        status: str,
+        error_type: str | None,
+        message: str | None,
+        latency_ms: int,
+        result: GenerationResult | None = None,
+        cost: Decimal | None = None,
+    ) -> UsageRecord:
+        c = self.candidate
+        return UsageRecord(
+            provider_config_id=c.config_id,
+            user_id=self.user_id,
+            provider_type=c.provider_type,
+            model_name=result.model_name if result else c.model_name,
+            task_type=self.task,
+            status=str(status),
+            input_tokens=result.input_tokens if result else 0,
+            output_tokens=result.output_tokens if result else 0,
+            total_tokens=result.total_tokens if result else 0,
+            cost_micro_usd=to_micro_usd(cost),
+            error_type=error_type,
+            error_message=redact(message, [c.secret]) if message else None,
+            latency_ms=latency_ms,
+            source=UsageSource.LEGACY_ENV if c.legacy else UsageSource.ROUTER,
+            created_at=self.started,
+        )
+
+
+def _cost(candidate: Candidate, result: GenerationResult, at: datetime) -> Decimal | None:
+    """genai-prices' figure for the model that answered (or the configured one, when the price
+    data knows only that name); None when unpriced. Never raises: the call has been made and
+    its usage must still be recorded against the limit."""
+    try:
+        for model in dict.fromkeys((result.model_name, candidate.model_name)):
+            cost = estimate_cost_usd(
+                candidate.provider_type, model, result.input_tokens, result.output_tokens, at
+            )
+            if cost is not None:
+                return cost
+    except Exception as exc:
+        log.warning("pricing %s %s failed (%s)", candidate.provider_type, result.model_name, exc)
+    return None

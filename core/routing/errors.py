@@ -1,0 +1,43 @@
+"""What core.routing raises: every failure a caller can see is a `RoutingError`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from core.providers.base import ProviderError
+
+if TYPE_CHECKING:
+    from core.routing.attempts import Attempt
+
+
+class RoutingError(Exception):
+    """Base of everything core.routing raises."""
+
+
+class UnknownTask(RoutingError, ValueError):
+    """The task is not one of extraction, cv_draft, cover_letter, validation."""
+
+
+class NoProviderAvailable(RoutingError):
+    """No config (and no legacy environment variable) serves the task."""
+
+
+class QuotaExceeded(RoutingError):
+    """Every candidate's daily or monthly token limit would be exceeded by this call."""
+
+    def __init__(self, message: str, attempts: Sequence[Attempt]) -> None:
+        super().__init__(message)
+        self.attempts = tuple(attempts)
+
+
+class ProviderCallError(RoutingError):
+    """The call failed: a bad request (raised at once), or every candidate failed.
+
+    `error` is the last provider's error (provider-neutral, redacted); `attempts` lists all.
+    """
+
+    def __init__(self, message: str, error: ProviderError | None, attempts: Sequence[Attempt]):
+        super().__init__(message)
+        self.error = error
+        self.attempts = tuple(attempts)

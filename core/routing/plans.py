@@ -1,0 +1,136 @@
+"""Who would serve a task now and why each candidate is or is not eligible (`explain`), for
+the console, the CLI and `Router.explain`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from core.crypto import DecryptionError, SecretBox
+from core.models import ProviderConfig, TaskType, utcnow
+from core.quota.ledger import QuotaLedger, Standing
+from core.routing.candidates import Candidate, candidate_from, check_task, legacy_from
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    config_id: int | None
+    display_name: str
+    provider_type: str
+    model_name: str
+    eligible: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """Who would serve a task now, in order, and why each candidate is or is not eligible."""
+
+    task: str
+    candidates: tuple[CandidatePlan, ...]
+    legacy: bool = False
+
+    @property
+    def serving(self) -> CandidatePlan | None:
+        return next((c for c in self.candidates if c.eligible), None)
+
+    def __str__(self) -> str:
+        lines = [f"{self.task}:" + (" (legacy environment variables)" if self.legacy else "")]
+        for n, c in enumerate(self.candidates, 1):
+            mark = "ok " if c.eligible else "-- "
+            lines.append(
+                f"  {n}. {mark}{c.display_name} ({c.provider_type} {c.model_name}): {c.reason}"
+            )
+        return "\n".join(lines) if self.candidates else f"{self.task}: no candidate"
+
+
+def explain(
+    task: str | TaskType,
+    engine: Engine,
+    cipher: SecretBox,
+    environ: Mapping[str, str] | None = None,
+) -> RoutePlan:
+    """What a router would do for `task` now (for the console, which runs no router)."""
+    with Session(engine) as session:
+        candidates = tuple(candidate_from(row) for row in session.scalars(select(ProviderConfig)))
+    return plan(
+        check_task(task),
+        candidates,
+        legacy_from(os.environ if environ is None else environ),
+        cipher,
+        QuotaLedger(engine),
+    )
+
+
+def plan(
+    task: str,
+    candidates: Sequence[Candidate],
+    legacy: Sequence[Candidate],
+    cipher: SecretBox,
+    ledger: QuotaLedger,
+) -> RoutePlan:
+    """Every candidate that could serve `task`, in order, eligible or not and why (the legacy
+    ones when no config is stored)."""
+    if not candidates:
+        reason = "no config is stored: served from the environment"
+        plans = [
+            CandidatePlan(None, c.display_name, c.provider_type, c.model_name, True, reason)
+            for c in legacy
+        ]
+        return RoutePlan(task, tuple(plans), legacy=True)
+    now = utcnow()
+    considered = sorted(
+        (c for c in candidates if task in c.tasks or c.is_default),
+        key=lambda c: (task not in c.tasks, c.priority, c.config_id or 0),
+    )
+    return RoutePlan(
+        task,
+        tuple(
+            CandidatePlan(
+                c.config_id,
+                c.display_name,
+                c.provider_type,
+                c.model_name,
+                *_eligibility(c, cipher, ledger, now),
+            )
+            for c in considered
+        ),
+    )
+
+
+def _eligibility(
+    candidate: Candidate, cipher: SecretBox, ledger: QuotaLedger, now: datetime
+) -> tuple[bool, str]:
+    if not candidate.is_active:
+        return False, "inactive"
+    try:
+        cipher.decrypt(candidate.secret)
+    except DecryptionError:
+        return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
+    if candidate.limited:
+        assert candidate.config_id is not None
+        if full := _limit_reached(candidate, ledger.standing(candidate.config_id, now)):
+            return False, full
+    why = "default for every task" if candidate.is_default else "serves this task"
+    if candidate.last_test_success is False:
+        return True, f"{why}; warning: its last credential test failed"
+    return True, why
+
+
+def _limit_reached(candidate: Candidate, standing: Standing) -> str | None:
+    checks = (
+        ("daily", candidate.daily_token_limit, standing.day_used, standing.day_reserved),
+        ("monthly", candidate.monthly_token_limit, standing.month_used, standing.month_reserved),
+    )
+    for period, limit, used, reserved in checks:
+        if limit is not None and used + reserved >= limit:
+            return (
+                f"{period} limit reached: {used:,} used + {reserved:,} reserved by running "
+                f"calls of {limit:,} tokens"
+            )
+    return None

@@ -1,0 +1,338 @@
+"""The router: candidates for a task, limits reserved, the provider called, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+from sqlalchemy import Engine
+
+from core.config import Settings
+from core.crypto import DecryptionError, SecretBox, load_cipher
+from core.db import make_engine
+from core.models import TaskType, UsageStatus
+from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory
+from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, ProviderTimeout
+from core.providers.egress import Allowlist, egress_client
+from core.quota.leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
+from core.quota.ledger import QuotaLedger, reservation_size
+from core.routing.attempts import Attempt, Recorder, Trial
+from core.routing.candidates import (
+    Candidate,
+    ConfigCache,
+    Snapshot,
+    candidates_for,
+    check_task,
+    legacy_from,
+)
+from core.routing.errors import ProviderCallError, QuotaExceeded
+from core.routing.plans import RoutePlan, plan
+from core.usage.writer import UsageWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _LoopState:
+    http: httpx2.AsyncClient
+    adapters: dict[tuple[Any, ...], AIProvider] = field(default_factory=dict)
+    generation: int = -1
+
+
+class Router:
+    """Routes calls for backend services. One per process; safe to share between tasks."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        fernet_keys: Sequence[str] | None = None,
+        *,
+        settings: Settings | None = None,
+        engine: Engine | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_retries: int = 2,
+        config_refresh_s: float = 2.0,
+        reservation_ttl: timedelta | None = None,
+        lease_calls: int = LEASE_CALLS,
+        lease_share: int = LEASE_SHARE,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if settings is None:
+            base = Settings.from_env()
+            settings = replace(
+                base,
+                database_url=database_url or base.database_url,
+                fernet_keys=tuple(fernet_keys) if fernet_keys else base.fernet_keys,
+            )
+        self._owns_engine = engine is None
+        self._engine = engine or make_engine(settings)
+        self._cipher: SecretBox = load_cipher(settings)
+        self._allowlist = Allowlist.from_entries(settings.base_url_allowlist)
+        self._timeout_s = timeout_s
+        self._max_retries = max_retries
+        # A hold must outlive the longest call: every attempt timing out, plus backoff.
+        self._ttl = reservation_ttl or timedelta(seconds=timeout_s * (max_retries + 1) + 120)
+        self._environ = os.environ if environ is None else environ
+        self._ledger = QuotaLedger(self._engine)
+        # lease_calls=1 turns leases off: every limited call then reserves its own tokens.
+        self._leases = QuotaLeases(self._ledger, self._ttl, calls=lease_calls, share=lease_share)
+        self._writer = UsageWriter(self._engine, self._ledger, self._leases)
+        self._recorder = Recorder(self._writer, self._leases)
+        # At exit, before the writer's own atexit hook (they run last-registered first): retire
+        # the leases, so the writer's final flush gives back what they hold.
+        atexit.register(self._leases.retire_all)
+        self._configs = ConfigCache(self._engine, config_refresh_s)
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._sync_lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Router:
+        """A router configured by AI_CONSOLE_DATABASE_URL and AI_CONSOLE_FERNET_KEYS."""
+        return cls(settings=Settings.from_env(), **options)
+
+    # --- calling ---
+
+    async def generate(
+        self,
+        task: str | TaskType,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        user_id: int | None = None,
+        max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    ) -> GenerationResult:
+        """Answer `prompt` with the provider that serves `task` (see the module docstring)."""
+        size = reservation_size(prompt, system_prompt, max_output_tokens)
+        return await self._route(
+            task,
+            user_id,
+            size,
+            lambda p: p.generate_content(prompt, system_prompt, max_output_tokens),
+        )
+
+    async def generate_with_image(
+        self,
+        task: str | TaskType,
+        prompt: str,
+        image_bytes: bytes,
+        mime_type: str = "image/png",
+        *,
+        system_prompt: str | None = None,
+        user_id: int | None = None,
+        max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    ) -> GenerationResult:
+        """Like `generate`, with one image (checked for type and size before any call)."""
+        size = reservation_size(prompt, system_prompt, max_output_tokens, images=1)
+        return await self._route(
+            task,
+            user_id,
+            size,
+            lambda p: p.generate_content_with_image(
+                prompt, image_bytes, mime_type, system_prompt, max_output_tokens
+            ),
+        )
+
+    def generate_sync(self, task: str | TaskType, prompt: str, **options: Any) -> GenerationResult:
+        """`generate` for synchronous callers (runs on the router's own event loop thread)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("generate_sync() inside an event loop: use `await generate()`")
+        future = asyncio.run_coroutine_threadsafe(
+            self.generate(task, prompt, **options), self._background_loop()
+        )
+        return future.result()
+
+    # --- explaining ---
+
+    def explain(self, task: str | TaskType) -> RoutePlan:
+        """The candidates for `task` in order, each with why it is or is not eligible now."""
+        snapshot = self._configs.refresh(force=True)
+        return plan(
+            check_task(task),
+            snapshot.candidates,
+            legacy_from(self._environ),
+            self._cipher,
+            self._ledger,
+        )
+
+    # --- closing ---
+
+    async def aclose(self) -> None:
+        """Give back quota leases, write pending usage rows and close connections."""
+        self._leases.retire_all()
+        atexit.unregister(self._leases.retire_all)
+        await asyncio.to_thread(self._writer.close)
+        await self._ledger.aclose()
+        state = self._loops.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await state.http.aclose()
+        self._stop_background_loop()
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def close(self) -> None:
+        """`aclose` for synchronous callers (those using generate_sync)."""
+        asyncio.run(self.aclose())
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every attempt so far is stored (tests, graceful shutdown)."""
+        return self._writer.flush(timeout)
+
+    # --- internals ---
+
+    async def _route(
+        self,
+        task: str | TaskType,
+        user_id: int | None,
+        size: int,
+        send: Callable[[AIProvider], Awaitable[GenerationResult]],
+    ) -> GenerationResult:
+        task_name = check_task(task)
+        candidates = candidates_for(task_name, await self._snapshot(), self._environ)
+        attempts: list[Attempt] = []
+        last_error: ProviderError | None = None
+        for candidate in candidates:
+            trial = Trial(self._recorder, candidate, task_name, user_id)
+            try:
+                outcome = await self._try(trial, size, send)
+            except BaseException:
+                trial.abandoned()
+                raise
+            if isinstance(outcome, GenerationResult):
+                return trial.succeeded(outcome, attempts)
+            attempts.append(outcome)
+            if trial.error is not None:
+                last_error = trial.error
+                if not last_error.fallback:
+                    raise ProviderCallError(str(last_error), last_error, attempts)
+        if attempts and all(a.status == UsageStatus.REJECTED for a in attempts):
+            raise QuotaExceeded(
+                f"Every provider for {task_name!r} is at its token limit: "
+                + "; ".join(f"{a.provider_type} {a.model_name}" for a in attempts),
+                attempts,
+            )
+        tried = "; ".join(f"{a.provider_type} {a.model_name}: {a.error_message}" for a in attempts)
+        raise ProviderCallError(
+            f"Every provider for {task_name!r} failed: {tried}", last_error, attempts
+        )
+
+    async def _snapshot(self) -> Snapshot:
+        if self._configs.stale():
+            return await asyncio.to_thread(self._configs.refresh)
+        return self._configs.snapshot
+
+    async def _try(
+        self,
+        trial: Trial,
+        size: int,
+        send: Callable[[AIProvider], Awaitable[GenerationResult]],
+    ) -> GenerationResult | Attempt:
+        """One candidate: hold its tokens, call it. A result, or the attempt that failed."""
+        candidate = trial.candidate
+        if candidate.limited:
+            assert candidate.config_id is not None
+            trial.reservation = await self._leases.hold(
+                candidate.config_id,
+                size,
+                candidate.daily_token_limit,
+                candidate.monthly_token_limit,
+                trial.started,
+            )
+            if trial.reservation is None:
+                return trial.refused()
+        try:
+            provider = self._provider(candidate)
+        except DecryptionError as exc:
+            return trial.failed(UsageStatus.ERROR, "key_undecryptable", str(exc))
+        try:
+            return await send(provider)
+        except ProviderError as error:
+            trial.error = error
+            timed_out = isinstance(error, ProviderTimeout)
+            status = UsageStatus.TIMEOUT if timed_out else UsageStatus.ERROR
+            return trial.failed(status, error.kind, error.message, trial.elapsed_ms())
+
+    def _provider(self, candidate: Candidate) -> AIProvider:
+        """The adapter for a candidate, built once per config version and event loop.
+
+        Building an SDK client costs more than the routing itself (~0.3 ms of lazy set-up on
+        its first request), so each one is kept while its config is unchanged, like any service
+        keeps its own credentials; a config edit or key rotation builds a fresh one.
+        """
+        state = self._loop_state()
+        generation = self._configs.snapshot.generation
+        if state.generation != generation:
+            state.adapters.clear()
+            state.generation = generation
+        cache_key = (
+            candidate.config_id,
+            candidate.provider_type,
+            candidate.model_name,
+            candidate.base_url,
+            candidate.secret,
+        )
+        adapter = state.adapters.get(cache_key)
+        if adapter is None:
+            key = candidate.secret if candidate.legacy else self._cipher.decrypt(candidate.secret)
+            adapter = ProviderFactory.create_provider(
+                candidate.provider_type,
+                key,
+                candidate.model_name,
+                candidate.base_url,
+                timeout_s=self._timeout_s,
+                max_retries=self._max_retries,
+                http_client=state.http,
+            )
+            state.adapters[cache_key] = adapter
+        return adapter
+
+    def _loop_state(self) -> _LoopState:
+        """This event loop's connection pool (shared by every provider) and adapters."""
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            # No redirects, no proxies, every connection's address vetted (core.providers.egress).
+            http = egress_client(
+                self._allowlist,
+                limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+            state = self._loops[loop] = _LoopState(http)
+        return state
+
+    def _background_loop(self) -> asyncio.AbstractEventLoop:
+        with self._sync_lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="router-sync", daemon=True).start()
+                self._sync_loop = loop
+            return self._sync_loop
+
+    def _stop_background_loop(self) -> None:
+        with self._sync_lock:
+            loop, self._sync_loop = self._sync_loop, None
+        if loop is None:
+            return
+
+        async def close_client() -> None:
+            await self._ledger.aclose()
+            state = self._loops.pop(loop, None)
+            if state is not None:
+                await state.http.aclose()
+
+        asyncio.run_coroutine_threadsafe(close_client(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)

@@ -1,0 +1,42 @@
+"""The top of every page: the signed-in user with a role the page allows, or the page stops.
+
+Also where what survives a rerun is shown: flashed messages and an open step-up dialog."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.access import PermissionDenied, require_role
+from core.models import UserRole
+from ui.feedback import show_flash
+from ui.resources import transaction
+from ui.session import STEP_UP, CurrentUser, actor, current_user
+from ui.step_up import step_up_dialog
+
+
+def require_user(*roles: UserRole, during_enrolment: bool = False) -> CurrentUser:
+    """For the top of a page: the signed-in user holding one of `roles`, or stop the page.
+
+    The role is checked by core against the database, not just by which pages are listed,
+    because a page URL can be typed.
+    """
+    user = current_user()
+    if user is None:
+        st.warning("Sign in first.")
+        st.stop()
+    assert user is not None
+    if user.needs_enrolment and not during_enrolment:
+        st.warning("Set up your authenticator app on the Account page first.")
+        st.stop()
+    if roles:
+        with transaction() as session:
+            try:
+                require_role(session, actor(user), *roles)
+            except PermissionDenied as exc:
+                st.error(f"Not allowed: {exc}.", icon=":material/block:")
+                st.stop()
+    show_flash()
+    pending = st.session_state.get(STEP_UP)
+    if pending is not None:
+        step_up_dialog(pending)
+    return user

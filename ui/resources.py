@@ -1,0 +1,82 @@
+"""One of each per process: settings, the engine, the session factory and the cipher; and
+whether the database is ready (migrated) for the console."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core import accounts
+from core.config import ConfigError, Settings
+from core.crypto import SecretBox, load_cipher
+from core.db import make_engine, make_session_factory, schema_status, session_scope
+
+
+@st.cache_resource
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@st.cache_resource
+def engine() -> Engine:
+    return make_engine(settings())
+
+
+@st.cache_resource
+def session_factory() -> sessionmaker[Session]:
+    return make_session_factory(engine())
+
+
+@st.cache_resource
+def cipher() -> SecretBox:
+    return load_cipher(settings())
+
+
+@st.cache_resource
+def cookie_key() -> str:
+    return accounts.cookie_key(settings())
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """A fresh Session for one unit of work: committed on success, rolled back on error."""
+    with session_scope(session_factory()) as session:
+        yield session
+
+
+def startup_problem() -> str | None:
+    """What the operator must fix before anyone can use the console (settings, schema), or None."""
+    try:
+        _ready()
+    except ConfigError as exc:
+        return f"The console is not configured: {exc}."
+    except _NotMigrated as exc:
+        return str(exc)
+    return None
+
+
+class _NotMigrated(Exception):
+    pass
+
+
+@st.cache_resource
+def _ready() -> None:
+    # Cached once it passes (a raised exception is not cached), so a healthy console does not
+    # read the migrations folder on every rerun.
+    cipher()
+    cookie_key()
+    status = schema_status(engine())
+    if not status.up_to_date:
+        raise _NotMigrated(
+            f"The database schema is at {status.current or 'nothing'} but this version needs "
+            f"{status.head}. Run `python -m core migrate` (or `make run`) and reload."
+        )
+
+
+def needs_setup() -> bool:
+    with transaction() as session:
+        return accounts.needs_setup(session)

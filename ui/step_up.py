@@ -1,0 +1,114 @@
+"""Step-up MFA: a sensitive change runs only after a TOTP code verified in the last ten minutes;
+otherwise a dialog asks for one and then runs it. A key typed into a form is kept sealed
+(Fernet-encrypted) while the dialog is open, never in clear."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from core import accounts
+from core.access import PermissionDenied, StepUpRequired
+from core.admin import AdminError
+from ui.feedback import flash, plain
+from ui.resources import cipher, transaction
+from ui.session import MFA_VERIFIED_AT, STEP_UP, actor, current_user
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A secret argument (an initial password) kept encrypted while its action waits."""
+
+    token: str = field(repr=False)
+
+
+def seal(secret: str) -> Sealed:
+    return Sealed(cipher().encrypt(secret))
+
+
+def unseal(sealed: Sealed) -> str:
+    """The secret back, for the one call that needs it (never store the result)."""
+    return cipher().decrypt(sealed.token)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A sensitive call waiting for a step-up code: plain data, so nothing else is kept alive."""
+
+    what: str
+    call: Callable[..., object]
+    args: tuple[object, ...]
+    done: str
+
+
+def run_sensitive(what: str, call: Callable[..., object], *args: object, done: str) -> None:
+    """Run `call(session, actor, *args)`; if it needs a fresh TOTP code, ask in a dialog first.
+
+    `what` names the action in the dialog, `done` is flashed on success. Pass secrets in `args`
+    as `seal(...)`. Refusals and input errors are shown where this is called.
+    """
+    pending = _Pending(what, call, args, done)
+    result = _attempt(pending)
+    if result == "done":
+        st.rerun()
+    if result == "step-up":
+        st.session_state[STEP_UP] = pending
+        step_up_dialog(pending)
+
+
+def _attempt(pending: _Pending) -> str:
+    """'done' (message flashed), 'step-up' (a fresh code is needed) or 'failed' (error shown)."""
+    user = current_user()
+    if user is None:
+        st.error("Sign in again to continue.")
+        return "failed"
+    args = [unseal(a) if isinstance(a, Sealed) else a for a in pending.args]
+    try:
+        with transaction() as session:
+            pending.call(session, actor(user), *args)
+    except StepUpRequired:
+        return "step-up"
+    except (PermissionDenied, accounts.AuthError, AdminError) as exc:
+        text = str(exc)  # may quote a provider's answer: shown as plain text
+        st.error(plain(text[:1].upper() + text[1:].rstrip(".") + "."))
+        return "failed"
+    flash("success", pending.done)
+    return "done"
+
+
+def _cancel_step_up() -> None:
+    st.session_state.pop(STEP_UP, None)
+
+
+@st.dialog("Confirm it's you", on_dismiss=_cancel_step_up)
+def step_up_dialog(pending: _Pending) -> None:
+    st.write(
+        f"**{pending.what}** needs a fresh code from your authenticator app: the last one "
+        "you entered is more than ten minutes old."
+    )
+    with st.form("step_up", clear_on_submit=True, border=False):
+        code = st.text_input(
+            "6-digit code", max_chars=6, autocomplete="one-time-code", key="step_up_code"
+        )
+        confirmed = st.form_submit_button("Confirm and continue", type="primary")
+    if st.button("Cancel", key="step_up_cancel"):
+        _cancel_step_up()
+        st.rerun()
+    if not confirmed:
+        return
+    user = current_user()
+    if user is None:
+        _cancel_step_up()
+        st.rerun()
+    assert user is not None
+    with transaction() as session:
+        outcome = accounts.check_step_up_code(session, actor(user), code, cipher())
+    if not outcome.ok:
+        st.error(outcome.error)
+        return
+    st.session_state[MFA_VERIFIED_AT] = outcome.verified_at
+    _cancel_step_up()
+    if _attempt(pending) == "done":
+        st.rerun()
