@@ -40,6 +40,7 @@ from core.db import session_scope
 from core.models import TASKS, ProviderConfig, UserRole, utcnow
 from core.providers import CredentialCheck, ProviderFactory
 from core.providers.egress import Allowlist
+from core.routing.candidates import candidate_from, serving_order
 
 T = TypeVar("T")
 
@@ -529,16 +530,13 @@ def _record_test(row: ProviderConfig, check: CredentialCheck | None) -> None:
 
 
 def _tasks_only_served_by(session: Session, row: ProviderConfig) -> list[str]:
-    others = session.scalars(
-        select(ProviderConfig).where(ProviderConfig.is_active, ProviderConfig.id != row.id)
-    ).all()
-    fallback_default = any(other.is_default for other in others)
+    others = session.scalars(select(ProviderConfig).where(ProviderConfig.id != row.id))
+    rest = [candidate_from(other) for other in others]
+    mine = [candidate_from(row)]
     return [
         task
         for task in TASKS
-        if (row.serves(task) or row.is_default)
-        and not fallback_default
-        and not any(other.serves(task) for other in others)
+        if serving_order(task, mine, inactive=True) and not serving_order(task, rest)
     ]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,6 +100,19 @@ class ConfigCache:
             return self.snapshot
 
 
+def serving_order(
+    task: str, candidates: Iterable[Candidate], *, inactive: bool = False
+) -> list[Candidate]:
+    """THE routing rule (DESIGN.md, task routing semantics), the one place it is written: the
+    configs flagged for `task`, lowest priority number first (then lowest id), then the default
+    config if it is not already listed. Active ones only, unless `inactive` (explain lists the
+    inactive ones too, as not eligible)."""
+    pool = [c for c in candidates if inactive or c.is_active]
+    chosen = sorted((c for c in pool if task in c.tasks), key=lambda c: (c.priority, c.config_id))
+    chosen += [c for c in pool if c.is_default and c not in chosen]
+    return chosen
+
+
 def candidates_for(task: str, snapshot: Snapshot, environ: Mapping[str, str]) -> list[Candidate]:
     """The candidates for `task` in the order they are tried (legacy ones with no config)."""
     if not snapshot.candidates:
@@ -110,9 +123,7 @@ def candidates_for(task: str, snapshot: Snapshot, environ: Mapping[str, str]) ->
                 "(or `python -m core providers add`), or set GEMINI_API_KEY"
             )
         return legacy
-    active = [c for c in snapshot.candidates if c.is_active]
-    chosen = sorted((c for c in active if task in c.tasks), key=lambda c: (c.priority, c.config_id))
-    chosen += [c for c in active if c.is_default and c not in chosen]
+    chosen = serving_order(task, snapshot.candidates)
     if not chosen:
         raise NoProviderAvailable(
             f"No active provider serves {task!r}: tick {task} on a provider in the "
@@ -171,16 +182,6 @@ def check_task(task: str | TaskType) -> str:
 
 def get_default_provider_config(session: Session, task: str | TaskType) -> ProviderConfig | None:
     """The config that would serve `task` first (the seed's helper), ignoring limits."""
-    name = check_task(task)
-    flag = getattr(ProviderConfig, f"default_for_{name}")
-    row = session.scalars(
-        select(ProviderConfig)
-        .where(ProviderConfig.is_active, flag)
-        .order_by(ProviderConfig.priority, ProviderConfig.id)
-        .limit(1)
-    ).first()
-    if row is not None:
-        return row
-    return session.scalars(
-        select(ProviderConfig).where(ProviderConfig.is_active, ProviderConfig.is_default)
-    ).first()
+    rows = {row.id: row for row in session.scalars(select(ProviderConfig))}
+    order = serving_order(check_task(task), [candidate_from(row) for row in rows.values()])
+    return rows[order[0].config_id] if order else None  # type: ignore[index]

@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 from core.crypto import DecryptionError, SecretBox
 from core.models import ProviderConfig, TaskType, utcnow
 from core.quota.ledger import QuotaLedger, Standing
-from core.routing.candidates import Candidate, candidate_from, check_task, legacy_from
+from core.routing.candidates import (
+    Candidate,
+    candidate_from,
+    check_task,
+    legacy_from,
+    serving_order,
+)
 
 
 @dataclass(frozen=True)
@@ -84,10 +90,7 @@ def plan(
         ]
         return RoutePlan(task, tuple(plans), legacy=True)
     now = utcnow()
-    considered = sorted(
-        (c for c in candidates if task in c.tasks or c.is_default),
-        key=lambda c: (task not in c.tasks, c.priority, c.config_id or 0),
-    )
+    considered = serving_order(task, candidates, inactive=True)
     return RoutePlan(
         task,
         tuple(
