@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.providers.base import redact
+from core.providers.redaction import redact
 
 
 def main() -> None:

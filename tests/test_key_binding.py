@@ -233,6 +233,28 @@ def test_cli_edit_of_the_base_url_needs_the_key_again(
     assert admin.get(boss, view.id).base_url == elsewhere.openai_base_url
 
 
+def test_cli_edit_with_skip_validation_sends_the_new_key_nowhere(
+    db: MigratedDatabase,
+    admin: ProviderAdmin,
+    boss: Actor,
+    fake_providers: FakeProviderServer,
+    elsewhere: FakeProviderServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--skip-validation saves without a credential test, for an edit as for an add."""
+    view = admin.create(boss, form(fake_providers))
+    monkeypatch.setenv("NEW_OPENAI_KEY", NEW_KEY)
+    assert run_cli(
+        db, "providers", "edit", str(view.id), "--base-url", elsewhere.openai_base_url,
+        "--api-key-env", "NEW_OPENAI_KEY", "--skip-validation",
+    ) == 0  # fmt: skip
+    assert elsewhere.requests == []
+    assert admin.get(boss, view.id).base_url == elsewhere.openai_base_url
+    assert admin.stored_key_matches(boss, view.id, NEW_KEY)
+    assert "credentials verified" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

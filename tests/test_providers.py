@@ -31,8 +31,8 @@ from core.providers import (
     base,
     redact,
 )
-from core.providers.base import MESSAGE_LIMIT, provider_message
 from core.providers.egress import Allowlist
+from core.providers.errors import MESSAGE_LIMIT, provider_message
 from tests.fakes import IMAGE_TOKENS, AttackerServer, FakeProviderServer, count_tokens, make_reply
 from tests.fakes.leak_check import assert_clean
 

@@ -1,16 +1,9 @@
 """Provider configs: the one way the console pages and the CLI change them (configs.py), with
-the field rules every change passes first (validation.py). Key rotation is core.crypto's."""
+the field rules every change passes first (validation.py), credential tests (credentials.py)
+and what callers see of a config (views.py). Key rotation is core.crypto's."""
 
-from core.admin.configs import (
-    DEFAULT_HOSTS,
-    KEY_BOUND_FIELDS,
-    CredentialsRejected,
-    NotFound,
-    ProviderAdmin,
-    ProviderView,
-    StaleEdit,
-    target_host,
-)
+from core.admin.configs import KEY_BOUND_FIELDS, NotFound, ProviderAdmin, StaleEdit
+from core.admin.credentials import DEFAULT_HOSTS, CredentialsRejected, target_host
 from core.admin.validation import (
     MAX_DESCRIPTION,
     MAX_NAME,
@@ -22,6 +15,7 @@ from core.admin.validation import (
     ValidationFailed,
     check_fields,
 )
+from core.admin.views import ProviderView
 
 __all__ = [
     "DEFAULT_HOSTS",

@@ -12,15 +12,10 @@ Callers get `ProviderView`s, never the ORM rows (which hold the ciphertext).
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
-from datetime import datetime
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,47 +23,35 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from core import audit
 from core.access import require_role, require_step_up
+from core.admin.credentials import (
+    CredentialsRejected,
+    Validator,
+    audit_test,
+    record_test,
+    run_blocking,
+    target_host,
+    validate_with_factory,
+)
 from core.admin.validation import (
     AdminError,
     ProviderInput,
     ValidationFailed,
     clean,
 )
+from core.admin.views import ProviderView, describe
 from core.audit import Actor
 from core.crypto import DecryptionError, SecretBox
 from core.db import session_scope
 from core.models import TASKS, ProviderConfig, UserRole, utcnow
-from core.providers import CredentialCheck, ProviderFactory
+from core.providers import CredentialCheck
 from core.providers.egress import Allowlist
 from core.routing.candidates import candidate_from, serving_order
-
-T = TypeVar("T")
-
-
-Validator = Callable[[str, str, str | None, str | None], Awaitable[CredentialCheck]]
-
 
 ADMIN = UserRole.SUPER_ADMIN
 
 
-# Where each SDK sends a config without a base_url (named in audit rows of credential tests).
-DEFAULT_HOSTS = {
-    "openai": "api.openai.com",
-    "claude": "api.anthropic.com",
-    "gemini": "generativelanguage.googleapis.com",
-}
-
-
 # Fields whose change points the stored key at another endpoint: the key must come again.
 KEY_BOUND_FIELDS = ("provider_type", "base_url")
-
-
-class CredentialsRejected(AdminError):
-    """The provider refused the key (or model); nothing was saved."""
-
-    def __init__(self, check: CredentialCheck) -> None:
-        self.check = check
-        super().__init__(f"Not saved: {check.message}")
 
 
 class StaleEdit(AdminError):
@@ -77,50 +60,6 @@ class StaleEdit(AdminError):
 
 class NotFound(AdminError):
     """No config with that id (deleted meanwhile?)."""
-
-
-@dataclass(frozen=True)
-class ProviderView:
-    """A config as pages and the CLI see it: no ciphertext, the key only as its last four."""
-
-    id: int
-    provider_type: str
-    model_name: str
-    display_name: str
-    description: str
-    base_url: str | None
-    tasks: tuple[str, ...]
-    priority: int
-    daily_token_limit: int | None
-    monthly_token_limit: int | None
-    is_active: bool
-    is_default: bool
-    key_last4: str
-    last_tested_at: datetime | None
-    last_test_success: bool | None
-    last_test_message: str | None
-    version: int
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def masked_key(self) -> str:
-        return f"…{self.key_last4}"
-
-    @classmethod
-    def of(cls, row: ProviderConfig) -> ProviderView:
-        names = {f.name for f in fields(cls)} - {"tasks"}
-        values = {name: getattr(row, name) for name in names}
-        return cls(**values, tasks=tuple(task for task in TASKS if row.serves(task)))
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (for `providers list --json`)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        out["tasks"] = list(self.tasks)
-        return out
 
 
 class ProviderAdmin:
@@ -139,7 +78,7 @@ class ProviderAdmin:
     ) -> None:
         self._sessions = sessions
         self._cipher = cipher
-        self._validate = validator or functools.partial(_validate_with_factory, allowlist=allowlist)
+        self._validate = validator or functools.partial(validate_with_factory, allowlist=allowlist)
         self._allowlist = allowlist
 
     # --- reading ---
@@ -175,7 +114,7 @@ class ProviderAdmin:
         with self._refusals(actor, "provider.create", None):
             with session_scope(self._sessions) as session:
                 self._authorize(session, actor)  # before anything is looked up or sent
-            clean = self.clean(data, creating=True)
+            clean = self._fields(data, creating=True)
             key = clean.pop("api_key")
             check = self._check(actor, "create", None, clean, key) if validate else None
             with session_scope(self._sessions) as session:
@@ -185,7 +124,7 @@ class ProviderAdmin:
                     key_last4=key[-4:],
                     created_by_id=actor.user_id,
                 )
-                _record_test(row, check)
+                record_test(row, check)
                 if row.is_default:
                     _clear_default(session)
                 session.add(row)
@@ -196,7 +135,7 @@ class ProviderAdmin:
                     "provider.create",
                     target_type="provider_config",
                     target_id=row.id,
-                    details=_describe(row) | {"validated": validate},
+                    details=describe(row) | {"validated": validate},
                 )
                 return ProviderView.of(row)
 
@@ -220,18 +159,9 @@ class ProviderAdmin:
         with self._refusals(actor, "provider.update", config_id):
             with session_scope(self._sessions) as session:
                 self._authorize(session, actor)
-            clean = self.clean(data, creating=False)
+            clean = self._fields(data, creating=False)
             key = clean.pop("api_key")
-            with session_scope(self._sessions) as session:
-                row = _load(session, config_id)
-                _check_version(row, expected_version)
-                moved = [name for name in KEY_BOUND_FIELDS if clean[name] != getattr(row, name)]
-                if key is None and moved:
-                    raise ValidationFailed({"api_key": _key_needed(moved, row)})
-                needs_check = validate and (
-                    key is not None or clean["model_name"] != row.model_name
-                )
-                test_key = key if key is not None else self._decrypt(row) if needs_check else None
+            test_key = self._key_to_test(config_id, expected_version, clean, key, validate)
             check = (
                 self._check(actor, "update", config_id, clean, test_key)
                 if test_key is not None
@@ -241,16 +171,16 @@ class ProviderAdmin:
             with session_scope(self._sessions) as session:
                 row = _load(session, config_id)
                 _check_version(row, expected_version)
-                before = _describe(row)
+                before = describe(row)
                 for name, value in clean.items():
                     setattr(row, name, value)
                 if key is not None:
                     row.api_key_encrypted = self._cipher.encrypt(key)
                     row.key_last4 = key[-4:]
-                _record_test(row, check)
+                record_test(row, check)
                 if row.is_default:
                     _clear_default(session, keep=row.id)
-                after = _describe(row)
+                after = describe(row)
                 changes = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
                 try:
                     session.flush()
@@ -302,7 +232,7 @@ class ProviderAdmin:
                 "provider.delete",
                 target_type="provider_config",
                 target_id=config_id,
-                details=_describe(row) | {"left_unserved": orphaned},
+                details=describe(row) | {"left_unserved": orphaned},
             )
             return view
 
@@ -341,7 +271,7 @@ class ProviderAdmin:
                     updated_at=ProviderConfig.updated_at,
                 )
             )
-            _audit_test(session, actor, "saved", config_id, target, check)
+            audit_test(session, actor, "saved", config_id, target, check)
         return check
 
     def test_new_key(
@@ -356,7 +286,7 @@ class ProviderAdmin:
         with self._refusals(actor, "provider.test", None):
             with session_scope(self._sessions) as session:
                 self._authorize(session, actor)
-            clean = self.clean(
+            clean = self._fields(
                 ProviderInput(
                     provider_type, model_name, "test", api_key=api_key, base_url=base_url
                 ),
@@ -364,21 +294,41 @@ class ProviderAdmin:
             )
             check = self._probe(clean, clean["api_key"])
             with session_scope(self._sessions) as session:
-                _audit_test(session, actor, "form", None, clean, check)
+                audit_test(session, actor, "form", None, clean, check)
             return check
 
     # --- helpers ---
+
+    def _key_to_test(
+        self,
+        config_id: int,
+        expected_version: int,
+        clean: Mapping[str, Any],
+        key: str | None,
+        validate: bool,
+    ) -> str | None:
+        """The key an edit must be proven with (None: no test), or refuse an edit that would
+        send the stored key to an endpoint it was not entered for."""
+        with session_scope(self._sessions) as session:
+            row = _load(session, config_id)
+            _check_version(row, expected_version)
+            moved = [name for name in KEY_BOUND_FIELDS if clean[name] != getattr(row, name)]
+            if key is None and moved:
+                raise ValidationFailed({"api_key": _key_needed(moved, row)})
+            if key is not None or not validate:
+                return key if validate else None
+            return self._decrypt(row) if clean["model_name"] != row.model_name else None
 
     def _authorize(self, session: Session, actor: Actor) -> None:
         require_role(session, actor, ADMIN)
         require_step_up(actor)
 
-    def clean(self, data: ProviderInput, *, creating: bool) -> dict[str, Any]:
+    def _fields(self, data: ProviderInput, *, creating: bool) -> dict[str, Any]:
         return clean(data, creating=creating, allowlist=self._allowlist)
 
     def _probe(self, target: Mapping[str, Any], key: str) -> CredentialCheck:
         """One credential test against `target`'s endpoint (nothing is recorded)."""
-        return _run(
+        return run_blocking(
             self._validate(target["provider_type"], key, target["base_url"], target["model_name"])
         )
 
@@ -393,7 +343,7 @@ class ProviderAdmin:
         """Prove `key` before a save; the test is audited whatever it says."""
         check = self._probe(clean, key)
         with session_scope(self._sessions) as session:
-            _audit_test(session, actor, context, config_id, clean, check)
+            audit_test(session, actor, context, config_id, clean, check)
         if not check.ok:
             raise CredentialsRejected(check)
         return check
@@ -438,64 +388,6 @@ def _key_needed(moved: Collection[str], row: ProviderConfig) -> str:
     )
 
 
-def target_host(provider_type: str, base_url: str | None) -> str:
-    """The host a config's key is sent to (the SDK's own default when no base_url is set)."""
-    if base_url:
-        return urlsplit(base_url).hostname or base_url
-    return DEFAULT_HOSTS.get(provider_type, provider_type)
-
-
-def _audit_test(
-    session: Session,
-    actor: Actor,
-    context: str,
-    config_id: int | None,
-    target: Mapping[str, Any],
-    check: CredentialCheck,
-) -> None:
-    """Every credential test is audited: where the key went and what came back."""
-    audit.record(
-        session,
-        actor,
-        "provider.test",
-        target_type="provider_config",
-        target_id=config_id,
-        details={
-            "context": context,
-            "provider_type": target["provider_type"],
-            "model_name": target["model_name"],
-            "host": target_host(target["provider_type"], target["base_url"]),
-            "ok": check.ok,
-            "latency_ms": check.latency_ms,
-            "message": check.message[:300],
-        },
-    )
-
-
-async def _validate_with_factory(
-    provider_type: str,
-    api_key: str,
-    base_url: str | None,
-    model_name: str | None,
-    *,
-    allowlist: Allowlist | None,
-) -> CredentialCheck:
-    return await ProviderFactory.validate_credentials(
-        provider_type, api_key, base_url, model_name, allowlist=allowlist
-    )
-
-
-def _run(awaitable: Awaitable[T]) -> T:
-    """Run a coroutine from synchronous code (Streamlit script thread, CLI), on a worker thread
-    when this thread already runs an event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(awaitable)  # type: ignore[arg-type]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, awaitable).result()  # type: ignore[arg-type]
-
-
 def _load(session: Session, config_id: int) -> ProviderConfig:
     row = session.get(ProviderConfig, config_id)
     if row is None:
@@ -522,13 +414,6 @@ def _clear_default(session: Session, keep: int | None = None) -> None:
     session.flush()  # before the new default is written: the database allows only one
 
 
-def _record_test(row: ProviderConfig, check: CredentialCheck | None) -> None:
-    if check is not None:
-        row.last_tested_at = utcnow()
-        row.last_test_success = check.ok
-        row.last_test_message = check.message
-
-
 def _tasks_only_served_by(session: Session, row: ProviderConfig) -> list[str]:
     others = session.scalars(select(ProviderConfig).where(ProviderConfig.id != row.id))
     rest = [candidate_from(other) for other in others]
@@ -538,28 +423,3 @@ def _tasks_only_served_by(session: Session, row: ProviderConfig) -> list[str]:
         for task in TASKS
         if serving_order(task, mine, inactive=True) and not serving_order(task, rest)
     ]
-
-
-def _describe(row: ProviderConfig) -> dict[str, Any]:
-    """Audit-safe facts about a config (never the key, only its last four)."""
-    return {
-        "display_name": row.display_name,
-        "description": row.description,
-        "provider_type": row.provider_type,
-        "model_name": row.model_name,
-        "base_url": _without_credentials(row.base_url),
-        "tasks": [task for task in TASKS if row.serves(task)],
-        "priority": row.priority,
-        "daily_token_limit": row.daily_token_limit,
-        "monthly_token_limit": row.monthly_token_limit,
-        "is_active": row.is_active,
-        "is_default": row.is_default,
-        "key_last4": row.key_last4,
-    }
-
-
-def _without_credentials(url: str | None) -> str | None:
-    if not url:
-        return url
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.hostname or "").geturl() if parts.password else url

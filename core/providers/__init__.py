@@ -1,12 +1,10 @@
 """Provider adapters: one async interface over the Gemini, OpenAI and Anthropic SDKs."""
 
-from core.providers.base import (
-    AIProvider,
+from core.providers.base import AIProvider, CredentialCheck, GenerationResult
+from core.providers.errors import (
     AuthenticationFailed,
     BadRequest,
-    CredentialCheck,
     EndpointRefused,
-    GenerationResult,
     ModelNotFound,
     ProviderError,
     ProviderTimeout,
@@ -14,9 +12,9 @@ from core.providers.base import (
     RateLimited,
     Redirected,
     UnexpectedResponse,
-    redact,
 )
 from core.providers.factory import ADAPTERS, ProviderFactory, provider_type_of
+from core.providers.redaction import redact
 
 __all__ = [
     "ADAPTERS",

@@ -1,39 +1,46 @@
-"""What every provider adapter shares: the result type, the errors, redaction, the base class.
+"""What every provider adapter shares: the result types and the base class.
 
 An adapter is handed a ready SDK client (built by core.providers.factory from the decrypted key and
 an optional base_url) and only turns our request into that SDK's call and its response into a
 `GenerationResult`. SDK exceptions are mapped in one place per adapter (`_map_error`) into the few
-provider-neutral errors below; callers never see an SDK's own exception type, and no message we
-raise contains an API key or bearer token.
+provider-neutral errors of core/providers/errors.py; callers never see an SDK's own exception
+type, and no message we raise contains an API key or bearer token (core/providers/redaction.py).
 """
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import quote, quote_plus
-
-import httpx2
 
 from core.models import ProviderType
 from core.providers.egress import refusal_in
+from core.providers.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    EndpointRefused,
+    ModelNotFound,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+    UnexpectedResponse,
+)
+from core.providers.redaction import redact
 
 DEFAULT_TIMEOUT_S = 60.0
+
+
 DEFAULT_MAX_RETRIES = 2
+
+
 DEFAULT_MAX_OUTPUT_TOKENS = 1024
-MESSAGE_LIMIT = 200
-"""At most this many characters of a provider's error message are kept (then an ellipsis)."""
+
 
 T = TypeVar("T")
-
-
-# --- results ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -92,285 +99,6 @@ class Reply:
 class Image:
     data: bytes
     mime_type: str
-
-
-# --- errors ----------------------------------------------------------------------------------
-
-
-class ProviderError(Exception):
-    """A provider call failed. `message` is safe to show and store: secrets are redacted.
-
-    `fallback` tells core.routing whether another provider may succeed where this one failed
-    (True), or whether the request itself is at fault and would fail anywhere (False).
-    """
-
-    fallback: ClassVar[bool] = True
-    kind: ClassVar[str] = "provider_error"
-
-    def __init__(self, provider: str, message: str, status: int | None = None) -> None:
-        self.provider = provider
-        self.status = status
-        super().__init__()
-        self.with_message(message)
-
-    def with_message(self, message: str) -> None:
-        """Replace the message (and so str(self)), e.g. with its redacted form."""
-        self.message = message
-        where = f"{self.provider} answered {self.status}" if self.status else self.provider
-        self.args = (f"{where}: {message}",)
-
-
-class AuthenticationFailed(ProviderError):
-    """The key was refused (401/403): wrong, revoked, or without access to this model."""
-
-    kind = "authentication"
-
-
-class ModelNotFound(ProviderError):
-    """The provider does not know the configured model (404)."""
-
-    kind = "model_not_found"
-
-
-class RateLimited(ProviderError):
-    """429 after the SDK's own retries; `retry_after` is the provider's hint in seconds."""
-
-    kind = "rate_limited"
-
-    def __init__(
-        self,
-        provider: str,
-        message: str,
-        status: int | None = 429,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(provider, message, status)
-        self.retry_after = retry_after
-
-
-class ProviderUnavailable(ProviderError):
-    """5xx or the connection failed, after the SDK's own retries."""
-
-    kind = "unavailable"
-
-
-class ProviderTimeout(ProviderUnavailable):
-    """No answer within the per-call timeout."""
-
-    kind = "timeout"
-
-
-class UnexpectedResponse(ProviderError):
-    """The provider answered, but not in the shape its API promises."""
-
-    kind = "unexpected_response"
-
-
-class Redirected(ProviderError):
-    """The endpoint answered 3xx. Redirects are never followed (the key would go along), and the
-    next provider may serve: the base URL is misconfigured, the request is fine."""
-
-    kind = "redirect"
-
-
-class EndpointRefused(ProviderError):
-    """The egress policy refused the endpoint's address (core.providers.egress): no request
-    was sent."""
-
-    kind = "egress_refused"
-
-
-class BadRequest(ProviderError):
-    """The request itself is wrong (too long, unsupported image, bad parameter): not retried,
-    not sent elsewhere."""
-
-    fallback = False
-    kind = "bad_request"
-
-
-def error_for_status(
-    provider: str, status: int, message: str, retry_after: float | None = None
-) -> ProviderError:
-    """The provider-neutral error for an HTTP status (messages already redacted)."""
-    if 300 <= status < 400:
-        return Redirected(provider, message, status)
-    if status < 300:
-        return UnexpectedResponse(provider, message, status)
-    if status in (401, 403):
-        return AuthenticationFailed(provider, message, status)
-    if status == 404:
-        return ModelNotFound(provider, message, status)
-    if status == 408:
-        return ProviderTimeout(provider, message, status)
-    if status == 429:
-        return RateLimited(provider, message, status, retry_after)
-    if status >= 500:
-        return ProviderUnavailable(provider, message, status)
-    return BadRequest(provider, message, status)
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header given in seconds (HTTP dates are rare from these APIs)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def status_error(
-    provider: str,
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes | None,
-    secrets: Iterable[str] = (),
-) -> ProviderError:
-    """The error for a non-2xx answer, keeping only what is safe of it (see `provider_message`).
-
-    A 3xx names only the host it pointed to: redirects are not followed.
-    """
-    if 300 <= status < 400:
-        return Redirected(provider, redirect_message(headers.get("location")), status)
-    message = provider_message(status, body, secrets)
-    return error_for_status(
-        provider, status, message, parse_retry_after(headers.get("retry-after"))
-    )
-
-
-def redirect_message(location: str | None) -> str:
-    """What to tell a person about a redirect to `location` (its host only)."""
-    if not location:
-        target = "without a Location"
-    else:
-        try:
-            host = httpx2.URL(location.strip()).host
-        except (httpx2.InvalidURL, TypeError, ValueError):
-            host = ""
-        target = f"to {clip(host, 100)}" if host else "to another path"
-    return (
-        f"the endpoint redirected ({target}); redirects are not followed — "
-        "set the base URL to the final address"
-    )
-
-
-def provider_message(status: int, body: bytes | str | None, secrets: Iterable[str] = ()) -> str:
-    """What is kept of an error body: the provider's JSON `error.message`, redacted and cut to
-    MESSAGE_LIMIT characters; for any other body only the status ("HTTP 404 (...)").
-
-    A body is never kept raw: it may be an HTML or Markdown page (links, scripts), or echo the
-    key or the request.
-    """
-    if not body:
-        return f"HTTP {status} (no body)"
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return f"HTTP {status} (the body was not JSON)"
-    message = None
-    if isinstance(data, dict):
-        error = data.get("error")
-        for holder in (error, data):
-            if isinstance(holder, dict) and isinstance(holder.get("message"), str):
-                message = holder["message"]
-                break
-    if not message or not message.strip():
-        return f"HTTP {status} (no error message in the body)"
-    return clip(redact(message, secrets))
-
-
-def response_body(response: Any) -> bytes | None:
-    """The body an SDK already read from an httpx2.Response, or None."""
-    try:
-        content = response.content
-    except (httpx2.ResponseNotRead, AttributeError):
-        return None
-    return content if isinstance(content, bytes) else None
-
-
-_WHITESPACE = re.compile(r"\s+")
-
-
-def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """`text` on one line, cut to `limit` characters with an ellipsis when longer."""
-    text = "".join(c if c.isprintable() else " " for c in text)
-    text = _WHITESPACE.sub(" ", text).strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-# --- redaction -------------------------------------------------------------------------------
-
-_SECRET_PATTERNS = re.compile(
-    r"(?i)(bearer\s+)[^\s,;\"']+"  # Authorization headers
-    r"|(?<![\w-])sk-[\w-]{6,}"  # OpenAI and Anthropic keys (sk-..., sk-ant-...)
-    r"|AIza[\w-]{10,}"  # Google API keys
-    r"|((?:api[_-]?key|key|x-goog-api-key|x-api-key)[\"']?\s*[=:]\s*[\"']?)[^\s&,;\"']+"
-)
-
-
-MASK = "[redacted]"
-MIN_FRAGMENT = 8
-_REPEATED_MASK = re.compile(r"(?:\[redacted\])+")
-"""A run of this many characters of a secret, anywhere in a text, is masked as the secret."""
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with the given secrets and anything shaped like an API key or bearer token masked.
-
-    For each secret, its URL-encoded forms and any run of MIN_FRAGMENT or more of its characters
-    go too (a provider may quote part of a key it refused).
-    """
-    for secret in secrets:
-        if not secret or len(secret) < 4:
-            continue
-        forms = [secret, *{quote(secret, safe=""), quote_plus(secret)} - {secret}]
-        for form in sorted(forms, key=len, reverse=True):  # whole copies first, longest first
-            text = text.replace(form, MASK)
-        for form in forms:  # then parts: the key's own characters before its encoded forms
-            if len(form) >= MIN_FRAGMENT:
-                text = _mask_fragments(text, form)
-    return _REPEATED_MASK.sub(MASK, _SECRET_PATTERNS.sub(_mask, text))
-
-
-def _mask_fragments(text: str, secret: str) -> str:
-    """Mask every run of MIN_FRAGMENT+ characters of `secret` in `text`, longest match first.
-
-    A set of the secret's n-grams tells in O(1) whether a match can start at a position; only
-    then is it extended. Scanning resumes n-1 characters before a match's end, so a second run
-    overlapping it is found too (and merged). Cost: O(len(text)) lookups, plus O(len(secret)²)
-    per match.
-    """
-    n = MIN_FRAGMENT
-    grams = {secret[i : i + n] for i in range(len(secret) - n + 1)}
-    spans: list[list[int]] = []
-    i = 0
-    while i <= len(text) - n:
-        if text[i : i + n] not in grams:
-            i += 1
-            continue
-        end = i + n
-        while end < len(text) and text[i : end + 1] in secret:
-            end += 1
-        if spans and i <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], end)
-        else:
-            spans.append([i, end])
-        i = max(i + 1, end - n + 1)
-    if not spans:
-        return text
-    out: list[str] = []
-    last = 0
-    for start, end in spans:
-        out += [text[last:start], MASK]
-        last = end
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _mask(match: re.Match[str]) -> str:
-    prefix = match.group(1) or match.group(2) or ""
-    return f"{prefix}[redacted]"
-
-
-# --- the adapter base --------------------------------------------------------------------------
 
 
 class AIProvider(ABC):

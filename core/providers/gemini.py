@@ -10,17 +10,14 @@ from google import genai
 from google.genai import errors, types
 
 from core.models import ProviderType
-from core.providers.base import (
-    AIProvider,
+from core.providers.base import AIProvider, Image, Reply, Usage
+from core.providers.errors import (
     AuthenticationFailed,
     BadRequest,
-    Image,
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,
-    Reply,
     UnexpectedResponse,
-    Usage,
     response_body,
     status_error,
 )

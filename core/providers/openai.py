@@ -9,7 +9,8 @@ import httpx2
 import openai
 
 from core.models import ProviderType
-from core.providers.base import AIProvider, Image, ProviderError, Reply, UnexpectedResponse, Usage
+from core.providers.base import AIProvider, Image, Reply, Usage
+from core.providers.errors import ProviderError, UnexpectedResponse
 from core.providers.stainless import map_stainless_error, stainless_client
 
 

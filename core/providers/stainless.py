@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import httpx2
 
-from core.providers.base import (
+from core.providers.errors import (
     ProviderError,
     ProviderTimeout,
     ProviderUnavailable,

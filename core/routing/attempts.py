@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 from core import metrics
 from core.models import UsageSource, UsageStatus, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
-from core.providers.base import GenerationResult, ProviderError, redact
+from core.providers.base import GenerationResult
+from core.providers.errors import ProviderError
+from core.providers.redaction import redact
 from core.usage.writer import UsageRecord
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from core.providers.base import ProviderError
+from core.providers.errors import ProviderError
 
 if TYPE_CHECKING:
     from core.routing.attempts import Attempt

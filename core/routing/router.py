@@ -21,8 +21,9 @@ from core.crypto import DecryptionError, SecretBox, load_cipher
 from core.db import make_engine
 from core.models import TaskType, UsageStatus
 from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory
-from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, ProviderTimeout
+from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
 from core.providers.egress import Allowlist, egress_client
+from core.providers.errors import ProviderTimeout
 from core.quota.leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import QuotaLedger, reservation_size
 from core.routing.attempts import Attempt, Recorder, Trial
