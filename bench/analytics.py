@@ -41,7 +41,8 @@ from core.crypto import SecretBox, generate_key
 from core.db import make_engine, make_session_factory, upgrade
 from core.models import usage_daily, usage_hourly, utcnow
 from core.usage.demo import copy_csv, ensure_demo_configs, generate, load, to_csv
-from core.usage.queries import PAGE_QUERIES, UsageQuery, filter_options
+from core.usage.queries import PAGE_QUERIES, filter_options
+from core.usage.report import UsageQuery
 from core.usage.rollup import rebuild
 from tests.conftest import PostgresServer
 

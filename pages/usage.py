@@ -16,7 +16,7 @@ import ui
 from core.audit import Actor
 from core.models import UserRole
 from core.usage import export, queries
-from core.usage.queries import FilterOptions, Headline, UsageQuery, UsageReport
+from core.usage.report import FilterOptions, Headline, UsageQuery, UsageReport
 
 ANY = "(any)"
 RANGES = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}

@@ -21,7 +21,8 @@ import ui
 from core.audit import Actor
 from core.models import AdminActionLog, utcnow
 from core.usage.export import COLUMNS, export_csv
-from core.usage.queries import UsageQuery, usage_report
+from core.usage.queries import usage_report
+from core.usage.report import UsageQuery
 from tests.pages_support import Console, console  # noqa: F401
 from tests.usage_support import add_configs, in_range, insert_out_of_order, random_rows, raw_rows
 

@@ -19,7 +19,6 @@ from core.models import QuotaCounter, User
 from core.usage import rollup
 from core.usage.monitoring import daily_cost_by_provider, error_rate_by_provider, latency_trend
 from core.usage.queries import (
-    UsageQuery,
     calls_over_time,
     config_usage,
     cost_by_provider,
@@ -30,6 +29,7 @@ from core.usage.queries import (
     totals,
     usage_report,
 )
+from core.usage.report import UsageQuery
 from tests.conftest import MigratedDatabase
 from tests.usage_support import (
     T0,

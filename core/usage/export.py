@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.access import require_role
 from core.audit import Actor
-from core.usage.queries import READERS, Percentiles, Totals, UsageReport
+from core.usage.queries import READERS
+from core.usage.report import Percentiles, Totals, UsageReport
 
 COLUMNS = ("section", "period_start", "provider_type", "task_type", "config", "metric", "value")
 COLUMNS += ("basis",)

@@ -15,14 +15,8 @@ from sqlalchemy.orm import Session
 from core.access import require_role
 from core.audit import Actor
 from core.models import UsageStatus
-from core.usage.queries import (
-    READERS,
-    CostPoint,
-    LatencyPoint,
-    UsageQuery,
-    cost_by_provider,
-    latency_by_provider,
-)
+from core.usage.queries import READERS, cost_by_provider, latency_by_provider
+from core.usage.report import CostPoint, LatencyPoint, UsageQuery
 from core.usage.rollup import aggregate, connection, run
 
 
