@@ -118,78 +118,8 @@ def provider_form(editing: ProviderView | None) -> None:
     known = list(ADAPTERS[ProviderType(kind)].known_models)
     if editing and editing.model_name not in known:
         known.insert(0, editing.model_name)
-    sealed: tuple[ui.Sealed, str] | None = st.session_state.get(SEALED_KEY)
     with st.form("provider_form", border=True):
-        st.text_input(
-            "API key",
-            type="password",
-            key=KEY_FIELD,
-            autocomplete="off",
-            help=f"Leave empty to keep the current key ({editing.masked_key}); changing the "
-            "provider or the base URL needs the key again."
-            if editing
-            else "Pasted keys are checked with the provider, then stored encrypted.",
-        )
-        if sealed is not None:
-            st.caption(
-                f"The key ending …{ui.plain(sealed[1])} you pasted is kept (encrypted) for "
-                "this form; paste another to replace it."
-            )
-        left, right = st.columns(2)
-        model = left.selectbox(
-            "Model",
-            known,
-            accept_new_options=True,
-            index=known.index(editing.model_name) if editing else 0,
-            help="Pick a known model or type any model name the provider offers.",
-        )
-        name = right.text_input("Display name", value=editing.display_name if editing else "")
-        description = st.text_input("Description", value=editing.description if editing else "")
-        st.markdown("**Tasks it serves**")
-        task_columns = st.columns(len(TASK_LABELS))
-        tasks = [
-            task
-            for column, (task, label) in zip(task_columns, TASK_LABELS.items(), strict=True)
-            if column.checkbox(
-                label, value=bool(editing and task in editing.tasks), key=f"pf_task_{task}"
-            )
-        ]
-        one, two, three = st.columns(3)
-        priority = one.number_input(
-            "Priority",
-            min_value=0,
-            step=1,
-            value=editing.priority if editing else 100,
-            help="Lower numbers are tried first for a task.",
-        )
-        daily = two.text_input(
-            "Daily token limit",
-            help="Empty means unlimited.",
-            value=""
-            if not editing or editing.daily_token_limit is None
-            else str(editing.daily_token_limit),
-        )
-        monthly = three.text_input(
-            "Monthly token limit",
-            help="Empty means unlimited.",
-            value=""
-            if not editing or editing.monthly_token_limit is None
-            else str(editing.monthly_token_limit),
-        )
-        active, default = st.columns(2)
-        is_active = active.toggle("Active", value=editing.is_active if editing else True)
-        is_default = default.toggle(
-            "Default for every task",
-            value=editing.is_default if editing else False,
-            help="Serves any task no active provider is ticked for; only one can be default.",
-        )
-        with st.expander("Advanced"):
-            base_url = st.text_input(
-                "Base URL",
-                value=(editing.base_url or "") if editing else "",
-                help="Only for proxies, gateways or compatible servers. OpenAI-style URLs end "
-                "in /v1; Anthropic and Gemini ones are the bare host.",
-            )
+        fields = _form_fields(editing, known)
         submitted = st.form_submit_button(
             "Save changes" if editing else "Create provider",
             type="primary",
@@ -198,21 +128,108 @@ def provider_form(editing: ProviderView | None) -> None:
     if st.button("Cancel", key="pf_cancel"):
         close_form()
         st.rerun()
-    if not submitted:
-        return
+    if submitted:
+        _submit(editing, {"provider_type": kind, **fields})
+
+
+def _form_fields(editing: ProviderView | None, known: list[str]) -> dict[str, object]:
+    """The form's widgets (inside st.form); what they hold, by ProviderInput field."""
+    _key_field(editing)
+    left, right = st.columns(2)
+    model = left.selectbox(
+        "Model",
+        known,
+        accept_new_options=True,
+        index=known.index(editing.model_name) if editing else 0,
+        help="Pick a known model or type any model name the provider offers.",
+    )
+    name = right.text_input("Display name", value=editing.display_name if editing else "")
+    description = st.text_input("Description", value=editing.description if editing else "")
+    st.markdown("**Tasks it serves**")
+    task_columns = st.columns(len(TASK_LABELS))
+    tasks = [
+        task
+        for column, (task, label) in zip(task_columns, TASK_LABELS.items(), strict=True)
+        if column.checkbox(
+            label, value=bool(editing and task in editing.tasks), key=f"pf_task_{task}"
+        )
+    ]
     fields: dict[str, object] = {
-        "provider_type": kind,
         "model_name": model or "",
         "display_name": name,
         "description": description,
-        "base_url": base_url,
         "tasks": tasks,
+    }
+    fields |= _limit_fields(editing)
+    with st.expander("Advanced"):
+        fields["base_url"] = st.text_input(
+            "Base URL",
+            value=(editing.base_url or "") if editing else "",
+            help="Only for proxies, gateways or compatible servers. OpenAI-style URLs end "
+            "in /v1; Anthropic and Gemini ones are the bare host.",
+        )
+    return fields
+
+
+def _key_field(editing: ProviderView | None) -> None:
+    sealed: tuple[ui.Sealed, str] | None = st.session_state.get(SEALED_KEY)
+    st.text_input(
+        "API key",
+        type="password",
+        key=KEY_FIELD,
+        autocomplete="off",
+        help=f"Leave empty to keep the current key ({editing.masked_key}); changing the "
+        "provider or the base URL needs the key again."
+        if editing
+        else "Pasted keys are checked with the provider, then stored encrypted.",
+    )
+    if sealed is not None:
+        st.caption(
+            f"The key ending …{ui.plain(sealed[1])} you pasted is kept (encrypted) for "
+            "this form; paste another to replace it."
+        )
+
+
+def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
+    """Priority, token limits, active and default."""
+    one, two, three = st.columns(3)
+    priority = one.number_input(
+        "Priority",
+        min_value=0,
+        step=1,
+        value=editing.priority if editing else 100,
+        help="Lower numbers are tried first for a task.",
+    )
+    daily = two.text_input(
+        "Daily token limit",
+        help="Empty means unlimited.",
+        value="" if not editing or editing.daily_token_limit is None
+        else str(editing.daily_token_limit),
+    )  # fmt: skip
+    monthly = three.text_input(
+        "Monthly token limit",
+        help="Empty means unlimited.",
+        value="" if not editing or editing.monthly_token_limit is None
+        else str(editing.monthly_token_limit),
+    )  # fmt: skip
+    active, default = st.columns(2)
+    is_active = active.toggle("Active", value=editing.is_active if editing else True)
+    is_default = default.toggle(
+        "Default for every task",
+        value=editing.is_default if editing else False,
+        help="Serves any task no active provider is ticked for; only one can be default.",
+    )
+    return {
         "priority": priority,
         "daily_token_limit": daily,
         "monthly_token_limit": monthly,
         "is_active": is_active,
         "is_default": is_default,
     }
+
+
+def _submit(editing: ProviderView | None, fields: dict[str, object]) -> None:
+    """Check the fields here (clear messages, no code asked for bad input), then save."""
     sealed = st.session_state.get(SEALED_KEY)
     key = ui.unseal(sealed[0]) if sealed else None
     try:
@@ -221,7 +238,8 @@ def provider_form(editing: ProviderView | None) -> None:
         for field, message in exc.errors.items():
             st.error(ui.plain(f"{FIELD_LABELS.get(field, field)}: {message}."))
         return
-    label = PROVIDERS[kind][0]
+    label = PROVIDERS[str(fields["provider_type"])][0]
+    name = fields["display_name"]
     with st.spinner(f"Checking the key with {label}…"):
         ui.run_sensitive(
             f"Saving {name}",
