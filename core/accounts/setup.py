@@ -101,33 +101,10 @@ def complete_setup(
     except AuthError as exc:  # before the database, which may refuse such text outright
         return Outcome(error=str(exc))
     row = session.scalars(select(SetupToken).with_for_update()).first()
-    if not needs_setup(session):
-        return Outcome(error="The console is already set up: sign in instead.")
-    if row is None:
-        return Outcome(error="No setup token is waiting. " + _RUN_MIGRATE)
-    if row.locked_until is not None and row.locked_until > now:
-        return Outcome(
-            error=f"Too many wrong setup tokens. Try again after {row.locked_until:%H:%M} UTC, "
-            "or run `python -m core migrate` to print a new token."
-        )
-    if row.expires_at <= now:
-        return Outcome(error="This setup token has expired. " + _RUN_MIGRATE)
-    if not hmac.compare_digest(row.token_sha256, _sha256(token.strip())):
-        if row.locked_until is not None:
-            row.locked_until, row.failed_attempts = None, 0
-        row.failed_attempts += 1
-        audit.record(
-            session, origin, "setup.failed", details={"failed_attempts": row.failed_attempts}
-        )
-        if row.failed_attempts >= MAX_FAILED_ATTEMPTS:
-            row.locked_until = now + LOCKOUT_PERIOD
-            audit.record(
-                session, origin, "setup.locked", details={"until": row.locked_until.isoformat()}
-            )
-        return Outcome(
-            error="That is not the setup token. Copy it from the output of "
-            "`python -m core migrate` (or `make run`); only the newest one works."
-        )
+    refused = _token_refusal(session, row, token, origin, now)
+    if refused is not None:
+        return Outcome(error=refused)
+    assert row is not None
     try:
         name = normalize_username(username)
         shown = normalize_display_name(display_name)
@@ -156,6 +133,38 @@ def complete_setup(
     )
     signed_in(session, user, who, now, via="setup")
     return Outcome(user_id=user.id, at=now)
+
+
+def _token_refusal(
+    session: Session, row: SetupToken | None, token: str, origin: Actor, now: datetime
+) -> str | None:
+    """Why `token` cannot set up the console now (a wrong one is counted), or None."""
+    if not needs_setup(session):
+        return "The console is already set up: sign in instead."
+    if row is None:
+        return "No setup token is waiting. " + _RUN_MIGRATE
+    if row.locked_until is not None and row.locked_until > now:
+        return (
+            f"Too many wrong setup tokens. Try again after {row.locked_until:%H:%M} UTC, "
+            "or run `python -m core migrate` to print a new token."
+        )
+    if row.expires_at <= now:
+        return "This setup token has expired. " + _RUN_MIGRATE
+    if hmac.compare_digest(row.token_sha256, _sha256(token.strip())):
+        return None
+    if row.locked_until is not None:
+        row.locked_until, row.failed_attempts = None, 0
+    row.failed_attempts += 1
+    audit.record(session, origin, "setup.failed", details={"failed_attempts": row.failed_attempts})
+    if row.failed_attempts >= MAX_FAILED_ATTEMPTS:
+        row.locked_until = now + LOCKOUT_PERIOD
+        audit.record(
+            session, origin, "setup.locked", details={"until": row.locked_until.isoformat()}
+        )
+    return (
+        "That is not the setup token. Copy it from the output of "
+        "`python -m core migrate` (or `make run`); only the newest one works."
+    )
 
 
 _RUN_MIGRATE = "Run `python -m core migrate` (or `make run`) and enter the token it prints."
