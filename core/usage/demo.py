@@ -16,6 +16,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -171,8 +172,42 @@ def _frame(
 ) -> pd.DataFrame:
     size = micros.size
     which = rng.choice(len(MODELS), size=size, p=[m.share for m in MODELS])
+    task, tokens_in, tokens_out = _tasks_and_tokens(rng, which)
+    latency, outcome = _outcomes(rng, which, micros, days, now, tokens_out)
+    ok, failed, timed_out, rejected = outcome
+    tokens_in, tokens_out = np.where(ok, tokens_in, 0), np.where(ok, tokens_out, 0)
+    cost = _costs(which, ok, tokens_in, tokens_out, rates)
+    status = np.select([ok, failed, timed_out], ["success", "error", "timeout"], "rejected")
+    error_type, message = _errors(rng, failed, timed_out, rejected)
+    ids = pd.array([config_ids.get(m.model_name) for m in MODELS], dtype="Int64")[which]
+    return pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 400, size),
+            "provider_config_id": ids,
+            "provider_type": np.array([m.provider_type for m in MODELS])[which],
+            "model_name": np.array([m.model_name for m in MODELS])[which],
+            "task_type": task,
+            "input_tokens": tokens_in,
+            "output_tokens": tokens_out,
+            "total_tokens": tokens_in + tokens_out,
+            "cost_micro_usd": cost,
+            "status": status,
+            "error_type": error_type,
+            "error_message": message,
+            "latency_ms": np.rint(latency).astype(np.int64),
+            "source": UsageSource.DEMO.value,
+            "created_at": pd.to_datetime(micros, unit="us", utc=True),
+        },
+        columns=list(COLUMNS),
+    )
+
+
+def _tasks_and_tokens(
+    rng: np.random.Generator, which: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each call's task (among its model's) and its input and output tokens."""
     tasks = list(TASK_TOKENS)
-    task_index = np.zeros(size, dtype=np.int64)
+    task_index = np.zeros(which.size, dtype=np.int64)
     for i, model in enumerate(MODELS):
         mine = which == i
         choices = [tasks.index(t) for t in model.tasks]
@@ -181,7 +216,19 @@ def _frame(
     medians = np.array([TASK_TOKENS[t] for t in tasks], dtype=float)[task_index]
     tokens_in = np.maximum(20, rng.lognormal(np.log(medians[:, 0]), 0.45)).astype(np.int64)
     tokens_out = np.maximum(1, rng.lognormal(np.log(medians[:, 1]), 0.6)).astype(np.int64)
+    return task, tokens_in, tokens_out
 
+
+def _outcomes(
+    rng: np.random.Generator,
+    which: np.ndarray,
+    micros: np.ndarray,
+    days: float,
+    now: datetime,
+    tokens_out: np.ndarray,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Each call's latency and outcome masks (ok, failed, timed out, rejected)."""
+    size = which.size
     first = np.array([m.first_token_ms for m in MODELS])[which]
     per_token = np.array([m.ms_per_token for m in MODELS])[which]
     latency = (first + tokens_out * per_token) * rng.lognormal(0.0, 0.3, size)
@@ -206,25 +253,36 @@ def _frame(
     latency = np.where(failed, rng.lognormal(np.log(350), 0.8, size), latency)
     latency = np.where(timed_out, 60_000 + rng.integers(0, 1500, size), latency)
     latency = np.where(rejected, 0, latency)
-    tokens_in, tokens_out = np.where(ok, tokens_in, 0), np.where(ok, tokens_out, 0)
+    return latency, (ok, failed, timed_out, rejected)
 
-    cost = pd.array(np.zeros(size, dtype=np.int64), dtype="Int64")
+
+def _costs(
+    which: np.ndarray,
+    ok: np.ndarray,
+    tokens_in: np.ndarray,
+    tokens_out: np.ndarray,
+    rates: dict[str, tuple[float, float] | None],
+) -> Any:
+    """Micro-dollars per call at genai-prices' rates; NA for calls of unpriced models."""
+    cost = pd.array(np.zeros(which.size, dtype=np.int64), dtype="Int64")
     cost[:] = pd.NA
     for i, model in enumerate(MODELS):
         rate = rates[model.model_name]
         mine = (which == i) & ok
         if rate is not None:
             cost[mine] = np.rint(tokens_in[mine] * rate[0] + tokens_out[mine] * rate[1])
+    return cost
 
-    status = np.select([ok, failed, timed_out], ["success", "error", "timeout"], "rejected")
-    server_error = rng.random(size) < 0.7
-    error_type = np.select(
-        [failed & server_error, failed, timed_out, rejected],
-        ["server_error", "rate_limited", "timeout", "quota"],
-        None,
-    )
+
+def _errors(
+    rng: np.random.Generator, failed: np.ndarray, timed_out: np.ndarray, rejected: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each failed call's error type and message (None for the others)."""
+    server_error = rng.random(failed.size) < 0.7
+    kinds = [failed & server_error, failed, timed_out, rejected]
+    error_type = np.select(kinds, ["server_error", "rate_limited", "timeout", "quota"], None)
     message = np.select(
-        [failed & server_error, failed, timed_out, rejected],
+        kinds,
         [
             "demo: the provider answered 503 Service Unavailable",
             "demo: the provider answered 429 Too Many Requests",
@@ -233,27 +291,7 @@ def _frame(
         ],
         None,
     )
-    ids = pd.array([config_ids.get(m.model_name) for m in MODELS], dtype="Int64")[which]
-    return pd.DataFrame(
-        {
-            "user_id": rng.integers(1, 400, size),
-            "provider_config_id": ids,
-            "provider_type": np.array([m.provider_type for m in MODELS])[which],
-            "model_name": np.array([m.model_name for m in MODELS])[which],
-            "task_type": task,
-            "input_tokens": tokens_in,
-            "output_tokens": tokens_out,
-            "total_tokens": tokens_in + tokens_out,
-            "cost_micro_usd": cost,
-            "status": status,
-            "error_type": error_type,
-            "error_message": message,
-            "latency_ms": np.rint(latency).astype(np.int64),
-            "source": UsageSource.DEMO.value,
-            "created_at": pd.to_datetime(micros, unit="us", utc=True),
-        },
-        columns=list(COLUMNS),
-    )
+    return error_type, message
 
 
 # --- loading -------------------------------------------------------------------------------
