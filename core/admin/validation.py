@@ -104,18 +104,7 @@ def clean(
         errors["description"] = f"must be at most {MAX_DESCRIPTION} characters"
     out["description"] = description
 
-    key = (data.api_key or "").strip()
-    if not key:
-        if creating:
-            errors["api_key"] = "must not be empty"
-        out["api_key"] = None
-    elif not key.isprintable() or any(ch.isspace() for ch in key) or len(key) < 8:
-        errors["api_key"] = (
-            "does not look like an API key (no spaces or control characters, at least 8 characters)"
-        )
-        out["api_key"] = None
-    else:
-        out["api_key"] = key
+    out["api_key"] = _clean_key(data.api_key, creating, errors)
 
     out["base_url"] = _clean_url(data.base_url, errors, allowlist)
 
@@ -134,6 +123,20 @@ def clean(
     if errors:
         raise ValidationFailed(errors)
     return out
+
+
+def _clean_key(raw: str | None, creating: bool, errors: dict[str, str]) -> str | None:
+    key = (raw or "").strip()
+    if not key:
+        if creating:
+            errors["api_key"] = "must not be empty"
+        return None
+    if not key.isprintable() or any(ch.isspace() for ch in key) or len(key) < 8:
+        errors["api_key"] = (
+            "does not look like an API key (no spaces or control characters, at least 8 characters)"
+        )
+        return None
+    return key
 
 
 def _text(raw: object, name: str, errors: dict[str, str]) -> str:
