@@ -19,8 +19,8 @@ from core.admin import (
     check_fields,
 )
 from core.audit import Actor
-from core.models import ProviderType, TaskType, UserRole, utcnow
-from core.providers import ADAPTERS
+from core.models import TaskType, UserRole, utcnow
+from core.providers import adapter_class
 from core.quota.ledger import QuotaLedger, Standing
 
 PROVIDERS = {  # label and badge colour per provider type
@@ -115,7 +115,7 @@ def provider_form(editing: ProviderView | None) -> None:
         index=kinds.index(editing.provider_type) if editing else 0,
         key="pf_type",
     )
-    known = list(ADAPTERS[ProviderType(kind)].known_models)
+    known = list(adapter_class(kind).known_models)
     if editing and editing.model_name not in known:
         known.insert(0, editing.model_name)
     with st.form("provider_form", border=True):

@@ -14,7 +14,6 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from core.providers import (
-    ADAPTERS,
     AIProvider,
     AuthenticationFailed,
     BadRequest,
@@ -28,6 +27,7 @@ from core.providers import (
     RateLimited,
     Redirected,
     UnexpectedResponse,
+    adapter_class,
     base,
     redact,
 )
@@ -172,7 +172,7 @@ def test_bad_images_are_refused_before_any_call(
 
 
 def test_oversized_images_are_refused_before_any_call(case: Case, fake_providers) -> None:
-    limit = ADAPTERS[case.provider_type].max_image_bytes  # type: ignore[index]
+    limit = adapter_class(case.provider_type).max_image_bytes
     with pytest.raises(BadRequest, match="accepts at most") as caught:
         call(
             case,

@@ -13,7 +13,7 @@ from core.providers.errors import (
     Redirected,
     UnexpectedResponse,
 )
-from core.providers.factory import ADAPTERS, ProviderFactory, provider_type_of
+from core.providers.factory import ADAPTERS, ProviderFactory, adapter_class, provider_type_of
 from core.providers.redaction import redact
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "RateLimited",
     "Redirected",
     "UnexpectedResponse",
+    "adapter_class",
     "provider_type_of",
     "redact",
 ]

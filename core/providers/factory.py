@@ -2,17 +2,19 @@
 
 This is the one place SDK clients are created, and each one sends through an egress client
 (core.providers.egress): no redirects, no proxies, and only to addresses the policy allows. The
-adapter registry is a dict, so a fourth provider is one import and one entry.
+adapter registry names each adapter's module, imported when a config of that type is first
+used: a process that calls one provider never loads the other two SDKs (about a second and
+35 MB each), and one that only reads configs loads none. A fourth provider is one entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from typing import Any
 
 from core.models import ProviderType
-from core.providers.anthropic import ClaudeProvider
 from core.providers.base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT_S,
@@ -20,13 +22,11 @@ from core.providers.base import (
     CredentialCheck,
 )
 from core.providers.egress import Allowlist, EgressRefused, check_base_url, egress_client
-from core.providers.gemini import GeminiProvider
-from core.providers.openai import OpenAIProvider
 
-ADAPTERS: dict[ProviderType, type[AIProvider]] = {
-    ProviderType.GEMINI: GeminiProvider,
-    ProviderType.OPENAI: OpenAIProvider,
-    ProviderType.CLAUDE: ClaudeProvider,
+ADAPTERS: dict[ProviderType, str] = {  # module:class, imported on first use
+    ProviderType.GEMINI: "core.providers.gemini:GeminiProvider",
+    ProviderType.OPENAI: "core.providers.openai:OpenAIProvider",
+    ProviderType.CLAUDE: "core.providers.anthropic:ClaudeProvider",
 }
 VALIDATION_TIMEOUT_S = 20.0
 
@@ -38,6 +38,13 @@ def provider_type_of(value: str | ProviderType) -> ProviderType:
     except ValueError:
         accepted = ", ".join(t.value for t in ProviderType)
         raise ValueError(f"unknown provider type {value!r}: use one of {accepted}") from None
+
+
+def adapter_class(provider_type: str | ProviderType) -> type[AIProvider]:
+    """The adapter for a provider type, its SDK imported on first use."""
+    module, _, name = ADAPTERS[provider_type_of(provider_type)].partition(":")
+    adapter: type[AIProvider] = getattr(importlib.import_module(module), name)
+    return adapter
 
 
 class ProviderFactory:
@@ -60,7 +67,7 @@ class ProviderFactory:
         shared by many adapters, as core.routing does) the caller owns it, must not `aclose()`
         the adapter, and `allowlist` is unused.
         """
-        adapter = ADAPTERS[provider_type_of(provider_type)]
+        adapter = adapter_class(provider_type)
         owned = None
         if http_client is None:
             http_client = owned = egress_client(allowlist)

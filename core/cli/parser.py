@@ -1,0 +1,127 @@
+"""The command line's grammar: every command, flag and help text."""
+
+from __future__ import annotations
+
+import argparse
+
+from core.models import TASKS
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=description)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+
+    keys = commands.add_parser("keys", help="encryption keys for stored secrets")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_commands.add_parser("generate", help="print a new Fernet key")
+    keys_commands.add_parser(
+        "rotate", help="re-encrypt every stored secret with the newest key (one transaction)"
+    )
+    _provider_commands(commands)
+
+    seed = commands.add_parser(
+        "seed-from-env",
+        help="store GEMINI_API_KEY / OPENAI_API_KEY / ANTHROPIC_API_KEY as encrypted configs",
+    )
+    seed.add_argument("--skip-validation", action="store_true", help="store without testing")
+
+    demo = commands.add_parser(
+        "demo-data", help="add realistic sample usage (marked as demo) so the charts show data"
+    )
+    demo.add_argument("--days", type=int, default=30, help="spread over the last D days")
+    demo.add_argument("--calls", type=int, default=20_000, help="number of usage rows")
+    demo.add_argument("--seed", type=int, help="random seed, for the same data again")
+    demo.add_argument("--purge", action="store_true", help="remove all demo rows and configs")
+
+    _user_commands(commands)
+    return parser
+
+
+def _provider_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    providers = commands.add_parser("providers", help="provider configs")
+    actions = providers.add_subparsers(dest="providers_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="list provider configs (keys shown as …last4)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_command(actions)
+    _edit_command(actions)
+    for name, text in (("test", "test a saved config's key"), ("remove", "delete a config")):
+        actions.add_parser(name, help=text).add_argument("id", type=int)
+
+
+def _add_command(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add = actions.add_parser("add", help="add a provider config after testing its key")
+    add.add_argument("--type", required=True, help="gemini, openai or claude")
+    add.add_argument("--model", required=True, help="model name, e.g. gemini-2.5-flash")
+    add.add_argument("--name", required=True, help="display name")
+    add.add_argument(
+        "--api-key-env",
+        required=True,
+        metavar="VAR",
+        help="name of the environment variable holding the key (keeps it out of shell history)",
+    )
+    add.add_argument("--base-url", help="endpoint override (OpenAI-style ones end in /v1)")
+    add.add_argument("--tasks", default="", help=f"comma-separated: {','.join(TASKS)}")
+    add.add_argument("--default", action="store_true", help="fallback for every task")
+    add.add_argument("--priority", default="100", help="lower is tried first")
+    add.add_argument("--daily-limit", help="tokens per UTC day (default unlimited)")
+    add.add_argument("--monthly-limit", help="tokens per UTC month (default unlimited)")
+    add.add_argument("--description", default="")
+    add.add_argument("--inactive", action="store_true", help="save it switched off")
+    add.add_argument("--skip-validation", action="store_true", help="save without testing")
+
+
+def _edit_command(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    edit = actions.add_parser(
+        "edit",
+        help="change a config like the console's form does (flags not given stay as they are)",
+        description="Changing --type or --base-url needs --api-key-env too: a stored key is "
+        "only ever sent to the endpoint it was entered for.",
+    )
+    edit.add_argument("id", type=int)
+    edit.add_argument("--type", help="gemini, openai or claude (needs --api-key-env)")
+    edit.add_argument("--model", help="model name (tested with the stored key)")
+    edit.add_argument("--name", help="display name")
+    edit.add_argument("--api-key-env", metavar="VAR", help="environment variable holding a new key")
+    edit.add_argument(
+        "--base-url", help='endpoint override; "" for the provider\'s own (needs --api-key-env)'
+    )
+    edit.add_argument("--tasks", help=f'comma-separated: {",".join(TASKS)} ("" for none)')
+    edit.add_argument("--priority", help="lower is tried first")
+    edit.add_argument("--daily-limit", help="tokens per UTC day, or `unlimited`")
+    edit.add_argument("--monthly-limit", help="tokens per UTC month, or `unlimited`")
+    edit.add_argument("--description")
+    state = edit.add_mutually_exclusive_group()
+    state.add_argument("--active", dest="active", action="store_true", default=None)
+    state.add_argument("--inactive", dest="active", action="store_false")
+    default = edit.add_mutually_exclusive_group()
+    default.add_argument(
+        "--default",
+        dest="default",
+        action="store_true",
+        default=None,
+        help="fallback for every task",
+    )
+    default.add_argument("--no-default", dest="default", action="store_false")
+    edit.add_argument("--skip-validation", action="store_true", help="save without testing")
+
+
+def _user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users_parser = commands.add_parser("users", help="console accounts")
+    account_actions = users_parser.add_subparsers(
+        dest="users_command", required=True, metavar="ACTION"
+    )
+    add_user = account_actions.add_parser(
+        "add", help="add an account; the password is prompted for, or read from standard input"
+    )
+    add_user.add_argument("name", help="username (letters, digits, . _ @ -)")
+    add_user.add_argument("--role", required=True, choices=["super_admin", "analyst"])
+    add_user.add_argument("--display-name", default="", help="shown in the console")
+    add_user.add_argument("--email")
+    account_actions.add_parser(
+        "unlock", help="clear an account's sign-in throttles (wrong passwords and codes)"
+    ).add_argument("name", help="username")
+    account_actions.add_parser(
+        "reset-mfa", help="forget an account's authenticator app; it must set one up again"
+    ).add_argument("name", help="username")
