@@ -292,3 +292,19 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
             f"CI=true: {len(_skipped)} test(s) skipped, which fails the run: {_skipped[:5]}",
             red=True,
         )
+
+
+@pytest.fixture(autouse=True)
+def _moved_clock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """AI_CONSOLE_TEST_CLOCK=2026-12-31T23:59:58+00:00 starts every in-process test at that
+    moment (the clock then runs on), to hunt tests that depend on the time of day or the date.
+    Tests whose other processes keep the real clock (browser, real_clock) are left alone."""
+    start = os.environ.get("AI_CONSOLE_TEST_CLOCK")
+    markers = ("browser", "real_clock")
+    if not start or any(request.node.get_closest_marker(m) for m in markers):
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(start, tick=True):
+        yield

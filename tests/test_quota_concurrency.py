@@ -112,6 +112,7 @@ def test_many_processes_never_overspend_a_daily_limit(
     assert held == []
 
 
+@pytest.mark.real_clock  # its worker process runs on the real clock
 @pytest.mark.slow
 def test_a_process_killed_mid_call_leaves_no_reservation_behind(
     db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
