@@ -4,7 +4,7 @@ An attacker with the console (a stolen session, a careless admin) edits a config
 host of theirs and leaves the key empty: the edit is refused before any network call, so the
 other host never sees a request, let alone the key. Tried through core, the CLI and the form.
 """
-# ruff: noqa: F811 (pytest fixtures imported from tests.test_admin)
+# ruff: noqa: F811 (pytest fixtures imported from tests.admin_support)
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from core.admin import CredentialsRejected, ProviderAdmin, ValidationFailed
 from core.admin import configs as admin_module
 from core.audit import Actor
 from core.models import AdminActionLog, ProviderConfig
+from tests.admin_support import KEY, NEW_KEY, admin, audit_rows, boss, form, make_actor  # noqa: F401
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
-from tests.test_admin import KEY, NEW_KEY, admin, audit_rows, boss, form, make_actor  # noqa: F401
 
 
 @pytest.fixture

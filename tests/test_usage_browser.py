@@ -11,9 +11,9 @@ from playwright.sync_api import Page, expect
 from core import accounts
 from core.audit import Actor
 from core.cli import main
+from tests.browser_support import sign_in
 from tests.conftest import MigratedDatabase
 from tests.console_server import ConsoleServer
-from tests.test_browser_sign_in import sign_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

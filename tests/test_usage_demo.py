@@ -13,8 +13,7 @@ from core.cli import main
 from core.models import AdminActionLog, ProviderConfig, QuotaCounter, UsageLog, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from tests.conftest import MigratedDatabase
-from tests.test_usage_rollup import assert_rollups_match
-from tests.usage_support import raw_rows, rollup_contents
+from tests.usage_support import assert_rollups_match, raw_rows, rollup_contents
 
 
 def demo(db: MigratedDatabase, *args: str) -> int:

@@ -19,7 +19,7 @@ from tests.conftest import MigratedDatabase
 from tests.usage_support import (
     T0,
     add_configs,
-    expected_rollup,
+    assert_rollups_match,
     insert_out_of_order,
     percentile_cont,
     random_rows,
@@ -29,12 +29,6 @@ from tests.usage_support import (
 )
 
 TRIGGERS = {"ai_usage_rollup_insert", "ai_usage_rollup_delete", "ai_usage_rollup_update"}
-
-
-def assert_rollups_match(db: MigratedDatabase) -> None:
-    rows = raw_rows(db)
-    for hourly in (True, False):
-        assert rollup_contents(db, hourly) == expected_rollup(rows, hourly)
 
 
 def test_the_rollup_triggers_are_installed(db: MigratedDatabase) -> None:

@@ -208,3 +208,9 @@ def expected_rollup(
               "input_tokens", "output_tokens", "total_tokens", "latency_ms_sum", *LATENCY_COLUMNS)}
         for key, sums in out.items()
     }  # fmt: skip
+
+
+def assert_rollups_match(db: MigratedDatabase) -> None:
+    rows = raw_rows(db)
+    for hourly in (True, False):
+        assert rollup_contents(db, hourly) == expected_rollup(rows, hourly)
