@@ -8,7 +8,7 @@ import streamlit as st
 
 import ui
 from core import audit
-from core.models import UserRole
+from core.models import UserRole, utcnow
 
 PAGE_SIZE = 100
 
@@ -23,7 +23,7 @@ ANY = "(any)"
 left, middle, right = st.columns([1, 1, 1])
 who = left.selectbox("Actor", [ANY, *actors])
 what = middle.selectbox("Action", [ANY, *actions])
-today = datetime.now(UTC).date()
+today = utcnow().date()
 days = right.date_input("Dates", value=(today - timedelta(days=30), today), max_value=today)
 
 

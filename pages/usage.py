@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 
 import ui
 from core.audit import Actor
-from core.models import UserRole
+from core.models import UserRole, utcnow
 from core.usage import export, queries
 from core.usage.report import FilterOptions, Headline, UsageQuery, UsageReport
 
@@ -39,7 +39,7 @@ def _options(user_id: int, username: str) -> Any:
 
 def _range(choice: str | None) -> tuple[datetime, datetime]:
     # The end is the next whole minute, so reruns within a minute share one cached report.
-    now = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    now = utcnow().replace(second=0, microsecond=0) + timedelta(minutes=1)
     if choice != "Custom":
         return now - RANGES[choice or "30 d"], now  # type: ignore[operator]
     today = now.date()

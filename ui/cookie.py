@@ -8,7 +8,7 @@ revoked (logout, password change, MFA reset, disabling): an enrolled user still 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import jwt
@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit_authenticator.controllers import CookieController
 
 from core import accounts
+from core.models import utcnow
 from ui.resources import cookie_key
 
 SET_COOKIE = "auth_set_cookie"  # runs left that write the sign-in cookie
@@ -64,5 +65,5 @@ def read_cookie() -> dict[str, Any] | None:
         token = jwt.decode(raw, cookie_key(), algorithms=["HS256"])
     except jwt.InvalidTokenError:
         return None
-    fresh = float(token.get("exp_date", 0)) > datetime.now(UTC).timestamp()
+    fresh = float(token.get("exp_date", 0)) > utcnow().timestamp()
     return token if fresh and isinstance(token.get("username"), str) else None

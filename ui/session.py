@@ -17,7 +17,7 @@ import streamlit as st
 
 from core import accounts
 from core.audit import Actor
-from core.models import UserRole
+from core.models import UserRole, utcnow
 from ui.cookie import COOKIE_CHECKED, COOKIE_WRITES, SET_COOKIE, cookie_writer, read_cookie
 from ui.feedback import flash
 from ui.resources import transaction
@@ -122,7 +122,7 @@ def pending_code_user() -> int | None:
     since = st.session_state.get(PENDING_SINCE)
     if user_id is None or since is None:
         return None
-    if datetime.now(UTC) - since > CODE_ENTRY_TIMEOUT:
+    if utcnow() - since > CODE_ENTRY_TIMEOUT:
         cancel_code_entry()
         flash("info", "The sign-in timed out. Enter your password again.")
         return None
