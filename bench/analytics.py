@@ -40,7 +40,8 @@ from core.config import Settings
 from core.crypto import SecretBox, generate_key
 from core.db import make_engine, make_session_factory, upgrade
 from core.models import usage_daily, usage_hourly, utcnow
-from core.usage.demo import copy_csv, ensure_demo_configs, generate, load, to_csv
+from core.usage.demo import copy_csv, ensure_demo_configs, load, to_csv
+from core.usage.demo_rows import generate
 from core.usage.queries import PAGE_QUERIES, filter_options
 from core.usage.report import UsageQuery
 from core.usage.rollup import rebuild
