@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import Engine, event, func, select
 
+from core.access import Actor
 from core.admin import ProviderAdmin
-from core.audit import Actor
 from core.config import Settings
 from core.crypto import SecretBox, generate_key
 from core.db import make_engine, make_session_factory, upgrade

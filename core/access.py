@@ -9,20 +9,46 @@ rotation) also call `require_step_up`: a TOTP code verified within the last ten 
 
 from __future__ import annotations
 
+import getpass
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.audit import Actor
 from core.models import User, UserRole, utcnow
 
 STEP_UP_WINDOW = timedelta(minutes=10)
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who performs an action: a console user (with IP and browser) or an operator's shell.
+
+    `mfa_verified_at` is when this user last proved a TOTP code in this console session; the
+    step-up check in core.access reads it. An operator (shell access to the deployment) is
+    trusted for every action and has no console user.
+    """
+
+    label: str
+    user_id: int | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    mfa_verified_at: datetime | None = None
+    is_operator: bool = False
+
+    @classmethod
+    def cli(cls) -> Actor:
+        """The operator running `python -m core` (actor_label `cli:<os user>`)."""
+        try:
+            user = getpass.getuser()
+        except OSError:  # no user name in this environment (some containers)
+            user = "unknown"
+        return cls(label=f"cli:{user}", is_operator=True)
 
 
 class PermissionDenied(Exception):

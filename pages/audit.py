@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import streamlit as st
 
 import ui
-from core import audit
+from core import audit_trail
 from core.models import UserRole, utcnow
 
 PAGE_SIZE = 100
@@ -17,7 +17,7 @@ st.title("Audit log")
 st.caption("Every sign-in, change and export, newest first. Times are UTC.")
 
 with ui.transaction() as session:
-    actors, actions = audit.filter_choices(session, ui.actor(me))
+    actors, actions = audit_trail.filter_choices(session, ui.actor(me))
 
 ANY = "(any)"
 left, middle, right = st.columns([1, 1, 1])
@@ -32,7 +32,7 @@ def _day_start(day: date) -> datetime:
 
 
 start, end = (days[0], days[-1]) if isinstance(days, tuple) and days else (None, None)
-filters = audit.AuditFilter(
+filters = audit_trail.AuditFilter(
     actor_label=None if who == ANY else who,
     action=None if what == ANY else what,
     since=_day_start(start) if start else None,
@@ -40,7 +40,7 @@ filters = audit.AuditFilter(
 )
 
 with ui.transaction() as session:
-    total = audit.search(session, ui.actor(me), filters, limit=1).total
+    total = audit_trail.search(session, ui.actor(me), filters, limit=1).total
 pages = max(1, -(-total // PAGE_SIZE))
 page = 1
 if pages > 1:
@@ -48,7 +48,7 @@ if pages > 1:
         st.session_state["audit_page"] = 1
     page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key="audit_page"))
 with ui.transaction() as session:
-    found = audit.search(
+    found = audit_trail.search(
         session, ui.actor(me), filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
     )
 
@@ -76,11 +76,11 @@ factory, exporter = ui.session_factory(), ui.actor(me)
 def _csv() -> str:
     # Built when the button is clicked (on another thread), so the export is recorded then.
     with factory() as session, session.begin():
-        return audit.export_csv(session, exporter, filters)
+        return audit_trail.export_csv(session, exporter, filters)
 
 
 st.download_button(
-    f"Export CSV (up to {audit.MAX_EXPORT_ROWS:,} rows)",
+    f"Export CSV (up to {audit_trail.MAX_EXPORT_ROWS:,} rows)",
     data=_csv,
     file_name=f"audit-log-{today.isoformat()}.csv",
     mime="text/csv",

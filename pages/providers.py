@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 import ui
 from core import routing
+from core.access import Actor
 from core.admin import (
     AdminError,
     ProviderAdmin,
@@ -18,7 +19,6 @@ from core.admin import (
     ValidationFailed,
     check_fields,
 )
-from core.audit import Actor
 from core.models import TaskType, UserRole, utcnow
 from core.providers import adapter_class
 from core.quota.ledger import QuotaLedger, Standing

@@ -13,7 +13,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 import ui
-from core.audit import Actor
+from core.access import Actor
 from core.models import UserRole, utcnow
 from core.usage import export, queries
 from core.usage.report import FilterOptions, Headline, UsageQuery, UsageReport

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from core.access import Actor
 from core.admin import ProviderAdmin, ProviderInput
-from core.audit import Actor
 from core.crypto import SecretBox
 from core.db import make_session_factory
 from core.models import AdminActionLog, User, utcnow

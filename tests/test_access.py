@@ -6,8 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from core.access import PermissionDenied, StepUpRequired, require_role, require_step_up
-from core.audit import Actor
+from core.access import Actor, PermissionDenied, StepUpRequired, require_role, require_step_up
 from core.models import User, UserRole, utcnow
 from tests.conftest import MigratedDatabase
 

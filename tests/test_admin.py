@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core.access import PermissionDenied, StepUpRequired
+from core.access import Actor, PermissionDenied, StepUpRequired
 from core.admin import (
     CredentialsRejected,
     NotFound,
@@ -17,7 +17,6 @@ from core.admin import (
     StaleEdit,
     ValidationFailed,
 )
-from core.audit import Actor
 from core.crypto import SecretBox, generate_key
 from core.db import make_session_factory
 from core.models import ProviderConfig, utcnow

@@ -8,12 +8,13 @@ import pytest
 from sqlalchemy import select
 
 from core import audit
+from core.access import Actor
 from core.models import AdminActionLog
 from tests.conftest import MigratedDatabase
 
 
 def test_record_stores_actor_target_and_origin(db: MigratedDatabase) -> None:
-    actor = audit.Actor(label="ada", ip_address="203.0.113.7", user_agent="x" * 900)
+    actor = Actor(label="ada", ip_address="203.0.113.7", user_agent="x" * 900)
     with db.session() as session:
         audit.record(
             session,
@@ -47,7 +48,7 @@ def test_record_stores_actor_target_and_origin(db: MigratedDatabase) -> None:
 )
 def test_details_that_look_secret_are_refused(details: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="must not carry secrets"):
-        audit.record(None, audit.Actor.cli(), "x", details=details)  # type: ignore[arg-type]
+        audit.record(None, Actor.cli(), "x", details=details)  # type: ignore[arg-type]
 
 
 def test_ordinary_fields_that_mention_keys_or_tokens_pass() -> None:
@@ -56,4 +57,4 @@ def test_ordinary_fields_that_mention_keys_or_tokens_pass() -> None:
 
 
 def test_cli_actor_is_labelled_with_the_os_user() -> None:
-    assert audit.Actor.cli().label == f"cli:{getpass.getuser()}"
+    assert Actor.cli().label == f"cli:{getpass.getuser()}"

@@ -12,9 +12,8 @@ from sqlalchemy import select, text
 from streamlit_authenticator.utilities.hasher import Hasher
 
 from core import accounts
-from core.access import require_step_up
+from core.access import Actor, require_step_up
 from core.accounts import rules
-from core.audit import Actor
 from core.config import ConfigError, Settings
 from core.crypto import SecretBox, load_cipher
 from core.models import AdminActionLog, ResumedSignIn, SetupToken, User

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import audit
-from core.access import PermissionDenied
-from core.audit import Actor, AuditFilter
+from core import audit_trail
+from core.access import Actor, PermissionDenied
+from core.audit_trail import AuditFilter
 from core.models import AdminActionLog, User
 from tests.conftest import MigratedDatabase
 
@@ -43,10 +43,10 @@ def admin(db: MigratedDatabase) -> Actor:
         return Actor(label="root", user_id=users[0].id)
 
 
-def search(db: MigratedDatabase, actor: Actor, **kw) -> audit.AuditPage:  # type: ignore[no-untyped-def]
+def search(db: MigratedDatabase, actor: Actor, **kw) -> audit_trail.AuditPage:  # type: ignore[no-untyped-def]
     limit, offset = kw.pop("limit", 100), kw.pop("offset", 0)
     with db.session() as session:
-        return audit.search(session, actor, AuditFilter(**kw), limit=limit, offset=offset)
+        return audit_trail.search(session, actor, AuditFilter(**kw), limit=limit, offset=offset)
 
 
 def test_filters_are_combined_and_rows_come_newest_first(
@@ -70,7 +70,7 @@ def test_pages_split_the_matches(db: MigratedDatabase, admin: Actor) -> None:
 
 def test_filter_choices_list_what_occurs(db: MigratedDatabase, admin: Actor) -> None:
     with db.session() as session:
-        assert audit.filter_choices(session, admin) == (
+        assert audit_trail.filter_choices(session, admin) == (
             ["ann", "root"],
             ["auth.login", "user.created"],
         )
@@ -80,7 +80,9 @@ def test_the_csv_export_is_filtered_safe_for_spreadsheets_and_recorded(
     db: MigratedDatabase, admin: Actor
 ) -> None:
     with db.session() as session, session.begin():
-        exported = audit.export_csv(session, admin, AuditFilter(actor_label="ann"), max_rows=10)
+        exported = audit_trail.export_csv(
+            session, admin, AuditFilter(actor_label="ann"), max_rows=10
+        )
     rows = list(csv.DictReader(io.StringIO(exported)))
     assert len(rows) == 10 and {r["actor"] for r in rows} == {"ann"}
     assert rows[0]["user_agent"] == '\'=HYPERLINK("http://evil")'  # not a formula
@@ -94,9 +96,9 @@ def test_analysts_cannot_read_the_trail(db: MigratedDatabase, admin: Actor) -> N
         ann = session.query(User).filter_by(username="ann").one()
         analyst = Actor(label="ann", user_id=ann.id)
         for call in (
-            lambda: audit.search(session, analyst, AuditFilter()),
-            lambda: audit.filter_choices(session, analyst),
-            lambda: audit.export_csv(session, analyst, AuditFilter()),
+            lambda: audit_trail.search(session, analyst, AuditFilter()),
+            lambda: audit_trail.filter_choices(session, analyst),
+            lambda: audit_trail.export_csv(session, analyst, AuditFilter()),
         ):
             with pytest.raises(PermissionDenied):
                 call()

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select
 
 from core import accounts
+from core.access import Actor
 from core.accounts import rules
-from core.audit import Actor
 from core.cli import main
 from core.config import PROJECT_ROOT
 from core.crypto import load_cipher

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from core import accounts
+from core.access import Actor
 from core.accounts import rules
-from core.audit import Actor
 from core.crypto import load_cipher
 from core.models import AdminActionLog, User, utcnow
 from tests.conftest import MigratedDatabase

@@ -14,8 +14,8 @@ import time_machine
 from sqlalchemy import event, select
 
 from core import accounts
+from core.access import Actor
 from core.accounts import rules
-from core.audit import Actor
 from core.crypto import SecretBox, load_cipher
 from core.models import AdminActionLog, SignInThrottle, ThrottleScope, User
 from tests.conftest import MigratedDatabase

@@ -9,9 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from core import accounts
-from core.access import PermissionDenied, StepUpRequired
+from core.access import Actor, PermissionDenied, StepUpRequired
 from core.accounts import rules
-from core.audit import Actor
 from core.crypto import load_cipher
 from core.models import AdminActionLog, User, UserRole, utcnow
 from tests.conftest import MigratedDatabase

@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select
 
 from core import accounts
-from core.audit import Actor
+from core.access import Actor
 from core.config import PROJECT_ROOT
 from core.models import AdminActionLog, User
 from tests.browser_support import field, sign_in

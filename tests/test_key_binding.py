@@ -15,10 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from core import cli
-from core.access import PermissionDenied
+from core.access import Actor, PermissionDenied
 from core.admin import CredentialsRejected, ProviderAdmin, ValidationFailed
 from core.admin import configs as admin_module
-from core.audit import Actor
 from core.models import AdminActionLog, ProviderConfig
 from tests.admin_support import KEY, NEW_KEY, admin, audit_rows, boss, form, make_actor  # noqa: F401
 from tests.conftest import MigratedDatabase

@@ -4,7 +4,8 @@ CSV export button."""
 
 from __future__ import annotations
 
-from core.audit import Actor, record
+from core.access import Actor
+from core.audit import record
 from tests.pages_support import Console, console  # noqa: F401
 
 

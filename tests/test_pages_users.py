@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import ui
 from core import accounts
-from core.audit import Actor
+from core.access import Actor
 from core.models import AdminActionLog, User, UserRole, utcnow
 from tests.pages_support import (  # noqa: F401
     PASSWORD,

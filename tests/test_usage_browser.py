@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from core import accounts
-from core.audit import Actor
+from core.access import Actor
 from core.cli import main
 from tests.browser_support import sign_in
 from tests.conftest import MigratedDatabase

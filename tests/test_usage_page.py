@@ -18,7 +18,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
-from core.audit import Actor
+from core.access import Actor
 from core.models import AdminActionLog, utcnow
 from core.usage.export import COLUMNS, export_csv
 from core.usage.queries import usage_report

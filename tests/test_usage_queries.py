@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from core.access import PermissionDenied
-from core.audit import Actor
+from core.access import Actor, PermissionDenied
 from core.models import QuotaCounter, User
 from core.usage import rollup
 from core.usage.monitoring import daily_cost_by_provider, error_rate_by_provider, latency_trend

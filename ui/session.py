@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from core import accounts
-from core.audit import Actor
+from core.access import Actor
 from core.models import UserRole, utcnow
 from ui.cookie import COOKIE_CHECKED, COOKIE_WRITES, SET_COOKIE, cookie_writer, read_cookie
 from ui.feedback import flash

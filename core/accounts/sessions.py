@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.accounts.rules import CONTROL_CHARACTERS, Outcome
 from core.accounts.throttle import insert_new
-from core.audit import Actor
 from core.models import (
     ResumedSignIn,
     User,

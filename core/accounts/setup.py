@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.accounts.rules import (
     AuthError,
     Outcome,
@@ -25,7 +26,6 @@ from core.accounts.rules import (
     normalize_username,
 )
 from core.accounts.sessions import acting_as, signed_in
-from core.audit import Actor
 from core.models import (
     SetupToken,
     User,

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.accounts.rules import (
     CONTROL_CHARACTERS,
     NO_CONTROL_CHARACTERS,
@@ -45,7 +46,6 @@ from core.accounts.throttle import (
     whole_seconds,
 )
 from core.accounts.totp import accept_code
-from core.audit import Actor
 from core.crypto import SecretBox
 from core.models import (
     User,

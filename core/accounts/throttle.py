@@ -42,8 +42,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.accounts.rules import Outcome
-from core.audit import Actor
 from core.models import (
     SignInThrottle,
     ThrottleScope,

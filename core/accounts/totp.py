@@ -17,9 +17,9 @@ from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.accounts.rules import CONTROL_CHARACTERS, NO_CONTROL_CHARACTERS, Outcome
 from core.accounts.sessions import active_user
-from core.audit import Actor
 from core.crypto import SecretBox
 from core.models import (
     User,

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.access import PermissionDenied, require_role, require_step_up
+from core.access import Actor, PermissionDenied, require_role, require_step_up
 from core.accounts import (
     AccountThrottle,
     AuthError,
@@ -31,7 +31,6 @@ from core.accounts import (
     normalize_email,
     normalize_username,
 )
-from core.audit import Actor
 from core.models import SetupToken, User, UserRole, utcnow
 
 ADMIN = UserRole.SUPER_ADMIN

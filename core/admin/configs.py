@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from core import audit
-from core.access import require_role, require_step_up
+from core.access import Actor, require_role, require_step_up
 from core.admin.credentials import (
     CredentialsRejected,
     Validator,
@@ -39,7 +39,6 @@ from core.admin.validation import (
     clean,
 )
 from core.admin.views import ProviderView, describe
-from core.audit import Actor
 from core.crypto import DecryptionError, SecretBox
 from core.db import session_scope
 from core.models import TASKS, ProviderConfig, UserRole, utcnow

@@ -12,10 +12,10 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.admin.validation import (
     AdminError,
 )
-from core.audit import Actor
 from core.models import ProviderConfig, utcnow
 from core.providers import CredentialCheck, ProviderFactory
 from core.providers.egress import Allowlist

@@ -7,6 +7,7 @@ import getpass
 import sys
 
 from core import accounts, audit
+from core.access import Actor
 from core.admin import (
     ProviderAdmin,
 )
@@ -42,7 +43,7 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace) -> None:
     with session_scope(make_session_factory(engine)) as session:
         view = accounts.create_user(
             session,
-            audit.Actor.cli(),
+            Actor.cli(),
             args.name,
             password,
             args.role,
@@ -56,7 +57,7 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> None:
     engine = migrated_engine(settings)
     with session_scope(make_session_factory(engine)) as session:
-        actor = audit.Actor.cli()
+        actor = Actor.cli()
         view = accounts.unlock(session, actor, accounts.user_id_of(session, actor, args.name))
     print(f"Unlocked {view.username}: its failed sign-ins and codes are forgotten.")
 
@@ -64,7 +65,7 @@ def cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_users_reset_mfa(settings: Settings, args: argparse.Namespace) -> None:
     engine = migrated_engine(settings)
     with session_scope(make_session_factory(engine)) as session:
-        actor = audit.Actor.cli()
+        actor = Actor.cli()
         view = accounts.reset_mfa(session, actor, accounts.user_id_of(session, actor, args.name))
     print(
         f"Reset the authenticator app of {view.username}: they sign in with their password and "
@@ -93,7 +94,7 @@ def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> None:
         report = rotate_all_secrets(session, box)
         audit.record(
             session,
-            audit.Actor.cli(),
+            Actor.cli(),
             "keys.rotate",
             target_type="fernet_keys",
             details={
@@ -125,7 +126,7 @@ def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> None:
     engine = migrated_engine(settings)
     admin = ProviderAdmin(make_session_factory(engine), load_cipher(settings))
     if args.purge:
-        gone = demo.purge_demo_data(engine, admin, audit.Actor.cli())
+        gone = demo.purge_demo_data(engine, admin, Actor.cli())
         kept = (
             f" ({gone.configs_kept} kept: other usage refers to them)" if gone.configs_kept else ""
         )
@@ -134,9 +135,7 @@ def cmd_demo_data(settings: Settings, args: argparse.Namespace) -> None:
             f"config(s){kept}."
         )
         return
-    done = demo.add_demo_data(
-        engine, admin, audit.Actor.cli(), args.days, args.calls, seed=args.seed
-    )
+    done = demo.add_demo_data(engine, admin, Actor.cli(), args.days, args.calls, seed=args.seed)
     print(
         f"Added {done.rows:,} demo usage rows from {done.start:%Y-%m-%d %H:%M} to "
         f"{done.end:%Y-%m-%d %H:%M} UTC ({done.configs_created} demo config(s) created, inactive). "

@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 
-from core import audit
+from core.access import Actor
 from core.admin import (
     ProviderAdmin,
     ProviderInput,
@@ -29,7 +29,7 @@ def _provider_admin(settings: Settings) -> ProviderAdmin:
 
 
 def cmd_providers_list(settings: Settings, args: argparse.Namespace) -> None:
-    views = _provider_admin(settings).list(audit.Actor.cli())
+    views = _provider_admin(settings).list(Actor.cli())
     if args.json:
         print(json.dumps([view.as_dict() for view in views], indent=2))
         return
@@ -100,9 +100,7 @@ def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:
         is_active=not args.inactive,
         is_default=args.default,
     )
-    view = _provider_admin(settings).create(
-        audit.Actor.cli(), data, validate=not args.skip_validation
-    )
+    view = _provider_admin(settings).create(Actor.cli(), data, validate=not args.skip_validation)
     tested = "credentials verified" if view.last_test_success else "credentials NOT tested"
     print(
         f"Saved provider config {view.id}: {view.display_name} ({view.provider_type} "
@@ -114,7 +112,7 @@ def cmd_providers_edit(settings: Settings, args: argparse.Namespace) -> None:
     """Edit like the console's form: flags not given keep their value; changing --type or
     --base-url needs --api-key-env too (a stored key goes only where it was entered for)."""
     admin = _provider_admin(settings)
-    actor = audit.Actor.cli()
+    actor = Actor.cli()
     view = admin.get(actor, args.id)
     key = _key_from_env(args.api_key_env) if args.api_key_env else None
 
@@ -173,7 +171,7 @@ def _unlimited(value: str | None) -> str | None:
 
 
 def cmd_providers_test(settings: Settings, args: argparse.Namespace) -> None:
-    check = _provider_admin(settings).test(audit.Actor.cli(), args.id)
+    check = _provider_admin(settings).test(Actor.cli(), args.id)
     if not check.ok:
         raise CliError(f"provider config {args.id} failed its test: {check.message}")
     print(f"Provider config {args.id} works: {check.message} ({check.latency_ms} ms)")
@@ -181,7 +179,7 @@ def cmd_providers_test(settings: Settings, args: argparse.Namespace) -> None:
 
 def cmd_providers_remove(settings: Settings, args: argparse.Namespace) -> None:
     admin = _provider_admin(settings)
-    actor = audit.Actor.cli()
+    actor = Actor.cli()
     orphaned = admin.tasks_only_served_by(actor, args.id)
     view = admin.delete(actor, args.id)
     print(f"Removed provider config {view.id} ({view.display_name}).")
@@ -193,7 +191,7 @@ def cmd_seed_from_env(settings: Settings, args: argparse.Namespace) -> None:
     """Store the legacy GEMINI_API_KEY / OPENAI_API_KEY / ANTHROPIC_API_KEY as configs that
     route exactly as the legacy fallback did: every task, in that order, the first as default."""
     admin = _provider_admin(settings)
-    actor = audit.Actor.cli()
+    actor = Actor.cli()
     existing = admin.list(actor)
     created = []
     for rank, (kind, key_var, model_var, model) in enumerate(LEGACY_PROVIDERS, start=1):
@@ -235,6 +233,6 @@ def _stored_with_key(
 ) -> int | None:
     for view in views:
         same = (view.provider_type, view.model_name, view.key_last4) == (kind, model, key[-4:])
-        if same and admin.stored_key_matches(audit.Actor.cli(), view.id, key):
+        if same and admin.stored_key_matches(Actor.cli(), view.id, key):
             return view.id
     return None

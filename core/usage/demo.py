@@ -27,8 +27,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core import audit
+from core.access import Actor
 from core.admin import ProviderAdmin, ProviderInput
-from core.audit import Actor
 from core.models import ProviderConfig, QuotaCounter, UsageLog, UsageSource, utcnow
 from core.usage.demo_rows import COLUMNS, MODELS, generate
 

@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core import audit
-from core.access import require_role
-from core.audit import Actor
+from core.access import Actor, require_role
 from core.usage.queries import READERS
 from core.usage.report import Percentiles, Totals, UsageReport
 

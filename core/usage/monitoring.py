@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from core.access import require_role
-from core.audit import Actor
+from core.access import Actor, require_role
 from core.models import UsageStatus
 from core.usage.queries import READERS, cost_by_provider, latency_by_provider
 from core.usage.report import CostPoint, LatencyPoint, UsageQuery

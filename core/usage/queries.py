@@ -17,8 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select
 from sqlalchemy.orm import Session
 
-from core.access import require_role
-from core.audit import Actor
+from core.access import Actor, require_role
 from core.models import (
     LATENCY_COLUMNS,
     ProviderConfig,
