@@ -355,16 +355,18 @@ def test_unknown_model_is_the_providers_not_found(
 
 @all_providers
 def test_rate_limit_then_success(server: FakeProviderServer, provider: str) -> None:
-    server.fail_next(provider, 429, retry_after=1)
+    # google-genai ignores Retry-After (its own backoff applies): an hour's Retry-After would
+    # hang the test until the suite's timeout if it did not. OpenAI's and Anthropic's SDKs
+    # wait what it says (their own backoff is < 1 s), which only a lower bound can show.
+    ignored = provider == "gemini"
+    server.fail_next(provider, 429, retry_after=3600 if ignored else 1)
     started = time.monotonic()
 
     answer = ask(server, provider, retries=1)
 
     assert answer.text == make_reply(QUESTION)
     assert len(server.requests_for(provider)) == 2
-    if provider == "gemini":  # google-genai ignores Retry-After; its own backoff applies
-        assert time.monotonic() - started < 1
-    else:  # OpenAI and Anthropic SDKs wait what Retry-After says (their own backoff is < 1 s)
+    if not ignored:
         assert time.monotonic() - started >= 1
 
 
@@ -394,12 +396,10 @@ def test_server_error_raises_the_sdks_server_error(
 
 @all_providers
 def test_slow_response_hits_the_client_timeout(server: FakeProviderServer, provider: str) -> None:
-    server.fail_next(provider, mode="slow", delay=2)
-    started = time.monotonic()
+    server.fail_next(provider, mode="slow", delay=30)
 
-    with pytest.raises(ERRORS[provider]["timeout"]):
+    with pytest.raises(ERRORS[provider]["timeout"]):  # the answer would come, 30 s later
         ask(server, provider, timeout=0.3)
-    assert time.monotonic() - started < 1.5
 
 
 @all_providers
@@ -477,12 +477,11 @@ def test_keys_and_models_can_be_changed_per_test(server: FakeProviderServer) -> 
 
 
 def test_stop_does_not_wait_for_a_sleeping_slow_request() -> None:
+    # Were stop to wait for the sleeping handler, this would hang until the suite's timeout.
     with FakeProviderServer() as own:
-        own.fail_next("openai", mode="slow", delay=30)
+        own.fail_next("openai", mode="slow", delay=3600)
         with pytest.raises(openai.APITimeoutError):
             ask(own, "openai", timeout=0.2)
-        started = time.monotonic()
-    assert time.monotonic() - started < 1
 
 
 # --- the network guard -----------------------------------------------------------------------
