@@ -6,30 +6,19 @@ import base64
 from typing import Any
 
 import anthropic
-import httpx2
 
 from core.models import ProviderType
-from core.providers.base import AIProvider, Image, Reply, Usage
-from core.providers.errors import ProviderError, UnexpectedResponse
-from core.providers.stainless import map_stainless_error, stainless_client
+from core.providers.base import Image, Reply, Usage
+from core.providers.errors import UnexpectedResponse
+from core.providers.stainless import StainlessProvider
 
 
-class ClaudeProvider(AIProvider):
+class ClaudeProvider(StainlessProvider):
+    sdk = anthropic
+    client_class = "AsyncAnthropic"
     provider_type = ProviderType.CLAUDE
     max_image_bytes = 5 * 1024 * 1024  # the Messages API's limit per image
     known_models = ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1")
-
-    @staticmethod
-    def build_client(
-        api_key: str,
-        base_url: str | None,
-        timeout_s: float,
-        max_retries: int,
-        http_client: httpx2.AsyncClient,
-    ) -> anthropic.AsyncAnthropic:
-        return stainless_client(
-            anthropic.AsyncAnthropic, api_key, base_url, timeout_s, max_retries, http_client
-        )
 
     async def _reply(
         self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
@@ -64,11 +53,5 @@ class ClaudeProvider(AIProvider):
         except (AttributeError, TypeError):
             raise UnexpectedResponse("claude", "the answer had no content or no usage") from None
 
-    async def _check_model(self) -> None:
-        await self.client.models.retrieve(self.model_name)
-
     async def _check_key(self) -> None:
         await self.client.models.list(limit=1)
-
-    def _map_error(self, exc: Exception) -> ProviderError:
-        return map_stainless_error("claude", exc, anthropic, [self._secret])

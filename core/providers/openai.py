@@ -5,30 +5,19 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import httpx2
 import openai
 
 from core.models import ProviderType
-from core.providers.base import AIProvider, Image, Reply, Usage
-from core.providers.errors import ProviderError, UnexpectedResponse
-from core.providers.stainless import map_stainless_error, stainless_client
+from core.providers.base import Image, Reply, Usage
+from core.providers.errors import UnexpectedResponse
+from core.providers.stainless import StainlessProvider
 
 
-class OpenAIProvider(AIProvider):
+class OpenAIProvider(StainlessProvider):
+    sdk = openai
+    client_class = "AsyncOpenAI"
     provider_type = ProviderType.OPENAI
     known_models = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "o4-mini", "gpt-5-mini")
-
-    @staticmethod
-    def build_client(
-        api_key: str,
-        base_url: str | None,
-        timeout_s: float,
-        max_retries: int,
-        http_client: httpx2.AsyncClient,
-    ) -> openai.AsyncOpenAI:
-        return stainless_client(
-            openai.AsyncOpenAI, api_key, base_url, timeout_s, max_retries, http_client
-        )
 
     async def _reply(
         self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
@@ -60,11 +49,5 @@ class OpenAIProvider(AIProvider):
         except (AttributeError, IndexError, TypeError):
             raise UnexpectedResponse("openai", "the answer had no message or no usage") from None
 
-    async def _check_model(self) -> None:
-        await self.client.models.retrieve(self.model_name)
-
     async def _check_key(self) -> None:
         await self.client.models.list()
-
-    def _map_error(self, exc: Exception) -> ProviderError:
-        return map_stainless_error("openai", exc, openai, [self._secret])
