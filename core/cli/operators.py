@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
 
 from core import accounts, audit
 from core.access import Actor
@@ -55,22 +58,26 @@ def cmd_users_add(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_users_unlock(settings: Settings, args: argparse.Namespace) -> None:
-    engine = migrated_engine(settings)
-    with session_scope(make_session_factory(engine)) as session:
-        actor = Actor.cli()
-        view = accounts.unlock(session, actor, accounts.user_id_of(session, actor, args.name))
+    view = _on_user(settings, args.name, accounts.unlock)
     print(f"Unlocked {view.username}: its failed sign-ins and codes are forgotten.")
 
 
 def cmd_users_reset_mfa(settings: Settings, args: argparse.Namespace) -> None:
-    engine = migrated_engine(settings)
-    with session_scope(make_session_factory(engine)) as session:
-        actor = Actor.cli()
-        view = accounts.reset_mfa(session, actor, accounts.user_id_of(session, actor, args.name))
+    view = _on_user(settings, args.name, accounts.reset_mfa)
     print(
         f"Reset the authenticator app of {view.username}: they sign in with their password and "
         "set up an authenticator app again; their sessions have ended."
     )
+
+
+def _on_user(
+    settings: Settings, name: str, action: Callable[[Session, Actor, int], accounts.UserView]
+) -> accounts.UserView:
+    """Run an account action on the user named `name`, as the operator."""
+    engine = migrated_engine(settings)
+    with session_scope(make_session_factory(engine)) as session:
+        actor = Actor.cli()
+        return action(session, actor, accounts.user_id_of(session, actor, name))
 
 
 def _read_password() -> str:
