@@ -381,7 +381,7 @@ class AdminActionLog(Base):
     )
 
 
-# --- usage rollups (maintained by database triggers; see core/usage_rollup.py) ---------------
+# --- usage rollups (maintained by database triggers; see core/usage/rollup.py) ---------------
 
 # Latency histogram: bucket k counts latencies with LATENCY_BUCKETS_MS[k] <= ms < [k + 1] (the
 # last bucket is open-ended). From 50 ms to about two minutes each bound is 1.2 times the one

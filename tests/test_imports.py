@@ -17,7 +17,8 @@ from core.config import PROJECT_ROOT
 
 SDKS = ("openai", "anthropic", "google.genai")
 NOT_FOR_ROUTING = (
-    "core.usage.queries", "core.usage.rollup", "core.usage.export", "core.usage.demo",
+    "core.usage.queries", "core.usage.rollup", "core.usage.percentiles", "core.usage.export",
+    "core.usage.demo",
     "core.usage.demo_rows", "core.usage.monitoring", "core.accounts", "core.admin", "core.audit",
     "core.access",
     "pandas", "plotly", "streamlit", "numpy", *SDKS,

@@ -15,7 +15,7 @@ import pytest
 
 from core.access import Actor, PermissionDenied
 from core.models import QuotaCounter, User
-from core.usage import rollup
+from core.usage import percentiles
 from core.usage.monitoring import daily_cost_by_provider, error_rate_by_provider, latency_trend
 from core.usage.queries import (
     calls_over_time,
@@ -106,7 +106,7 @@ def check_percentiles(found: Any, values: list[int], exact: bool) -> None:
 def exact(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     if not request.param:  # every range counts as large: percentiles from the histograms
         for name in ("postgresql", "sqlite"):
-            monkeypatch.setitem(rollup.EXACT_MAX_CALLS, name, 0)
+            monkeypatch.setitem(percentiles.EXACT_MAX_CALLS, name, 0)
     return bool(request.param)
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import delete, insert, inspect, text, update
 
 from core.models import LATENCY_BUCKETS_MS, LATENCY_COLUMNS, ProviderConfig, UsageLog
 from core.quota.ledger import QuotaLedger
-from core.usage.rollup import QUANTILES, bucket_of, histogram_percentiles, plan, rebuild
+from core.usage.percentiles import QUANTILES, bucket_of, histogram_percentiles
+from core.usage.rollup import plan, rebuild
 from core.usage.writer import UsageRecord, UsageWriter
 from tests.conftest import MigratedDatabase
 from tests.usage_support import (

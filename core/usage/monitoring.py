@@ -78,7 +78,7 @@ def latency_trend(
 ) -> list[LatencyPoint]:
     """p50/p95/p99 latency per UTC day and provider over [now - days, now), oldest first, for
     calls that reached a provider; each point says whether its percentiles are exact or
-    histogram estimates (core/usage_rollup.py). The seed's query::
+    histogram estimates (core/usage/percentiles.py). The seed's query::
 
         SELECT DATE(created_at) AS date, provider_type,
                PERCENTILE_CONT(0.50) WITHIN GROUP (ORDER BY latency_ms) AS p50,

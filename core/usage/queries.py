@@ -2,7 +2,8 @@
 
 Every function takes the caller's Session and Actor, checks the role (super-admin or analyst)
 in the database, and aggregates in the database over the rollups and at most two hours of raw
-rows (core/usage/rollup.py explains how). Ranges are [start, end) in UTC; days are UTC days.
+rows (core/usage/rollup.py explains how; percentiles.py the latency percentiles). Ranges are
+[start, end) in UTC; days are UTC days.
 What they return, and what the figures mean, is in core/usage/report.py.
 """
 
@@ -32,6 +33,14 @@ from core.models import (
 )
 from core.pricing import from_micro_usd
 from core.quota.ledger import month_start
+from core.usage.percentiles import (
+    EXACT_MAX_CALLS,
+    HISTOGRAM_ERROR,
+    exact_allowed,
+    exact_percentiles,
+    histogram,
+    histogram_percentiles,
+)
 from core.usage.report import (
     APPROXIMATE_NOTE,
     NO_CONFIG,
@@ -47,19 +56,7 @@ from core.usage.report import (
     UsageQuery,
     UsageReport,
 )
-from core.usage.rollup import (
-    EXACT_MAX_CALLS,
-    HISTOGRAM_ERROR,
-    aggregate,
-    connection,
-    exact_allowed,
-    exact_percentiles,
-    floor_day,
-    floor_hour,
-    histogram,
-    histogram_percentiles,
-    run,
-)
+from core.usage.rollup import aggregate, connection, floor_day, floor_hour, run
 
 READERS = (UserRole.SUPER_ADMIN, UserRole.ANALYST)
 

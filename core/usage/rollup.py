@@ -27,18 +27,12 @@ when the chart wants hours). Every query reads the union of those spans and aggr
 the database. A 90-day range at 10 million rows reads about 90 daily rows per key, a few
 thousand hourly rows and at most two hours of raw rows.
 
-Percentiles
------------
-Exact (PostgreSQL percentile_cont; on SQLite a window-function rank of the same definition)
-when the range holds at most EXACT_MAX_CALLS calls that reached a provider; beyond that,
-estimated from the summed histograms: the estimate lies in the same histogram bucket as the
-true order statistic, and from 50 ms to two minutes a bucket's upper bound is 1.2 times its
-lower one, so the estimate is within 20% (usually far closer). Results say which they are.
+Percentiles are computed in percentiles.py, from the raw rows or these histograms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -53,7 +47,6 @@ from sqlalchemy import (
     Select,
     and_,
     case,
-    cast,
     delete,
     func,
     insert,
@@ -63,7 +56,6 @@ from sqlalchemy import (
     type_coerce,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import array as pg_array
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -86,11 +78,6 @@ SUMS = (
     "calls", "priced_calls", "cost_micro_usd", "input_tokens", "output_tokens", "total_tokens",
     "latency_ms_sum", *LATENCY_COLUMNS,
 )  # fmt: skip
-QUANTILES = (0.5, 0.95, 0.99)
-# Exact percentiles up to this many measured calls in a range (a sort of that many latencies
-# stays well under 100 ms); histogram estimates above it.
-EXACT_MAX_CALLS = {"postgresql": 200_000, "sqlite": 20_000}
-HISTOGRAM_ERROR = 0.2  # the estimate's worst relative error from 50 ms to two minutes
 
 
 # --- UTC hour and day of a timestamp column, on both databases --------------------------------
@@ -221,7 +208,7 @@ def _raw_measure(name: str) -> ColumnElement[Any]:
     return c[name]
 
 
-def _part(
+def part(
     span: Span,
     grain: Grain,
     by: Sequence[str],
@@ -278,7 +265,7 @@ def aggregate(
     spans = plan(start, end, grain)
     if not spans:
         return None
-    parts = [_part(span, grain, by, measures, where, measured_only) for span in spans]
+    parts = [part(span, grain, by, measures, where, measured_only) for span in spans]
     union = union_all(*parts).subquery("spans")
     time_type = UTCDateTime() if grain == "hour" else Date()
     dims = [(type_coerce(union.c[d], time_type) if d == "t" else union.c[d]).label(d) for d in by]
@@ -303,101 +290,6 @@ def run(conn: Connection, query: Select[Any] | None) -> list[dict[str, Any]]:
     for row in conn.execute(query).mappings():
         rows.append({k: int(v or 0) if k in SUMS else v for k, v in row.items()})
     return rows
-
-
-# --- percentiles ---------------------------------------------------------------------------
-
-
-def histogram_percentiles(
-    counts: Sequence[int], quantiles: Sequence[float] = QUANTILES
-) -> tuple[float | None, ...]:
-    """percentile_cont-style estimates from bucket counts: find the bucket holding the rank
-    q·(n−1) and place the value inside it as if the bucket's calls were spread evenly."""
-    n = sum(counts)
-    if n == 0:
-        return tuple(None for _ in quantiles)
-    bounds = LATENCY_BUCKETS_MS
-    out: list[float | None] = []
-    for q in quantiles:
-        rank = q * (n - 1)
-        seen = 0
-        for k, count in enumerate(counts):
-            if count and seen + count > rank:
-                low = float(bounds[k])
-                if k + 1 == len(bounds):  # open-ended: all we know is "at least"
-                    out.append(low)
-                else:
-                    share = (rank - seen + 0.5) / count
-                    out.append(low + min(share, 1.0) * (bounds[k + 1] - low))
-                break
-            seen += count
-    return tuple(out)
-
-
-def bucket_of(latency_ms: float) -> int:
-    """The histogram bucket holding `latency_ms`."""
-    k = 0
-    while k + 1 < len(LATENCY_BUCKETS_MS) and latency_ms >= LATENCY_BUCKETS_MS[k + 1]:
-        k += 1
-    return k
-
-
-def exact_percentiles(
-    conn: Connection,
-    start: datetime,
-    end: datetime,
-    grain: Grain,
-    by: Sequence[str],
-    where: UsageFilter,
-) -> dict[tuple[Any, ...], tuple[float | None, ...]]:
-    """Exact p50/p95/p99 (percentile_cont's definition) of measured calls from the raw rows,
-    per `by` group. Callers keep the range small (see EXACT_MAX_CALLS)."""
-    if start >= end:
-        return {}
-    part = _part(Span("raw", start, end), grain, by, ["latency_ms_sum"], where, True)
-    rows = part.subquery("measured")
-    dims = [rows.c[d] for d in by]
-    x = rows.c.latency_ms_sum
-    if conn.dialect.name == "postgresql":
-        fractions = pg_array([literal_column(repr(q)) for q in QUANTILES])
-        query = select(*dims, func.percentile_cont(fractions).within_group(x)).group_by(*dims)
-        return {
-            tuple(r[:-1]): tuple(float(v) for v in r[-1])
-            for r in conn.execute(query)
-            if r[-1] is not None  # no rows at all: one row of NULL
-        }
-    ranked = select(
-        *dims,
-        x.label("x"),
-        (func.row_number().over(partition_by=dims or None, order_by=x) - 1).label("rn"),
-        func.count().over(partition_by=dims or None).label("n"),
-    ).subquery("ranked")
-    picks = []
-    for q in QUANTILES:
-        index = cast(literal_column(repr(q)) * (ranked.c.n - 1), Integer)
-        picks.append(func.max(case((ranked.c.rn == index, ranked.c.x))))
-        picks.append(func.max(case((ranked.c.rn == index + 1, ranked.c.x))))
-    group = [ranked.c[d] for d in by]
-    query = select(*group, func.max(ranked.c.n), *picks).group_by(*group)
-    out: dict[tuple[Any, ...], tuple[float | None, ...]] = {}
-    for row in conn.execute(query):
-        key, n, values = tuple(row[: len(by)]), row[len(by)], row[len(by) + 1 :]
-        if n is None:  # no rows at all: one row of NULL
-            continue
-        out[key] = tuple(
-            _interpolate(q, n, values[2 * i], values[2 * i + 1]) for i, q in enumerate(QUANTILES)
-        )
-    return out
-
-
-def _interpolate(q: float, n: int, low: float, high: float | None) -> float:
-    position = q * (n - 1)
-    share = position - int(position)
-    return float(low) if high is None or share == 0 else low + share * (high - low)
-
-
-def exact_allowed(conn: Connection, measured_calls: int) -> bool:
-    return measured_calls <= EXACT_MAX_CALLS.get(conn.dialect.name, 0)
 
 
 # --- repair ------------------------------------------------------------------------------
@@ -442,8 +334,3 @@ def rebuild(conn: Connection) -> None:
 
 def _buckets() -> Iterable[int]:
     return range(len(LATENCY_BUCKETS_MS))
-
-
-def histogram(row: Mapping[str, Any]) -> list[int]:
-    """The latency bucket counts of an aggregate row."""
-    return [int(row.get(name) or 0) for name in LATENCY_COLUMNS]
