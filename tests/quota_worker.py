@@ -27,14 +27,14 @@ def hammer(
     under "round_trips" the reservations this process made in the database. `leases` holds the
     router's lease_calls and lease_share."""
     round_trips = 0
-    reserve = QuotaLedger.reserve_async
+    reserve = QuotaLedger.reserve
 
     async def counted(self: QuotaLedger, *args: Any, **kwargs: Any) -> Any:
         nonlocal round_trips
         round_trips += 1
         return await reserve(self, *args, **kwargs)
 
-    QuotaLedger.reserve_async = counted  # type: ignore[method-assign]
+    QuotaLedger.reserve = counted  # type: ignore[method-assign]
 
     async def main() -> Counter[str]:
         settings = Settings(database_url=database_url, fernet_keys=(fernet_key,))

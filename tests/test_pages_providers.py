@@ -14,6 +14,7 @@ from core.models import AdminActionLog, ProviderConfig, utcnow
 from core.quota.ledger import QuotaLedger
 from tests.fakes import FakeProviderServer
 from tests.pages_support import Console, console, dialogs, state_dump, texts  # noqa: F401
+from tests.quota_support import reserve_now
 from tests.routing_support import KEYS, add_config, allow_planted_keys
 
 PAGE = "pages/providers.py"
@@ -100,8 +101,8 @@ def test_a_card_counts_reserved_tokens_against_the_limit_and_says_so(
     admin, _ = console.add_user("ada")
     config = add_config(console.db, fake_providers, "openai", daily_token_limit=10_000)
     now = utcnow()  # a router holds 2,500 tokens: a call in progress, or a lease
-    assert QuotaLedger(console.db.engine).reserve(
-        config, 2_500, 10_000, None, now, timedelta(minutes=5)
+    assert reserve_now(
+        QuotaLedger(console.db.engine), config, 2_500, 10_000, None, now, timedelta(minutes=5)
     )
     at = console.page(PAGE, admin).run()
     assert not at.exception

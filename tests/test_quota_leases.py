@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from core.db import write_transaction
 from core.models import ProviderConfig, QuotaCounter, QuotaReservation, utcnow
@@ -20,6 +20,7 @@ from core.quota.ledger import QuotaLedger, Reservation, Spend, reservation_size
 from core.usage.writer import UsageRecord, UsageWriter
 from tests.conftest import MigratedDatabase
 from tests.fakes import FakeProviderServer
+from tests.quota_support import demand, reserve_now
 from tests.routing_support import add_config, allow_planted_keys, make_router, usage_rows
 
 PROMPT = "Extract the job title from: Staff Engineer, Lisbon"
@@ -33,9 +34,9 @@ class CountingLedger(QuotaLedger):
 
     round_trips = 0
 
-    async def reserve_async(self, *args: Any, **kwargs: Any) -> Reservation | None:
+    async def reserve(self, *args: Any, **kwargs: Any) -> Reservation | None:
         self.round_trips += 1
-        return await super().reserve_async(*args, **kwargs)
+        return await super().reserve(*args, **kwargs)
 
 
 class Clock:
@@ -90,7 +91,7 @@ def test_calls_in_a_row_share_one_lease_and_closing_gives_it_back(
 ) -> None:
     config = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=BIG)
     size = reservation_size(PROMPT, None, 100)
-    router = make_router(db)
+    router = make_router(db, lease_clock=Clock())  # no lease ages while the calls run
 
     async def calls() -> list[tuple[int, int]]:
         for _ in range(10):
@@ -181,7 +182,7 @@ def test_concurrent_calls_wait_for_the_lease_being_asked_for(db: MigratedDatabas
     async def scenario() -> list[Reservation | None]:
         try:
             return await asyncio.gather(
-                *(leases.hold(config, 100, BIG, None, NOON) for _ in range(5))
+                *(leases.hold(demand(config, 100, BIG, None, NOON)) for _ in range(5))
             )
         finally:
             await ledger.aclose()
@@ -200,7 +201,7 @@ def test_near_a_limit_every_call_reserves_exactly(db: MigratedDatabase) -> None:
 
     async def scenario() -> list[Reservation | None]:
         try:
-            return [await leases.hold(config, 100, 1_000, None, NOON) for _ in range(3)]
+            return [await leases.hold(demand(config, 100, 1_000, None, NOON)) for _ in range(3)]
         finally:
             await ledger.aclose()
 
@@ -219,7 +220,7 @@ def test_a_lease_that_cannot_cover_a_call_is_replaced_and_given_back_once_settle
 
     async def scenario() -> list[Reservation | None]:
         try:
-            return [await leases.hold(config, 100, BIG, None, NOON) for _ in range(3)]
+            return [await leases.hold(demand(config, 100, BIG, None, NOON)) for _ in range(3)]
         finally:
             await ledger.aclose()
 
@@ -246,8 +247,8 @@ def test_a_new_utc_day_starts_a_new_lease(db: MigratedDatabase) -> None:
     async def scenario() -> list[Reservation | None]:
         try:
             return [
-                await leases.hold(config, 100, BIG, None, late),
-                await leases.hold(config, 100, BIG, None, late + timedelta(seconds=2)),
+                await leases.hold(demand(config, 100, BIG, None, late)),
+                await leases.hold(demand(config, 100, BIG, None, late + timedelta(seconds=2))),
             ]
         finally:
             await ledger.aclose()
@@ -267,7 +268,7 @@ def test_an_idle_lease_goes_back_without_a_close(db: MigratedDatabase) -> None:
 
     async def take() -> Reservation | None:
         try:  # now, not NOON: the writer also sweeps holds whose time is up
-            return await leases.hold(config, 100, BIG, None, utcnow())
+            return await leases.hold(demand(config, 100, BIG, None, utcnow()))
         finally:
             await ledger.aclose()
 
@@ -292,7 +293,7 @@ def test_lease_options_that_would_break_the_limit_are_refused(
     with pytest.raises(ValueError, match="lease_calls and lease_share must be at least 1"):
         make_router(db, **options)
     with pytest.raises(ValueError, match="margin of -1"):
-        QuotaLedger(db.engine).reserve(stored_config(db), 10, BIG, None, NOON, TTL, margin=-1)
+        reserve_now(QuotaLedger(db.engine), stored_config(db), 10, BIG, None, NOON, TTL, margin=-1)
 
 
 def test_no_call_draws_on_a_lease_after_its_window(db: MigratedDatabase) -> None:
@@ -305,11 +306,11 @@ def test_no_call_draws_on_a_lease_after_its_window(db: MigratedDatabase) -> None
 
     async def scenario() -> list[Reservation | None]:
         try:
-            first = await leases.hold(config, 100, 450, None, NOON)
+            first = await leases.hold(demand(config, 100, 450, None, NOON))
             clock.now += LEASE_WINDOW_S
             # No new lease fits (400 + 400 > 450), nor this call beside the old lease (400 +
             # 100): the old lease's unpromised 300 is given back and the call reserves alone.
-            return [first, await leases.hold(config, 100, 450, None, NOON)]
+            return [first, await leases.hold(demand(config, 100, 450, None, NOON))]
         finally:
             await ledger.aclose()
 
@@ -332,7 +333,7 @@ def test_a_retired_lease_gives_back_its_spare_tokens_before_its_calls_end(
     async def two_calls() -> list[Reservation | None]:
         try:  # now, not NOON: the writer also sweeps holds whose time is up
             now = utcnow()
-            return [await leases.hold(config, 100, BIG, None, now) for _ in range(2)]
+            return [await leases.hold(demand(config, 100, BIG, None, now)) for _ in range(2)]
         finally:
             await ledger.aclose()
 
@@ -354,10 +355,10 @@ def test_a_caller_cancelled_while_asking_for_a_lease_does_not_strand_it(
 
     async def scenario() -> Reservation | None:
         try:
-            asker = asyncio.create_task(leases.hold(config, 100, BIG, None, NOON))
+            asker = asyncio.create_task(leases.hold(demand(config, 100, BIG, None, NOON)))
             await asyncio.sleep(0)  # it has asked for the lease, and waits for the answer
             asker.cancel()
-            return await leases.hold(config, 100, BIG, None, NOON)
+            return await leases.hold(demand(config, 100, BIG, None, NOON))
         finally:
             await ledger.aclose()
 
@@ -376,11 +377,11 @@ def test_a_lease_whose_size_and_margin_overflow_a_small_integer_is_granted(
 
     async def asked() -> Reservation | None:
         try:
-            return await ledger.reserve_async(config, 2_112, BIG, None, NOON, TTL, margin=31_680)
+            return await ledger.reserve(demand(config, 2_112, BIG, None, NOON), TTL, margin=31_680)
         finally:
             await ledger.aclose()
 
-    assert ledger.reserve(config, 2_112, BIG, None, NOON, TTL, margin=31_680) is not None
+    assert reserve_now(ledger, config, 2_112, BIG, None, NOON, TTL, margin=31_680) is not None
     assert asyncio.run(asked()) is not None
     assert counter(db, config) == (0, 4_224)
 
@@ -388,11 +389,11 @@ def test_a_lease_whose_size_and_margin_overflow_a_small_integer_is_granted(
 class FailingLeaseLedger(QuotaLedger):
     """A real ledger whose lease requests (those with a margin) fail, as on a dropped link."""
 
-    async def reserve_async(self, *args: Any, **kwargs: Any) -> Reservation | None:
+    async def reserve(self, *args: Any, **kwargs: Any) -> Reservation | None:
         if kwargs.get("margin"):
             await asyncio.sleep(0.01)
             raise ConnectionError("the database went away")
-        return await super().reserve_async(*args, **kwargs)
+        return await super().reserve(*args, **kwargs)
 
 
 def test_callers_waiting_for_a_failed_lease_request_reserve_alone(db: MigratedDatabase) -> None:
@@ -403,7 +404,7 @@ def test_callers_waiting_for_a_failed_lease_request_reserve_alone(db: MigratedDa
     async def scenario() -> list[Reservation | BaseException | None]:
         try:
             return await asyncio.gather(
-                *(leases.hold(config, 100, BIG, None, NOON) for _ in range(3)),
+                *(leases.hold(demand(config, 100, BIG, None, NOON)) for _ in range(3)),
                 return_exceptions=True,
             )
         finally:
@@ -419,11 +420,11 @@ def test_a_reservation_id_is_never_used_twice(db: MigratedDatabase) -> None:
     one under the same id: SQLite reuses the highest deleted id unless told not to."""
     config = stored_config(db)
     ledger = QuotaLedger(db.engine)
-    first = ledger.reserve(config, 100, BIG, None, NOON, TTL)
+    first = reserve_now(ledger, config, 100, BIG, None, NOON, TTL)
     assert first is not None
     with write_transaction(db.engine) as conn:
         QuotaLedger.settle(conn, [Spend(config, NOON.date(), 0, first)])
-    second = ledger.reserve(config, 100, BIG, None, NOON, TTL)
+    second = reserve_now(ledger, config, 100, BIG, None, NOON, TTL)
     assert second is not None and second.id > first.id
 
 
@@ -432,7 +433,7 @@ def test_a_reservation_id_is_never_used_twice(db: MigratedDatabase) -> None:
 
 def test_draws_are_settled_before_the_lease_is_given_back(db: MigratedDatabase) -> None:
     config = stored_config(db)
-    lease = QuotaLedger(db.engine).reserve(config, 1_000, BIG, None, NOON, TTL)
+    lease = reserve_now(QuotaLedger(db.engine), config, 1_000, BIG, None, NOON, TTL)
     assert lease is not None
     draw = Reservation(lease.id, config, lease.day, 300, draw=True)
     with write_transaction(db.engine) as conn:  # one batch: a call's usage, then the give-back
@@ -446,7 +447,7 @@ def test_draws_are_settled_before_the_lease_is_given_back(db: MigratedDatabase) 
 def test_a_lease_may_be_drawn_down_to_nothing(db: MigratedDatabase) -> None:
     """Its calls may use all it holds: the row then holds 0 tokens until it is given back."""
     config = stored_config(db)
-    lease = QuotaLedger(db.engine).reserve(config, 600, BIG, None, NOON, TTL)
+    lease = reserve_now(QuotaLedger(db.engine), config, 600, BIG, None, NOON, TTL)
     assert lease is not None
     draws = [Reservation(lease.id, config, lease.day, 300, draw=True) for _ in range(2)]
     with write_transaction(db.engine) as conn:
@@ -457,7 +458,7 @@ def test_a_lease_may_be_drawn_down_to_nothing(db: MigratedDatabase) -> None:
 
 def test_a_draw_beyond_what_the_lease_holds_finishes_it(db: MigratedDatabase) -> None:
     config = stored_config(db)
-    lease = QuotaLedger(db.engine).reserve(config, 1_000, BIG, None, NOON, TTL)
+    lease = reserve_now(QuotaLedger(db.engine), config, 1_000, BIG, None, NOON, TTL)
     assert lease is not None
     draw = Reservation(lease.id, config, lease.day, 500, draw=True)  # an image, say
     with write_transaction(db.engine) as conn:
@@ -471,3 +472,31 @@ def settle(db: MigratedDatabase, leases: QuotaLeases, spends: list[Spend]) -> No
     with write_transaction(db.engine) as conn:
         QuotaLedger.settle(conn, spends)
     leases.settled(spend.reservation for spend in spends)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_reservation_after_the_server_dropped_its_connection_is_made_once(
+    db: MigratedDatabase,
+) -> None:
+    """A restart, a failover or an idle timeout ends the pooled connection: the next call's
+    reservation fails over to a new connection instead of failing, and holds its tokens once."""
+    config = stored_config(db)
+    ledger = QuotaLedger(db.engine)
+
+    async def scenario() -> list[Reservation | None]:
+        try:
+            first = await ledger.reserve(demand(config, 100, BIG, None, NOON), TTL)
+            with db.engine.connect() as conn:
+                ended = conn.scalar(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            assert ended
+            return [first, await ledger.reserve(demand(config, 100, BIG, None, NOON), TTL)]
+        finally:
+            await ledger.aclose()
+
+    assert all(isinstance(hold, Reservation) for hold in asyncio.run(scenario()))
+    assert counter(db, config) == (0, 200)

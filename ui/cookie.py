@@ -1,63 +1,69 @@
-"""The sign-in cookie is streamlit-authenticator's: its CookieController signs {username, expiry}
-with AI_CONSOLE_COOKIE_KEY (HS256) and its CookieManager component writes it in the browser, once,
-right after a sign-in. We keep the library's session keys (`authentication_status`, `username`,
-`name`, `roles`, `logout`) in step so that code works; core.accounts decides everything else. A
-restored cookie stands in for the password only, and only until the account's sessions are
-revoked (logout, password change, MFA reset, disabling): an enrolled user still types a code.
+"""The sign-in cookie: streamlit-authenticator's token ({username, exp_date}, HS256 with
+AI_CONSOLE_COOKIE_KEY, the library's CookieModel reads and writes the same), so the library's
+session keys (`authentication_status`, `username`, `name`, `roles`, `logout`) stay in step;
+core.accounts decides everything else. A restored cookie stands in for the password only, and
+only until the account's sessions are revoked (logout, password change, MFA reset, disabling):
+an enrolled user still types a code.
+
+The cookie is written by a static iframe, not by the library's CookieManager component. That
+component reports back after it loads and so asks for a rerun; a rerun arriving while someone
+switches pages raced the page switch and left the new page half drawn (a browser test failed
+about one run in twelve under load). A static iframe never reports back: it sets the cookie when
+it loads, and because it is drawn with the same content in every run of the session, the
+browser keeps it and does not run it again.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import jwt
 import streamlit as st
-from streamlit_authenticator.controllers import CookieController
 
 from core import accounts
 from core.models import utcnow
 from ui.resources import cookie_key
 
-SET_COOKIE = "auth_set_cookie"  # runs left that write the sign-in cookie
+COOKIE_NAME = "ai_console_session"
 
 
 COOKIE_CHECKED = "auth_cookie_checked"
 
 
-COOKIE_NAME = "ai_console_session"
+def expiry(signed_in_at: datetime) -> float:
+    """The cookie's exp_date for a sign-in at `signed_in_at`: REMEMBER_SIGN_IN later, rounded up
+    to the second, so the sign-in time read back from it is never before the real one."""
+    return float(math.ceil((signed_in_at + accounts.REMEMBER_SIGN_IN).timestamp()))
 
 
-# Written in two successive runs: the library's read-all component can report back (and end the
-# run that drew the writer) before its write component has loaded.
-COOKIE_WRITES = 2
+def issued_at(token: dict[str, Any]) -> datetime:
+    """When the sign-in behind a token happened (at most a second after the real time)."""
+    return datetime.fromtimestamp(token["exp_date"], UTC) - accounts.REMEMBER_SIGN_IN
 
 
-@st.fragment
-def cookie_writer() -> None:
-    """Write the sign-in cookie with the library's component, in the runs right after a sign-in.
+def cookie_writer(username: str, exp_date: float) -> None:
+    """Set the sign-in cookie in this browser, from the sidebar of every run of the session.
 
-    A fragment, because the component asks for a rerun when it reports back: here that reruns
-    only this fragment, never the page someone is already clicking in. It sits last in the
-    sidebar, so drawing it for a run or two shifts no other element.
-    """
-    left = st.session_state.get(SET_COOKIE, 0)
-    if left:
-        st.session_state[SET_COOKIE] = left - 1
-        cookies().set_cookie()
-
-
-def cookies() -> CookieController:
-    days = accounts.REMEMBER_SIGN_IN / timedelta(days=1)
-    return CookieController(COOKIE_NAME, cookie_key(), days)
+    The token holds only [A-Za-z0-9_.-] characters (JWT) and the date is fixed, so the markup
+    is the same run after run. Secure when the console is served over HTTPS."""
+    if exp_date <= utcnow().timestamp():
+        return
+    token = jwt.encode({"username": username, "exp_date": exp_date}, cookie_key(), "HS256")
+    expires = format_datetime(datetime.fromtimestamp(exp_date, UTC), usegmt=True)
+    cookie = f"{COOKIE_NAME}={token}; Expires={expires}; Path=/; SameSite=Strict"
+    st.iframe(
+        "<script>parent.document.cookie = "
+        f"'{cookie}' + (parent.location.protocol === 'https:' ? '; Secure' : '');</script>",
+        height=1,
+    )
 
 
 def read_cookie() -> dict[str, Any] | None:
-    """The library's token from the request's cookies, if its signature and expiry hold.
-
-    Read with PyJWT as the library's CookieModel does, but without constructing it: that would
-    mount its cookie component (and cost a rerun) only to read what st.context already has.
-    """
+    """The token from the request's cookies, if its signature and expiry hold (read with
+    PyJWT as the library's CookieModel does, from what st.context already has)."""
     raw = st.context.cookies.get(COOKIE_NAME)
     if not isinstance(raw, str):
         return None

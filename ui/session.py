@@ -10,7 +10,7 @@ being enrolled is kept Fernet-encrypted until it is confirmed).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import streamlit as st
@@ -18,7 +18,7 @@ import streamlit as st
 from core import accounts
 from core.access import Actor
 from core.models import UserRole, utcnow
-from ui.cookie import COOKIE_CHECKED, COOKIE_WRITES, SET_COOKIE, cookie_writer, read_cookie
+from ui.cookie import COOKIE_CHECKED, cookie_writer, expiry, issued_at, read_cookie
 from ui.feedback import flash
 from ui.resources import transaction
 
@@ -42,6 +42,9 @@ ENROLMENT = "mfa_enrolment_encrypted"  # Fernet token of the secret being enroll
 
 
 STEP_UP = "step_up_pending"
+
+
+COOKIE_EXPIRY = "auth_cookie_expiry"  # exp_date of the sign-in cookie this session writes
 
 
 _LIBRARY_KEYS = ("authentication_status", "username", "name", "roles", "email")
@@ -151,13 +154,13 @@ def sign_in(outcome: accounts.Outcome) -> None:
         roles=[user.role.value],
         logout=None,
     )
-    state[SET_COOKIE] = COOKIE_WRITES
+    state[COOKIE_EXPIRY] = expiry(outcome.at)
 
 
 def renew_session(outcome: accounts.Outcome) -> None:
     """After a password change ended every session: keep this one, with a new cookie."""
     st.session_state[SIGNED_IN_AT] = outcome.at
-    st.session_state[SET_COOKIE] = COOKIE_WRITES
+    st.session_state[COOKIE_EXPIRY] = expiry(outcome.at)
 
 
 def account_menu(user: CurrentUser) -> None:
@@ -167,7 +170,9 @@ def account_menu(user: CurrentUser) -> None:
         if st.button("Log out", icon=":material/logout:", help="Signs you out in every browser"):
             sign_out()
             st.rerun()
-        cookie_writer()
+        exp_date = st.session_state.get(COOKIE_EXPIRY)
+        if exp_date is not None:  # signed in here, not resumed from the cookie
+            cookie_writer(user.username, exp_date)
 
 
 def sign_out() -> None:
@@ -187,7 +192,7 @@ def sign_out() -> None:
 
 def _forget() -> None:
     state = st.session_state
-    for key in (USER_ID, SIGNED_IN_AT, MFA_VERIFIED_AT, ENROLMENT, STEP_UP, SET_COOKIE):
+    for key in (USER_ID, SIGNED_IN_AT, MFA_VERIFIED_AT, ENROLMENT, STEP_UP, COOKIE_EXPIRY):
         state.pop(key, None)
     cancel_code_entry()
     for key in _LIBRARY_KEYS:
@@ -215,11 +220,10 @@ def _resume(token: dict[str, Any] | None) -> None:
     # before that. That issue time names this browser's sign-in: core audits its first resume
     # only, so the cookie is kept as it is (a rewrite would look like a new sign-in on the next
     # page load, and would stretch the 12 hours without a password).
-    issued_at = datetime.fromtimestamp(token["exp_date"], UTC) - accounts.REMEMBER_SIGN_IN
     with transaction() as session:
-        outcome = accounts.resume_session(session, token["username"], issued_at, origin())
+        outcome = accounts.resume_session(session, token["username"], issued_at(token), origin())
     if outcome.needs_code:
         begin_code_entry(outcome)
     elif outcome.ok:
         sign_in(outcome)
-        st.session_state.pop(SET_COOKIE, None)
+        st.session_state.pop(COOKIE_EXPIRY, None)

@@ -2,7 +2,7 @@
 
 Reserving each call's tokens in the database costs a round trip on every limited call; on a fast
 provider that is a fifth of the call. A lease removes it from most calls: a call that finds no
-lease reserves `LEASE_CALLS` times its own size in one ordinary reservation (core/quota.py), and
+lease reserves `LEASE_CALLS` times its own size in one ordinary reservation (ledger.py), and
 the calls after it take their share of that block under a lock in this process. A lease serves
 new calls until it runs low, `LEASE_WINDOW_S` has passed, or no call has drawn on it for
 `LEASE_IDLE_S`; then it is retired. The usage writer draws each call's real usage down from the
@@ -32,9 +32,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from core.quota.ledger import QuotaLedger, Reservation
+from core.quota.ledger import Demand, Limits, QuotaLedger, Reservation
 
 LEASE_CALLS = 32  # a lease covers this many calls of the size of the one that asked for it
 LEASE_SHARE = 16  # ...and is granted only while it is at most 1/16 of what is left
@@ -45,7 +45,7 @@ LEASE_IDLE_S = 0.5  # ...or sooner, once no call has drawn on it for this long
 @dataclass
 class _Lease:
     grant: Reservation  # the reservation row, as taken
-    limits: tuple[int | None, int | None]
+    limits: Limits
     usable_until: float  # monotonic
     last_draw: float
     balance: int  # tokens not yet promised to a call
@@ -84,38 +84,31 @@ class QuotaLeases:
         self._asking: dict[int, asyncio.Task[None]] = {}  # config id -> a lease being asked for
         self._refused_until: dict[int, float] = {}
 
-    async def hold(
-        self,
-        config_id: int,
-        tokens: int,
-        daily_limit: int | None,
-        monthly_limit: int | None,
-        now: datetime,
-    ) -> Reservation | None:
-        """Hold `tokens` for one call: from the config's lease, from a new lease, or reserved
-        for this call alone. None when the limits cannot cover the call."""
-        limits = (daily_limit, monthly_limit)
+    async def hold(self, demand: Demand) -> Reservation | None:
+        """Hold `demand.tokens` for one call: from the config's lease, from a new lease, or
+        reserved for this call alone. None when the limits cannot cover the call."""
+        config_id = demand.config_id
         loop = asyncio.get_running_loop()
         waited = False
         while True:
             with self._lock:
                 lease = self._current.get(config_id)
                 if lease is not None:
-                    if self._covers(lease, tokens, limits, now):
-                        return self._draw(lease, tokens)
+                    if self._covers(lease, demand):
+                        return self._draw(lease, demand.tokens)
                     self._retire(lease)
                 pending = self._asking.get(config_id)
                 if pending is not None and pending.done():  # its loop stopped before cleanup
                     del self._asking[config_id]
                     pending = None
                 if pending is None and not waited and self._may_lease(config_id):
-                    pending = loop.create_task(self._ask(config_id, tokens, limits, now))
+                    pending = loop.create_task(self._ask(demand))
                     pending.add_done_callback(functools.partial(self._asked, config_id))
                     self._asking[config_id] = pending
             # Wait, once, for the lease being asked for in this event loop (one round trip, the
             # same as reserving alone), then draw on it. Otherwise reserve alone.
             if waited or pending is None or pending.get_loop() is not loop:
-                return await self._reserve_alone(config_id, tokens, limits, now)
+                return await self._reserve_alone(demand)
             waited = True
             try:
                 await asyncio.shield(pending)
@@ -126,24 +119,15 @@ class QuotaLeases:
             except Exception:  # noqa: S110 - the request failed: this call reserves alone
                 pass
 
-    async def _ask(
-        self,
-        config_id: int,
-        tokens: int,
-        limits: tuple[int | None, int | None],
-        now: datetime,
-    ) -> None:
-        """Ask the database for a lease for calls of `tokens`, and make it the current one. It
+    async def _ask(self, demand: Demand) -> None:
+        """Ask the database for a lease for calls like `demand`, and make it the current one. It
         runs as a task of its own, so a caller cancelled meanwhile leaves no lease stranded."""
-        size = tokens * self._calls
+        config_id, limits = demand.config_id, demand.limits
+        lease = demand.scaled(self._calls)
+        size = lease.tokens
         asked_at = self._clock()  # the row's expiry counts from `now`, so the window does too
-        grant = await self.ledger.reserve_async(
-            config_id,
-            size,
-            *limits,
-            now,
-            self._ttl + timedelta(seconds=self._window_s),
-            margin=(self._share - 1) * size,
+        grant = await self.ledger.reserve(
+            lease, self._ttl + timedelta(seconds=self._window_s), margin=(self._share - 1) * size
         )
         with self._lock:
             if grant is None:
@@ -210,33 +194,27 @@ class QuotaLeases:
             for lease in list(self._current.values()):
                 self._retire(lease)
 
-    async def _reserve_alone(
-        self,
-        config_id: int,
-        tokens: int,
-        limits: tuple[int | None, int | None],
-        now: datetime,
-    ) -> Reservation | None:
+    async def _reserve_alone(self, demand: Demand) -> Reservation | None:
         """Reserve for this call only. If refused, draw on a lease of ours that is being given
         back, or give back what our retired leases hold unpromised and try once more (after a
         limit edit, say, the old lease may hold what this call needs)."""
         for attempt in (1, 2):
-            own = await self.ledger.reserve_async(config_id, tokens, *limits, now, self._ttl)
+            own = await self.ledger.reserve(demand, self._ttl)
             if own is not None:
                 return own
             with self._lock:
                 spare: list[tuple[_Lease, int]] = []
                 for lease in self._open.values():
-                    if lease.grant.config_id != config_id:
+                    if lease.grant.config_id != demand.config_id:
                         continue
-                    if self._covers(lease, tokens, limits, now):
-                        return self._draw(lease, tokens)
+                    if self._covers(lease, demand):
+                        return self._draw(lease, demand.tokens)
                     if not self._is_current(lease) and lease.balance > 0:  # writer not there yet
                         spare.append((lease, lease.balance))
                         lease.balance = 0
             if attempt == 2 or not spare:
                 return None
-            given = [await self.ledger.give_back_async(lease.grant, n) for lease, n in spare]
+            given = [await self.ledger.give_back(lease.grant, n) for lease, n in spare]
             if not any(given):
                 return None
         return None
@@ -246,15 +224,13 @@ class QuotaLeases:
     def _may_lease(self, config_id: int) -> bool:
         return self._calls > 1 and self._clock() >= self._refused_until.get(config_id, 0.0)
 
-    def _covers(
-        self, lease: _Lease, tokens: int, limits: tuple[int | None, int | None], now: datetime
-    ) -> bool:
-        """Whether a call of `tokens` may draw on `lease` now. Never after its window: a call
+    def _covers(self, lease: _Lease, demand: Demand) -> bool:
+        """Whether a call's `demand` may draw on `lease` now. Never after its window: a call
         drawn later could outlast the lease's row, which expires window + ttl after the grant."""
         return (
-            lease.balance >= tokens
-            and lease.limits == limits
-            and lease.grant.day == now.date()
+            lease.balance >= demand.tokens
+            and lease.limits == demand.limits
+            and lease.grant.day == demand.now.date()
             and self._clock() < lease.usable_until
         )
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from core.models import TASKS, ProviderConfig, TaskType
+from core.quota.ledger import Limits
 from core.routing.errors import NoProviderAvailable, UnknownTask
 
 LEGACY_PROVIDERS = (  # (type, key variable, model variable, default model)
@@ -53,6 +54,10 @@ class Candidate:
     @property
     def limited(self) -> bool:
         return self.daily_token_limit is not None or self.monthly_token_limit is not None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.daily_token_limit, self.monthly_token_limit)
 
     def __repr__(self) -> str:  # never the secret
         return f"Candidate({self.config_id}, {self.provider_type}, {self.model_name!r})"

@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
 from core.providers.egress import Allowlist, egress_client
 from core.providers.errors import ProviderTimeout
 from core.quota.leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
-from core.quota.ledger import QuotaLedger, reservation_size
+from core.quota.ledger import Demand, QuotaLedger, reservation_size
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (
     Candidate,
@@ -65,6 +66,7 @@ class Router:
         reservation_ttl: timedelta | None = None,
         lease_calls: int = LEASE_CALLS,
         lease_share: int = LEASE_SHARE,
+        lease_clock: Callable[[], float] = time.monotonic,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         if settings is None:
@@ -85,7 +87,9 @@ class Router:
         self._environ = os.environ if environ is None else environ
         self._ledger = QuotaLedger(self._engine)
         # lease_calls=1 turns leases off: every limited call then reserves its own tokens.
-        self._leases = QuotaLeases(self._ledger, self._ttl, calls=lease_calls, share=lease_share)
+        self._leases = QuotaLeases(
+            self._ledger, self._ttl, calls=lease_calls, share=lease_share, clock=lease_clock
+        )
         self._writer = UsageWriter(self._engine, self._ledger, self._leases)
         self._recorder = Recorder(self._writer, self._leases)
         # At exit, before the writer's own atexit hook (they run last-registered first): retire
@@ -248,11 +252,7 @@ class Router:
         if candidate.limited:
             assert candidate.config_id is not None
             trial.reservation = await self._leases.hold(
-                candidate.config_id,
-                size,
-                candidate.daily_token_limit,
-                candidate.monthly_token_limit,
-                trial.started,
+                Demand(candidate.config_id, size, candidate.limits, trial.started)
             )
             if trial.reservation is None:
                 return trial.refused()

@@ -1,0 +1,89 @@
+"""The quota SQL, written once for PostgreSQL and SQLite (see ledger.py for the mechanism)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Date, Integer, bindparam, text
+
+from core.models import UTCDateTime
+
+# Take `tokens` on a config's day, only if used + reserved + tokens + margin stays within the
+# daily limit and the month's other days + today + tokens + margin within the monthly limit.
+# (CAST: psycopg sends a small number as int2 or int4, and PostgreSQL would add two of them in
+# that type and overflow.)
+_COUNT = """
+INSERT INTO ai_provider_quota_counters AS c (config_id, day, used_tokens, reserved_tokens)
+SELECT :config_id, :day, 0, :tokens
+WHERE CAST(:tokens AS BIGINT) + CAST(:margin AS BIGINT) <= :daily_limit
+  AND CAST(:tokens AS BIGINT) + CAST(:margin AS BIGINT) + (
+      SELECT COALESCE(SUM(used_tokens + reserved_tokens), 0) FROM ai_provider_quota_counters
+      WHERE config_id = :config_id AND day >= :month_start AND day < :day
+  ) <= :monthly_limit
+ON CONFLICT (config_id, day) DO UPDATE
+SET reserved_tokens = c.reserved_tokens + excluded.reserved_tokens
+WHERE c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + CAST(:margin AS BIGINT)
+      <= :daily_limit
+  AND c.used_tokens + c.reserved_tokens + excluded.reserved_tokens + CAST(:margin AS BIGINT) + (
+      SELECT COALESCE(SUM(used_tokens + reserved_tokens), 0) FROM ai_provider_quota_counters
+      WHERE config_id = :config_id AND day >= :month_start AND day < :day
+  ) <= :monthly_limit
+RETURNING config_id
+"""
+_HOLD = (
+    "INSERT INTO ai_provider_quota_reservations (config_id, day, tokens, expires_at, created_at)"
+)
+_TIMES = (bindparam("expires_at", type_=UTCDateTime()), bindparam("now", type_=UTCDateTime()))
+
+# SQLite: the count, then the hold, in one transaction (the first takes the write lock).
+COUNT = text(_COUNT)
+HOLD = text(_HOLD + " VALUES (:config_id, :day, :tokens, :expires_at, :now) RETURNING id")
+HOLD = HOLD.bindparams(*_TIMES)
+
+# PostgreSQL: the same count as a data-modifying CTE, so the reservation is one statement and
+# one round trip in autocommit mode; the hold is inserted only if the counter took the tokens.
+RESERVE = text(
+    f"WITH taken AS ({_COUNT})\n{_HOLD}\n"
+    "SELECT config_id, :day, :tokens, :expires_at, :now FROM taken RETURNING id"
+).bindparams(*_TIMES)
+
+RELEASE = text(
+    "DELETE FROM ai_provider_quota_reservations WHERE id IN :ids RETURNING id, tokens"
+).bindparams(bindparam("ids", expanding=True))
+
+# Taking tokens out of a hold, only if it is still there and holds that many: a call's draw on a
+# lease (they move to used) or a lease giving back what no call was promised (they are freed).
+TAKE = text(
+    "UPDATE ai_provider_quota_reservations SET tokens = tokens - :tokens "
+    "WHERE id = :id AND tokens >= :tokens RETURNING id"
+)
+
+RELEASE_HELD = text("""
+UPDATE ai_provider_quota_counters SET reserved_tokens = reserved_tokens - :released
+WHERE config_id = :config_id AND day = :day
+""")
+
+# Usage is counted for every config, limited or not, so a limit set later in the day or month
+# already sees what was used before it. (A config deleted meanwhile is skipped.)
+ADD_USED = text("""
+INSERT INTO ai_provider_quota_counters AS c (config_id, day, used_tokens, reserved_tokens)
+SELECT :config_id, :day, :used, 0
+WHERE EXISTS (SELECT 1 FROM ai_provider_configs WHERE id = :config_id)
+ON CONFLICT (config_id, day) DO UPDATE SET used_tokens = c.used_tokens + excluded.used_tokens
+""")
+
+EXPIRED = (
+    text(
+        "DELETE FROM ai_provider_quota_reservations WHERE expires_at < :now "
+        "RETURNING config_id, day, tokens"
+    )
+    .bindparams(bindparam("now", type_=UTCDateTime()))
+    .columns(config_id=Integer(), day=Date(), tokens=BigInteger())
+)
+
+STANDING = text("""
+SELECT
+  COALESCE(SUM(CASE WHEN day = :day THEN used_tokens ELSE 0 END), 0),
+  COALESCE(SUM(CASE WHEN day = :day THEN reserved_tokens ELSE 0 END), 0),
+  COALESCE(SUM(used_tokens), 0),
+  COALESCE(SUM(reserved_tokens), 0)
+FROM ai_provider_quota_counters WHERE config_id = :config_id AND day >= :month_start AND day <= :day
+""")
