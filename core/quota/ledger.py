@@ -151,8 +151,9 @@ class QuotaLedger:
         return Reservation(hold_id, demand.config_id, params["day"], demand.tokens)
 
     async def _reserve_postgres(self, params: dict[str, Any]) -> int | None:
-        # A connection the server dropped (a restart, a failover) fails once and leaves the
-        # pool; the statement is then tried once more on a new one. It is atomic: never doubled.
+        # A server that restarted (or failed over) has ended every pooled connection: the first
+        # to fail sends the pool to check them all and drop the dead ones, and the statement is
+        # tried once more on a live or new connection. It is atomic, so nothing is doubled.
         pool = await self._pool()
         for attempt in (1, 2):
             try:
@@ -162,6 +163,7 @@ class QuotaLedger:
             except psycopg.OperationalError:
                 if attempt == 2:
                     raise
+                await pool.check()
         return None  # unreachable: the loop returns or raises
 
     def _reserve_sqlite(self, params: dict[str, Any]) -> int | None:
