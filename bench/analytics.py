@@ -45,7 +45,7 @@ from core.usage.demo_rows import generate
 from core.usage.queries import PAGE_QUERIES, filter_options
 from core.usage.report import UsageQuery
 from core.usage.rollup import rebuild
-from tests.conftest import PostgresServer
+from tests.support.database import PostgresServer
 
 ACTOR = Actor.cli()
 T = TypeVar("T")

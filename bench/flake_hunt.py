@@ -1,7 +1,7 @@
 """Run tests again and again while every core is busy, to find the ones that fail under load.
 
     .venv/bin/python bench/flake_hunt.py            # the browser tests, 30 runs in a row
-    .venv/bin/python bench/flake_hunt.py --runs 50 -- tests/test_quota_leases.py -k lease
+    .venv/bin/python bench/flake_hunt.py --runs 50 -- tests/quota/test_leases.py -k lease
 
 A test that only passes on an idle machine fails in CI sooner or later. This keeps both cores
 busy (stress-ng --cpu when it is installed, else one spinning process per core), runs pytest

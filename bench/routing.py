@@ -30,8 +30,8 @@ from core.db import make_engine, upgrade
 from core.models import ProviderConfig
 from core.quota.leases import LEASE_CALLS
 from core.routing import Router
-from tests.conftest import PostgresServer
 from tests.fakes import FakeProviderServer
+from tests.support.database import PostgresServer
 
 KEY = "sk-bench-0000000000000000"
 PROMPT = "Extract the job title from: Senior Data Engineer (Python, SQL), Berlin, hybrid."

@@ -8,7 +8,7 @@ import pytest
 
 from core.access import Actor, PermissionDenied, StepUpRequired, require_role, require_step_up
 from core.models import User, UserRole, utcnow
-from tests.conftest import MigratedDatabase
+from tests.support.database import MigratedDatabase
 
 ADMIN, ANALYST = UserRole.SUPER_ADMIN, UserRole.ANALYST
 

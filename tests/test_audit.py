@@ -10,7 +10,7 @@ from sqlalchemy import select
 from core import audit
 from core.access import Actor
 from core.models import AdminActionLog
-from tests.conftest import MigratedDatabase
+from tests.support.database import MigratedDatabase
 
 
 def test_record_stores_actor_target_and_origin(db: MigratedDatabase) -> None:

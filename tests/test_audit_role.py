@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from core.config import PROJECT_ROOT, Settings
 from core.db import make_engine, upgrade
-from tests.conftest import PostgresServer
+from tests.support.database import PostgresServer
 
 
 def readme_sql() -> list[str]:

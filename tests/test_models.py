@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm.exc import StaleDataError
 
 from core.models import AdminActionLog, ProviderConfig, UsageLog, User
-from tests.conftest import MigratedDatabase
+from tests.support.database import MigratedDatabase
 
 WHEN = datetime(2026, 3, 31, 23, 59, 59, 999000, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from core.cli import main
 from core.crypto import DecryptionError, SecretBox, generate_key
 from core.models import AdminActionLog, ProviderConfig, User
-from tests.conftest import MigratedDatabase
+from tests.support.database import MigratedDatabase
 
 API_KEYS = ["sk-PLANTED-openai-1111", "sk-ant-PLANTED-2222", "AIzaPLANTED3333"]
 TOTP = "JBSWY3DPEHPK3PXP"

@@ -1,0 +1,44 @@
+"""End to end in headless Chromium: after `python -m core demo-data`, an analyst who signs in
+lands on Usage and sees its four charts drawn. The screenshot is kept in test-artifacts/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from core import accounts
+from core.access import Actor
+from core.cli import main
+from tests.support.browser import sign_in
+from tests.support.console_server import ConsoleServer
+from tests.support.database import MigratedDatabase
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+def test_an_analyst_sees_the_demo_data_charted(
+    db: MigratedDatabase, page: Page, artifacts: Path
+) -> None:
+    assert main(["demo-data", "--days", "30", "--calls", "5000"], settings=db.settings) == 0
+    with db.session() as session, session.begin():
+        accounts.create_user(session, Actor.cli(), "ann", "analyst password", "analyst")
+    env = {
+        "AI_CONSOLE_DATABASE_URL": db.url,
+        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
+        "AI_CONSOLE_FERNET_KEYS": db.settings.fernet_keys[0],
+    }
+    with ConsoleServer(env) as console:
+        page.goto(console.url)
+        sign_in(page, "ann", "analyst password")
+        expect(page.get_by_role("heading", name="Usage", exact=True)).to_be_visible()
+        # The metric's label; once the cost chart has drawn, its axis title says the same.
+        expect(page.get_by_role("paragraph").filter(has_text="Cost (USD)")).to_be_visible()
+        expect(page.locator(".js-plotly-plot")).to_have_count(4)
+        expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+        expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
+        page.set_viewport_size({"width": 1400, "height": 2200})  # the page scrolls inside
+        expect(page.locator(".js-plotly-plot")).to_have_count(4)
+        page.screenshot(path=artifacts / f"usage-{db.backend}.png", full_page=True)
+    assert "Traceback" not in console.output

@@ -1,0 +1,165 @@
+"""The Usage page in AppTest: an analyst sees the figures, charts, config table and export;
+the range and the filters change the figures; an empty database says how to get demo data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import streamlit as st
+from sqlalchemy import select
+from streamlit.testing.v1 import AppTest
+
+import ui
+from core.access import Actor
+from core.models import AdminActionLog, utcnow
+from core.usage.export import COLUMNS, export_csv
+from core.usage.queries import usage_report
+from core.usage.report import UsageQuery
+from tests.support.pages import Console
+from tests.support.usage import add_configs, in_range, insert_out_of_order, random_rows, raw_rows
+
+PAGE = "pages/usage.py"
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    st.cache_data.clear()  # the page caches reports for 30 s, keyed by range and filters
+    yield
+    st.cache_data.clear()
+
+
+def seed(console: Console) -> list[dict[str, Any]]:
+    now = utcnow()
+    configs = add_configs(console.db)
+    rows = random_rows(random.Random(21), 300, now - timedelta(days=20), now, configs)
+    insert_out_of_order(console.db, [r for r in rows if r["created_at"] < now])
+    return raw_rows(console.db)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label.endswith(label))
+
+
+def window(at: AppTest) -> tuple[datetime, datetime]:
+    """The range the page says it shows (its end is the next whole minute, so the test cannot
+    work it out from its own clock)."""
+    for caption in at.caption:
+        if found := re.match(r"(\S+ \S+) – (\S+ \S+) UTC\.", caption.value):
+            first, last = (datetime.fromisoformat(t).replace(tzinfo=UTC) for t in found.groups())
+            return first, last
+    raise AssertionError("the page does not say which range it shows")
+
+
+def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None:
+    rows = seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Usage"
+    assert metric(at, "Calls") == f"{len(rows):,}"  # the last 30 days hold every row
+    cost = sum(r["cost_micro_usd"] or 0 for r in rows) / 1_000_000
+    assert metric(at, "Cost (USD)") == f"${cost:,.2f}"
+    assert len(at.get("plotly_chart")) == 4
+    table = at.dataframe[0].value
+    assert set(table["Config"]) == {
+        "openai config",
+        "claude config",
+        "gemini config",
+        "(no stored config)",
+    }
+    assert table.loc[table["Config"] == "openai config", "Daily limit"].item() == 1_000_000
+    assert any("demo data" in c.value for c in at.caption)  # some rows are marked demo
+    assert at.get("download_button")[0].label == "Export CSV"
+
+
+def test_the_range_and_the_filters_change_the_figures(console: Console) -> None:
+    rows = seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+
+    at.segmented_control(key="usage_range").set_value("24 h").run()
+    start, end = window(at)
+    assert end - start == timedelta(hours=24)
+    assert end - timedelta(minutes=1) <= utcnow() < end + timedelta(seconds=30)
+    recent = in_range(rows, start, end)
+    assert recent and len(recent) < len(rows)
+    assert metric(at, "Calls") == f"{len(recent):,}"
+
+    at.segmented_control(key="usage_range").set_value("90 d").run()
+    next(s for s in at.selectbox if s.label == "Provider").select("openai").run()
+    openai = [r for r in rows if r["provider_type"] == "openai"]
+    assert not at.exception
+    assert metric(at, "Calls") == f"{len(openai):,}"
+    next(s for s in at.selectbox if s.label == "Status").select("success").run()
+    succeeded = [r for r in openai if r["status"] == "success"]
+    assert metric(at, "Calls") == f"{len(succeeded):,}"
+    assert metric(at, "Success rate") == "100.0%"
+    assert set(at.dataframe[0].value["Provider"]) <= {"openai", ""}
+
+
+def test_an_empty_console_says_how_to_see_the_charts(console: Console) -> None:
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    assert not at.exception
+    assert "python -m core demo-data" in at.info[0].value
+    assert not at.metric and not at.get("plotly_chart") and not at.get("download_button")
+
+
+def test_filters_that_match_nothing_say_so(console: Console) -> None:
+    seed(console)
+    admin, _ = console.add_user("root")
+    at = console.page(PAGE, admin).run()
+    next(s for s in at.selectbox if s.label == "Provider").select("gemini").run()
+    next(s for s in at.selectbox if s.label == "Model").select("gpt-4o-mini").run()
+    assert not at.exception and not at.metric
+    assert "No calls match these filters" in at.info[0].value
+
+
+def test_nobody_signed_in_sees_nothing(console: Console) -> None:
+    at = console.page(PAGE).run()
+    assert at.warning[0].value == "Sign in first." and not at.metric
+
+
+def test_the_export_holds_what_the_page_shows_and_is_audited(console: Console) -> None:
+    rows = seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    actor = Actor(label="ann", user_id=analyst)
+    query = UsageQuery.last(timedelta(days=30), provider_type="claude")
+    with console.db.session() as session, session.begin():
+        report = usage_report(session, actor, query)
+        text = export_csv(session, actor, report)
+    table = list(csv.DictReader(io.StringIO(text)))
+    assert list(table[0]) == list(COLUMNS)
+    calls = next(r for r in table if r["section"] == "range" and r["metric"] == "calls")
+    assert int(calls["value"]) == sum(r["provider_type"] == "claude" for r in rows)
+    sections = {r["section"] for r in table}
+    assert sections == {
+        "range",
+        "previous period",
+        "cost by provider",
+        "calls over time",
+        "latency by provider",
+        "tokens by task",
+        "configs",
+    }
+    assert {r["basis"] for r in table if r["metric"] == "p95_ms"} == {"exact"}
+    with console.db.session() as session:
+        entry = session.scalars(
+            select(AdminActionLog).where(AdminActionLog.action == "usage.exported")
+        ).one()
+    assert entry.actor_label == "ann" and entry.details["provider_type"] == "claude"
+
+
+def test_big_token_counts_fit_their_tile() -> None:
+    assert [ui.compact_count(n) for n in (999_999, 19_628_412, 2_500_000_000)] == [
+        "999,999",
+        "19.6 M",
+        "2.50 B",
+    ]

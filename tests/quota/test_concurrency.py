@@ -1,0 +1,157 @@
+"""Token limits hold across OS processes calling at once, and a crash leaves nothing held."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import types
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from core.models import QuotaCounter, QuotaReservation, UsageLog, utcnow
+from core.quota.ledger import QuotaLedger, reservation_size
+from tests.fakes import FakeProviderServer
+from tests.fakes.provider_server import count_tokens, make_reply
+from tests.support.database import MigratedDatabase
+from tests.support.quota_worker import PROMPT, call_and_hang, hammer
+from tests.support.routing import add_config, allow_planted_keys
+
+
+@pytest.fixture(autouse=True)
+def plain_main_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spawned processes re-import __main__; after an AppTest that is a page script, which must
+    not run in the workers. Give them an empty __main__ instead."""
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+
+
+PROCESSES = 4
+CALLS_PER_PROCESS = 25
+CONCURRENCY = 5  # calls at once in each process
+MAX_OUTPUT = 40
+LIMIT = 18_000
+# Exact: every call reserves its own tokens. Leased: leases of 4 calls, each at most half of
+# what is left, so most of the run is served by leases and its end, near the limit, by exact
+# reservations again: both paths and the switch between them.
+LEASES = {
+    "exact": {"lease_calls": 1},
+    "leased": {"lease_calls": 4, "lease_share": 2},
+}
+
+
+@pytest.fixture(params=sorted(LEASES))
+def leases(request: pytest.FixtureRequest) -> dict[str, int]:
+    return LEASES[request.param]
+
+
+@pytest.mark.slow
+def test_many_processes_never_overspend_a_daily_limit(
+    db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
+) -> None:
+    allow_planted_keys(fake_providers)
+    config = add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
+    per_call = reservation_size(PROMPT, None, MAX_OUTPUT)
+    uses = count_tokens([PROMPT]) + count_tokens([make_reply(PROMPT, MAX_OUTPUT)])
+    calls = PROCESSES * CALLS_PER_PROCESS
+    assert calls * uses > LIMIT  # even one call at a time, the limit is reached by usage
+    lease_tokens = per_call * leases["lease_calls"] if leases["lease_calls"] > 1 else 0
+
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(PROCESSES) as pool:
+        results = pool.starmap(
+            hammer,
+            [
+                (
+                    db.url,
+                    db.settings.fernet_keys[0],
+                    CALLS_PER_PROCESS,
+                    CONCURRENCY,
+                    MAX_OUTPUT,
+                    leases,
+                )
+            ]
+            * PROCESSES,
+        )
+
+    outcomes: dict[str, int] = {}
+    for result in results:
+        for kind, n in result.items():
+            outcomes[kind] = outcomes.get(kind, 0) + n
+    round_trips = outcomes.pop("round_trips")
+    print(f"{leases}: {outcomes}, {round_trips} reservations in the database")
+    assert set(outcomes) == {"ok", "QuotaExceeded"}, outcomes
+    assert sum(outcomes.values()) == calls
+    # The limit was used, not just refused: a call is refused only when what is held covers the
+    # limit, and each success holds at most per_call, each process's idle leases at most about
+    # one lease and one call.
+    assert outcomes["ok"] >= (LIMIT - PROCESSES * (lease_tokens + per_call)) // per_call
+    if lease_tokens:
+        assert round_trips < calls  # calls served by a lease made no round trip
+    else:
+        assert round_trips >= calls  # every call reserved for itself
+
+    with db.session() as session:
+        recorded = session.scalar(
+            select(func.sum(UsageLog.total_tokens)).where(UsageLog.status == "success")
+        )
+        successes = session.scalar(select(func.count()).where(UsageLog.status == "success"))
+        rejected = session.scalar(select(func.count()).where(UsageLog.status == "rejected"))
+        counter = session.scalars(select(QuotaCounter)).one()
+        held = session.scalars(select(QuotaReservation)).all()
+    assert recorded is not None and recorded <= LIMIT
+    assert (successes, rejected) == (outcomes["ok"], outcomes["QuotaExceeded"])
+    assert (counter.config_id, counter.used_tokens, counter.reserved_tokens) == (
+        config,
+        recorded,
+        0,
+    )
+    assert held == []
+
+
+@pytest.mark.real_clock  # its worker process runs on the real clock
+@pytest.mark.slow
+def test_a_process_killed_mid_call_leaves_no_reservation_behind(
+    db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
+) -> None:
+    allow_planted_keys(fake_providers)
+    add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
+    fake_providers.fail_next("openai", mode="slow", delay=60)
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=call_and_hang, args=(db.url, db.settings.fernet_keys[0], leases)
+    )
+    child.start()
+    try:
+        held = _wait_for_reservation(db, child)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join()
+    assert child.exitcode == -signal.SIGKILL
+    assert held.tokens == reservation_size(PROMPT, None, 10) * leases["lease_calls"]
+
+    ledger = QuotaLedger(db.engine)
+    assert ledger.sweep(utcnow()) == 0  # not yet expired: the call could still be running
+    assert ledger.sweep(held.expires_at + timedelta(seconds=1)) == 1
+    with db.session() as session:
+        assert session.scalars(select(QuotaReservation)).all() == []
+        counter = session.scalars(select(QuotaCounter)).one()
+    assert (counter.used_tokens, counter.reserved_tokens) == (0, 0)
+
+
+def _wait_for_reservation(
+    db: MigratedDatabase, child: multiprocessing.process.BaseProcess
+) -> QuotaReservation:
+    """Poll until the child holds its reservation (it starts a Python process: seconds)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert child.is_alive(), f"worker exited early with {child.exitcode}"
+        with db.session() as session:
+            held = session.scalars(select(QuotaReservation)).first()
+        if held is not None:
+            return held
+        time.sleep(0.05)
+    pytest.fail("the worker never reserved tokens")
