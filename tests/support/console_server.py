@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from types import TracebackType
@@ -30,6 +31,8 @@ class ConsoleServer:
         self.env = {**os.environ, **env}
         self.startup_timeout_s = startup_timeout_s
         self.output = ""
+        self._lines: list[str] = []
+        self._reader: threading.Thread | None = None
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ConsoleServer:
@@ -40,19 +43,30 @@ class ConsoleServer:
             cwd=PROJECT_ROOT, env=self.env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        # Read the console's output as it comes: a pipe nobody reads fills up (64 KiB), and
+        # the console then blocks on its next log line and stops answering the browser.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self._wait_until_healthy()
         return self
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.append(line)
 
     def __exit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
-        assert self._process is not None
+        assert self._process is not None and self._reader is not None
         self._process.terminate()
         try:
-            self.output = self._process.communicate(timeout=10)[0]
+            self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
-            self.output = self._process.communicate()[0]
+            self._process.wait()
+        self._reader.join()
+        self.output = "".join(self._lines)
 
     def health(self) -> str:
         with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
@@ -63,7 +77,9 @@ class ConsoleServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                output = self._process.communicate()[0]
+                assert self._reader is not None
+                self._reader.join()
+                output = "".join(self._lines)
                 raise RuntimeError(f"console exited with {self._process.returncode}: {output}")
             try:
                 self.health()
