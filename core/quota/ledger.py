@@ -37,7 +37,7 @@ import asyncio
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -124,8 +124,8 @@ class QuotaLedger:
 
     Reserving is on the hot path of every limited call that no lease serves. On PostgreSQL it is
     one statement (compiled once by SQLAlchemy for psycopg) on a psycopg AsyncConnectionPool per
-    event loop, in autocommit mode: one round trip and no thread hop, ~0.35 ms on loopback where
-    SQLAlchemy's async engine takes ~1.4 ms for the same statement. On SQLite it is two statements
+    event loop, in autocommit mode: one round trip and no thread hop, ~0.8 ms a reservation on
+    loopback where SQLAlchemy's async engine took ~1.9 ms. On SQLite it is two statements
     in a write transaction, in a worker thread. Everything else is rare or runs in the usage
     writer's thread, so it goes through the one synchronous engine.
     """
@@ -290,7 +290,12 @@ class QuotaLedger:
 def _params(demand: Demand, ttl: timedelta, margin: int) -> dict[str, Any]:
     if demand.tokens < 0 or margin < 0:  # either would let a hold exceed the limit
         raise ValueError(f"cannot hold {demand.tokens} tokens with a margin of {margin}")
-    day = demand.now.date()
+    # psycopg gets these values as they are (not through UTCDateTime): a naive time would be
+    # read in the server's time zone and count the hold against the wrong day or expiry.
+    if demand.now.utcoffset() is None:
+        raise ValueError("naive datetime given; use an aware UTC datetime (core.models.utcnow)")
+    now = demand.now.astimezone(UTC)
+    day = now.date()
     daily, monthly = demand.limits.daily, demand.limits.monthly
     return {
         "config_id": demand.config_id,
@@ -300,6 +305,6 @@ def _params(demand: Demand, ttl: timedelta, margin: int) -> dict[str, Any]:
         "month_start": month_start(day),
         "daily_limit": UNLIMITED if daily is None else daily,
         "monthly_limit": UNLIMITED if monthly is None else monthly,
-        "expires_at": demand.now + ttl,
-        "now": demand.now,
+        "expires_at": now + ttl,
+        "now": now,
     }

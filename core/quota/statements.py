@@ -35,8 +35,9 @@ _TIMES = (bindparam("expires_at", type_=UTCDateTime()), bindparam("now", type_=U
 
 # SQLite: the count, then the hold, in one transaction (the first takes the write lock).
 COUNT = text(_COUNT)
-HOLD = text(_HOLD + " VALUES (:config_id, :day, :tokens, :expires_at, :now) RETURNING id")
-HOLD = HOLD.bindparams(*_TIMES)
+HOLD = text(
+    _HOLD + " VALUES (:config_id, :day, :tokens, :expires_at, :now) RETURNING id"
+).bindparams(*_TIMES)
 
 # PostgreSQL: the same count as a data-modifying CTE, so the reservation is one statement and
 # one round trip in autocommit mode; the hold is inserted only if the counter took the tokens.

@@ -291,6 +291,10 @@ def test_lease_options_that_would_break_the_limit_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match="lease_calls and lease_share must be at least 1"):
         make_router(db, **options)
+    with pytest.raises(ValueError, match="naive datetime"):  # which day would it count on?
+        reserve_now(
+            QuotaLedger(db.engine), stored_config(db), 10, BIG, None, NOON.replace(tzinfo=None), TTL
+        )
     with pytest.raises(ValueError, match="margin of -1"):
         reserve_now(QuotaLedger(db.engine), stored_config(db), 10, BIG, None, NOON, TTL, margin=-1)
 
