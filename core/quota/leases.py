@@ -123,11 +123,11 @@ class QuotaLeases:
         """Ask the database for a lease for calls like `demand`, and make it the current one. It
         runs as a task of its own, so a caller cancelled meanwhile leaves no lease stranded."""
         config_id, limits = demand.config_id, demand.limits
-        lease = demand.scaled(self._calls)
-        size = lease.tokens
+        block = demand.scaled(self._calls)
+        size = block.tokens
         asked_at = self._clock()  # the row's expiry counts from `now`, so the window does too
         grant = await self.ledger.reserve(
-            lease, self._ttl + timedelta(seconds=self._window_s), margin=(self._share - 1) * size
+            block, self._ttl + timedelta(seconds=self._window_s), margin=(self._share - 1) * size
         )
         with self._lock:
             if grant is None:
