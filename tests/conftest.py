@@ -19,9 +19,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from core.config import PROJECT_ROOT, Settings
+from core.config import Settings
 from core.crypto import generate_key
 from core.db import make_engine, upgrade
+from tests.support.console_server import ARTIFACTS
 from tests.support.database import (
     BACKENDS,
     IN_CI,
@@ -145,7 +146,6 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
@@ -161,28 +161,12 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-_FAILED = pytest.StashKey[bool]()  # set on a test whose call phase failed
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    report = yield
-    if report.when == "call" and report.failed:
-        item.stash[_FAILED] = True
-    return report
-
-
 @pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh browser context's page (ConsoleServer(env, page) saves it when a test fails)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(20_000)
-    page = context.new_page()
-    yield page
-    if request.node.stash.get(_FAILED, False):  # what the browser showed when the test failed
-        ARTIFACTS.mkdir(exist_ok=True)
-        name = "".join(c if c.isalnum() else "-" for c in request.node.name)
-        for n, open_page in enumerate(context.pages):
-            open_page.screenshot(path=ARTIFACTS / f"failed-{name}-{n}.png", full_page=True)
+    yield context.new_page()
     context.close()
 
 

@@ -70,7 +70,7 @@ def test_a_new_user_sees_the_setup_page_in_a_browser(
     db: MigratedDatabase, page: Page, artifacts: Path
 ) -> None:
     env = {"AI_CONSOLE_DATABASE_URL": db.url, "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir)}
-    with ConsoleServer(env) as console:
+    with ConsoleServer(env, page) as console:
         page.goto(console.url)
         expect(page.get_by_role("heading", name="AI Provider Console")).to_be_visible()
         expect(page.get_by_text("Set up the console")).to_be_visible()

@@ -45,7 +45,7 @@ def test_add_test_route_edit_delete_a_provider(
         "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
     }
     html: list[str] = []
-    with ConsoleServer(env) as console:
+    with ConsoleServer(env, page) as console:
         page.goto(console.url)
         sign_in(page, "ada", PASSWORD)
         field(page, "Code").fill(pyotp.TOTP(secret).now())

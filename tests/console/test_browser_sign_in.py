@@ -63,7 +63,7 @@ def test_first_run_setup_enrolment_and_sign_in(
     env = {"AI_CONSOLE_DATABASE_URL": db.url, "AI_CONSOLE_DATA_DIR": str(tmp_path)}
     token = migrate(env)
     pages_html: list[str] = []
-    with ConsoleServer(env) as console:
+    with ConsoleServer(env, page) as console:
         # First run: the token creates the first super-admin, who must enrol first.
         page.goto(console.url)
         expect(page.get_by_role("heading", name="Set up the console")).to_be_visible()

@@ -29,7 +29,7 @@ def test_an_analyst_sees_the_demo_data_charted(
         "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
         "AI_CONSOLE_FERNET_KEYS": db.settings.fernet_keys[0],
     }
-    with ConsoleServer(env) as console:
+    with ConsoleServer(env, page) as console:
         page.goto(console.url)
         sign_in(page, "ann", "analyst password")
         expect(page.get_by_role("heading", name="Usage", exact=True)).to_be_visible()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,9 +12,12 @@ import time
 import urllib.request
 from types import TracebackType
 
+from playwright.sync_api import Page
+
 from core.config import PROJECT_ROOT
 
 APP = PROJECT_ROOT / "app.py"
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # git-ignored: screenshots and logs to look at
 
 
 def free_port() -> int:
@@ -23,9 +27,17 @@ def free_port() -> int:
 
 
 class ConsoleServer:
-    """The console on a free loopback port, with `env` added to this process's environment."""
+    """The console on a free loopback port, with `env` added to this process's environment.
 
-    def __init__(self, env: dict[str, str], startup_timeout_s: float = 60) -> None:
+    When the block fails, what the browser showed (every page of `page`'s context) is saved to
+    test-artifacts/ before the console stops, and the console's output beside it: a screenshot
+    taken after the console has stopped shows only Streamlit's greyed "disconnected" page.
+    """
+
+    def __init__(
+        self, env: dict[str, str], page: Page | None = None, startup_timeout_s: float = 60
+    ) -> None:
+        self.page = page
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -59,6 +71,11 @@ class ConsoleServer:
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
         assert self._process is not None and self._reader is not None
+        name = _failure_name() if _e is not None else None
+        if name is not None and self.page is not None:
+            ARTIFACTS.mkdir(exist_ok=True)
+            for n, open_page in enumerate(self.page.context.pages):
+                open_page.screenshot(path=ARTIFACTS / f"failed-{name}-{n}.png", full_page=True)
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
@@ -67,6 +84,9 @@ class ConsoleServer:
             self._process.wait()
         self._reader.join()
         self.output = "".join(self._lines)
+        if name is not None:
+            ARTIFACTS.mkdir(exist_ok=True)
+            (ARTIFACTS / f"failed-{name}-console.log").write_text(self.output)
 
     def health(self) -> str:
         with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
@@ -88,3 +108,9 @@ class ConsoleServer:
                 time.sleep(0.2)
         self.__exit__(None, None, None)
         raise RuntimeError(f"console did not answer within {self.startup_timeout_s} s")
+
+
+def _failure_name() -> str:
+    """The running test's id as a file name (pytest sets PYTEST_CURRENT_TEST while it runs)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "test").split("::")[-1].split(" ")[0]
+    return re.sub(r"[^A-Za-z0-9]+", "-", test).strip("-")
