@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, WebSocket
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from core.config import PROJECT_ROOT
 
@@ -32,12 +37,17 @@ class ConsoleServer:
     When the block fails, what the browser showed (every page of `page`'s context) is saved to
     test-artifacts/ before the console stops, and the console's output beside it: a screenshot
     taken after the console has stopped shows only Streamlit's greyed "disconnected" page.
+    Beside them: when the page sent and received each websocket message (did a click reach the
+    console?) and, where py-spy is installed, what every thread of the console was doing.
     """
 
     def __init__(
         self, env: dict[str, str], page: Page | None = None, startup_timeout_s: float = 60
     ) -> None:
         self.page = page
+        self._frames: list[str] = []
+        if page is not None:
+            page.on("websocket", self._watch)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
@@ -62,6 +72,14 @@ class ConsoleServer:
         self._wait_until_healthy()
         return self
 
+    def _watch(self, socket: WebSocket) -> None:
+        def log(direction: str, payload: str | bytes, what: str = "") -> None:
+            at = datetime.now(UTC).astimezone().strftime("%H:%M:%S.%f")[:-3]  # the log's
+            self._frames.append(f"{at} {direction} {len(payload)} bytes {what}")
+
+        socket.on("framesent", lambda payload: log("sent", payload, _back_message(payload)))
+        socket.on("framereceived", lambda payload: log("received", payload, _forward(payload)))
+
     def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None
         for line in self._process.stdout:
@@ -76,6 +94,15 @@ class ConsoleServer:
             ARTIFACTS.mkdir(exist_ok=True)
             for n, open_page in enumerate(self.page.context.pages):
                 open_page.screenshot(path=ARTIFACTS / f"failed-{name}-{n}.png", full_page=True)
+            (ARTIFACTS / f"failed-{name}-websocket.log").write_text("\n".join(self._frames))
+        py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if name is not None and py_spy:
+            ARTIFACTS.mkdir(exist_ok=True)
+            dump = subprocess.run(
+                [py_spy, "dump", "--pid", str(self._process.pid)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            (ARTIFACTS / f"failed-{name}-threads.txt").write_text(dump.stdout + dump.stderr)
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
@@ -114,3 +141,27 @@ def _failure_name() -> str:
     """The running test's id as a file name (pytest sets PYTEST_CURRENT_TEST while it runs)."""
     test = os.environ.get("PYTEST_CURRENT_TEST", "test").split("::")[-1].split(" ")[0]
     return re.sub(r"[^A-Za-z0-9]+", "-", test).strip("-")
+
+
+def _back_message(payload: str | bytes) -> str:
+    """What the browser asked the console for: a rerun names the buttons it presses."""
+    if isinstance(payload, str):
+        return payload[:80]
+    message = BackMsg.FromString(payload)
+    kind = message.WhichOneof("type") or "?"
+    if kind != "rerun_script":
+        return kind
+    pressed = [w.id for w in message.rerun_script.widget_states.widgets
+               if w.WhichOneof("value") == "trigger_value" and w.trigger_value]  # fmt: skip
+    return f"rerun (pressed: {', '.join(pressed) or 'nothing'})"
+
+
+def _forward(payload: str | bytes) -> str:
+    """What the console sent: a new run, a change to the page, the end of a run."""
+    if isinstance(payload, str):
+        return payload[:80]
+    message = ForwardMsg.FromString(payload)
+    kind = message.WhichOneof("type") or "?"
+    if kind == "script_finished":
+        return f"script_finished {ForwardMsg.ScriptFinishedStatus.Name(message.script_finished)}"
+    return kind
