@@ -15,7 +15,7 @@ from core import accounts
 from core.crypto import SecretBox
 from core.models import ProviderConfig, User
 from tests.fakes import FakeProviderServer
-from tests.support.browser import field, sign_in
+from tests.support.browser import field, press, sign_in
 from tests.support.console_server import ConsoleServer
 from tests.support.database import MigratedDatabase
 
@@ -49,12 +49,12 @@ def test_add_test_route_edit_delete_a_provider(
         page.goto(console.url)
         sign_in(page, "ada", PASSWORD)
         field(page, "Code").fill(pyotp.TOTP(secret).now())
-        page.get_by_role("button", name="Verify").click()
+        press(page, "Verify")
         expect(page.get_by_role("heading", name="Providers", exact=True)).to_be_visible()
         expect(page.get_by_text("No provider is configured yet")).to_be_visible()
 
         # Add an OpenAI config (gpt-4o-mini is its first known model) at the fake server.
-        page.get_by_role("button", name="Add provider").click()
+        press(page, "Add provider")
         page.get_by_role("combobox", name="Provider").click()
         page.get_by_role("option", name="OpenAI").click()
         expect(page.get_by_role("combobox", name="Model")).to_have_value("gpt-4o-mini")
@@ -65,12 +65,12 @@ def test_add_test_route_edit_delete_a_provider(
         field(page, "Base URL").fill(fake_providers.openai_base_url)
         # (While typing, the key is in the browser's own password field; from here on no
         # page the server draws may carry it.)
-        page.get_by_role("button", name="Create provider").click()
+        press(page, "Create provider")
         expect(page.get_by_role("heading", name="Fake OpenAI")).to_be_visible()
         html.append(page.content())
 
         # Test it, and see it serve extraction.
-        page.get_by_role("button", name="Test").click()
+        press(page, "Test")
         expect(page.get_by_text("Key accepted; model gpt-4o-mini is available.")).to_be_visible()
         # Routing now: extraction is served (by it); the three other tasks still are not.
         expect(page.get_by_text("Nobody: calls fail")).to_have_count(3)
@@ -82,7 +82,7 @@ def test_add_test_route_edit_delete_a_provider(
         fake_providers.fail_next(
             "openai", 404, message="Moved: [the fix](http://evil.example) **now**"
         )
-        page.get_by_role("button", name="Test").click()
+        press(page, "Test")
         # (ui.plain breaks bare URLs with an invisible word joiner after "http:")
         expect(page.get_by_text("Moved: [the fix](http:").first).to_be_visible()
         expect(page.get_by_text("evil.example) **now**").first).to_be_visible()
@@ -92,26 +92,26 @@ def test_add_test_route_edit_delete_a_provider(
 
         # Pointing the stored key at another host without pasting it again is refused, and
         # that host hears nothing.
-        page.get_by_role("button", name="Edit").click()
+        press(page, "Edit")
         page.get_by_text("Advanced").click()
         with FakeProviderServer() as elsewhere:
             field(page, "Base URL").fill(elsewhere.openai_base_url)
-            page.get_by_role("button", name="Save changes").click()
+            press(page, "Save changes")
             expect(page.get_by_text("API key: paste the API key again")).to_be_visible()
             assert elsewhere.requests == []
         field(page, "Base URL").fill(fake_providers.openai_base_url)
 
         # Edit its daily limit (the key field left empty keeps the key).
         field(page, "Daily token limit").fill("250000")
-        page.get_by_role("button", name="Save changes").click()
+        press(page, "Save changes")
         expect(page.get_by_text("Today: 0 of 250,000 tokens (0%)")).to_be_visible()
         html.append(page.content())
 
         # Delete, confirming in the dialog, which warns that extraction is left unserved.
-        page.get_by_role("button", name="Delete").click()
+        press(page, "Delete")
         dialog = page.get_by_role("dialog")
         expect(dialog).to_contain_text("No other active provider serves Job extraction")
-        dialog.get_by_role("button", name="Delete").click()
+        press(page, "Delete", within=dialog)
         expect(page.get_by_text("No provider is configured yet")).to_be_visible()
         html.append(page.content())
 

@@ -24,7 +24,7 @@ from core import accounts
 from core.access import Actor
 from core.config import PROJECT_ROOT
 from core.models import AdminActionLog, User
-from tests.support.browser import field, sign_in
+from tests.support.browser import field, press, sign_in
 from tests.support.console_server import ConsoleServer
 from tests.support.database import MigratedDatabase
 from ui import COOKIE_NAME
@@ -72,23 +72,23 @@ def test_first_run_setup_enrolment_and_sign_in(
         field(page, "Display name (optional)").fill("Ada Lovelace")
         field(page, "Password").fill(PASSWORD)
         field(page, "Repeat the password").fill(PASSWORD)
-        page.get_by_role("button", name="Create super-admin").click()
+        press(page, "Create super-admin")
         expect(page.get_by_text("Super-admins must set up an authenticator app")).to_be_visible()
         expect(page.get_by_role("img").first).to_be_visible()  # the QR code
         secret = page.locator("code").first.inner_text().replace(" ", "")
         totp = pyotp.TOTP(secret)
         field(page, "Code").fill(totp.now())
-        page.get_by_role("button", name="Turn on two-step verification").click()
+        press(page, "Turn on two-step verification")
         expect(page.get_by_text("Lost your phone?")).to_be_visible()
         expect_nav(page, "Users", "Audit log", "Account")
         pages_html.append(page.content())
 
         # Log out, then back in with the password and a code never used before.
-        page.get_by_role("button", name="Log out").click()
+        press(page, "Log out")
         sign_in(page, "ada", PASSWORD)
         expect(page.get_by_role("heading", name="Two-step verification")).to_be_visible()
         field(page, "Code").fill(totp.at(time.time() + totp.interval))
-        page.get_by_role("button", name="Verify").click()
+        press(page, "Verify")
         expect(
             page.get_by_role("heading", name="Providers", exact=True)
         ).to_be_visible()  # lands there
