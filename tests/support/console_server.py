@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +46,7 @@ class ConsoleServer:
         self, env: dict[str, str], page: Page | None = None, startup_timeout_s: float = 60
     ) -> None:
         self.page = page
-        self._frames: list[str] = []
+        self._frames: list[tuple[str, str, str | bytes]] = []  # (time, sent/received, payload)
         if page is not None:
             page.on("websocket", self._watch)
         self.port = free_port()
@@ -73,12 +74,17 @@ class ConsoleServer:
         return self
 
     def _watch(self, socket: WebSocket) -> None:
-        def log(direction: str, payload: str | bytes, what: str = "") -> None:
-            at = datetime.now(UTC).astimezone().strftime("%H:%M:%S.%f")[:-3]  # the log's
-            self._frames.append(f"{at} {direction} {len(payload)} bytes {what}")
+        """Keep every websocket message with its time; they are decoded only if the test fails."""
 
-        socket.on("framesent", lambda payload: log("sent", payload, _back_message(payload)))
-        socket.on("framereceived", lambda payload: log("received", payload, _forward(payload)))
+        def keep(direction: str) -> Callable[[str | bytes], None]:
+            def on_frame(payload: str | bytes) -> None:
+                at = datetime.now(UTC).astimezone().strftime("%H:%M:%S.%f")[:-3]  # as the log
+                self._frames.append((at, direction, payload))
+
+            return on_frame
+
+        socket.on("framesent", keep("sent"))
+        socket.on("framereceived", keep("received"))
 
     def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None
@@ -90,19 +96,8 @@ class ConsoleServer:
     ) -> None:
         assert self._process is not None and self._reader is not None
         name = _failure_name() if _e is not None else None
-        if name is not None and self.page is not None:
-            ARTIFACTS.mkdir(exist_ok=True)
-            for n, open_page in enumerate(self.page.context.pages):
-                open_page.screenshot(path=ARTIFACTS / f"failed-{name}-{n}.png", full_page=True)
-            (ARTIFACTS / f"failed-{name}-websocket.log").write_text("\n".join(self._frames))
-        py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
-        if name is not None and py_spy:
-            ARTIFACTS.mkdir(exist_ok=True)
-            dump = subprocess.run(
-                [py_spy, "dump", "--pid", str(self._process.pid)],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            (ARTIFACTS / f"failed-{name}-threads.txt").write_text(dump.stdout + dump.stderr)
+        if name is not None:
+            self._save_browser(name)
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
@@ -112,8 +107,25 @@ class ConsoleServer:
         self._reader.join()
         self.output = "".join(self._lines)
         if name is not None:
-            ARTIFACTS.mkdir(exist_ok=True)
             (ARTIFACTS / f"failed-{name}-console.log").write_text(self.output)
+
+    def _save_browser(self, name: str) -> None:
+        """While the console still runs: the pages, the websocket log and the console's threads."""
+        ARTIFACTS.mkdir(exist_ok=True)
+        if self.page is not None:
+            for n, open_page in enumerate(self.page.context.pages):
+                open_page.screenshot(path=ARTIFACTS / f"failed-{name}-{n}.png", full_page=True)
+            describe = {"sent": _back_message, "received": _forward}
+            frames = "\n".join(f"{at} {way} {len(payload)} bytes {describe[way](payload)}"
+                               for at, way, payload in self._frames)  # fmt: skip
+            (ARTIFACTS / f"failed-{name}-websocket.log").write_text(frames)
+        py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if py_spy and self._process is not None:
+            dump = subprocess.run(
+                [py_spy, "dump", "--pid", str(self._process.pid)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            (ARTIFACTS / f"failed-{name}-threads.txt").write_text(dump.stdout + dump.stderr)
 
     def health(self) -> str:
         with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
