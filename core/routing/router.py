@@ -27,6 +27,7 @@ from core.providers.egress import Allowlist, egress_client
 from core.providers.errors import ProviderTimeout
 from core.quota.leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import Demand, QuotaLedger, reservation_size
+from core.routing.arguments import check_call, check_image
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (
     Candidate,
@@ -119,6 +120,7 @@ class Router:
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> GenerationResult:
         """Answer `prompt` with the provider that serves `task` (see the module docstring)."""
+        check_call(prompt, system_prompt, user_id, max_output_tokens)
         size = reservation_size(prompt, system_prompt, max_output_tokens)
         return await self._route(
             task,
@@ -139,6 +141,8 @@ class Router:
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> GenerationResult:
         """Like `generate`, with one image (checked for type and size before any call)."""
+        check_call(prompt, system_prompt, user_id, max_output_tokens)
+        check_image(image_bytes, mime_type)
         size = reservation_size(prompt, system_prompt, max_output_tokens, images=1)
         return await self._route(
             task,

@@ -1,0 +1,68 @@
+"""What a caller may pass to `generate`: checked before any reservation, call or usage row.
+
+A bad argument is the caller's bug, not a provider failure: it raises `TypeError` (wrong kind
+of value) or `ValueError` (right kind, out of range) at once, and nothing is held, called or
+logged. Before these checks a `user_id="abc"` call succeeded and then its usage row was refused
+by the database, taking the rows of other calls in its batch with it.
+"""
+
+from __future__ import annotations
+
+MAX_OUTPUT_TOKENS_CAP = 128_000  # above every supported model's own output limit
+BIGINT_MAX = 2**63 - 1  # ai_provider_usage_logs.user_id is a BIGINT
+
+# The first bytes of each accepted image type (WebP: RIFF....WEBP).
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+}
+
+
+def check_call(
+    prompt: object, system_prompt: object, user_id: object, max_output_tokens: object
+) -> None:
+    """Refuse arguments no provider call should be made for."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt is empty")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise TypeError(f"system_prompt must be a str or None, not {type(system_prompt).__name__}")
+    if user_id is not None:
+        if not _is_int(user_id):
+            raise TypeError(f"user_id must be an int or None, not {type(user_id).__name__}")
+        if not -BIGINT_MAX - 1 <= user_id <= BIGINT_MAX:  # type: ignore[operator]
+            raise ValueError("user_id is out of range (a 64-bit signed integer)")
+    if not _is_int(max_output_tokens):
+        raise TypeError(f"max_output_tokens must be an int, not {type(max_output_tokens).__name__}")
+    if not 1 <= max_output_tokens <= MAX_OUTPUT_TOKENS_CAP:  # type: ignore[operator]
+        raise ValueError(
+            f"max_output_tokens must be between 1 and {MAX_OUTPUT_TOKENS_CAP:,}"
+            f" (got {max_output_tokens})"
+        )
+
+
+def check_image(image_bytes: object, mime_type: object) -> None:
+    """Refuse an image whose bytes are not of the type it claims (or are no bytes at all).
+    Which types and sizes a provider accepts is its adapter's check, made before its call."""
+    if not isinstance(image_bytes, bytes | bytearray | memoryview):
+        raise TypeError(f"image_bytes must be bytes, not {type(image_bytes).__name__}")
+    if not isinstance(mime_type, str):
+        raise TypeError(f"mime_type must be a str, not {type(mime_type).__name__}")
+    data = bytes(image_bytes[:16])
+    if not data:
+        raise ValueError("the image is empty")
+    kind = mime_type.lower()
+    if kind == "image/webp":
+        matches = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    elif kind in _MAGIC:
+        matches = data.startswith(_MAGIC[kind])
+    else:
+        return  # a type we have no signature for: the adapter refuses it or sends it
+    if not matches:
+        raise ValueError(f"the image's bytes are not {kind} (mime_type does not match the data)")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
