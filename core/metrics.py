@@ -13,9 +13,11 @@ from decimal import Decimal
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from core.models import UNMEASURED_STATUSES
+
 REQUESTS = Counter(
     "ai_provider_requests_total",
-    "Provider attempts by outcome (success, error, timeout, rejected).",
+    "Provider attempts by outcome (success, error, timeout, rejected, cancelled).",
     ["provider_type", "task_type", "status"],
 )
 TOKENS = Counter(
@@ -46,7 +48,7 @@ def observe(
         TOKENS.labels(provider_type).inc(total_tokens)
     if cost_usd:
         COST.labels(provider_type).inc(float(cost_usd))
-    if status != "rejected":
+    if status not in UNMEASURED_STATUSES:
         LATENCY.labels(provider_type).observe(latency_ms)
 
 

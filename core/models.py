@@ -65,6 +65,12 @@ class UsageStatus(enum.StrEnum):
     ERROR = "error"
     TIMEOUT = "timeout"
     REJECTED = "rejected"
+    CANCELLED = "cancelled"  # the caller cancelled the call (or the process stopped it) mid-way
+
+
+# Attempts whose latency is not a provider's answer time: refused by a limit before any call,
+# or cut short by the caller. Latency figures leave them out.
+UNMEASURED_STATUSES = (UsageStatus.REJECTED.value, UsageStatus.CANCELLED.value)
 
 
 class UsageSource(enum.StrEnum):
@@ -310,6 +316,9 @@ class UsageLog(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="router", server_default="router")
+    # The attempt's own id, made by the router before the row is spooled: a spool replayed
+    # after a crash inserts each attempt once. NULL on rows from other writers (seed helper).
+    attempt_id: Mapped[str | None] = mapped_column(String(32), unique=True)
     # When the attempt started: a call counts in the day and month it began (as its quota does).
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=func.now(), index=True

@@ -1,12 +1,13 @@
 """One try at one candidate, from its start to the one usage row it writes.
 
-Every attempt, whatever its end (refused by a limit, failed, succeeded, or abandoned by an
-exception of ours or the caller's), writes exactly one usage row, gives a lease back what its
+Every attempt, whatever its end (refused by a limit, failed, succeeded, cancelled by the
+caller, or ended by an exception of ours), writes exactly one usage row, gives a lease back what its
 hold did not use, and updates the Prometheus metrics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -106,11 +107,22 @@ class Trial:
             result, config_id=self.candidate.config_id, cost_usd=cost, attempts=tuple(before)
         )
 
-    def abandoned(self) -> None:
-        """Ended by an exception of ours or the caller's (a cancellation, say): its outcome is
-        unknown, so a held attempt is logged as an internal error and its hold released."""
-        if self.reservation is not None and not self.recorded:
-            self._submit(self._row(UsageStatus.ERROR, "internal", None, 0))
+    def abandoned(self, exc: BaseException) -> None:
+        """Ended by the caller (a cancellation) or by an exception of ours: logged as
+        cancelled or as an internal error, with the time it ran, and its hold released."""
+        if self.recorded:
+            return
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+            status, error_type, message = (
+                UsageStatus.CANCELLED,
+                "cancelled",
+                "cancelled by the caller",
+            )
+        else:
+            status, error_type, message = UsageStatus.ERROR, "internal", type(exc).__name__
+        latency_ms = self.elapsed_ms()
+        self._submit(self._row(status, error_type, message, latency_ms))
+        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, None, latency_ms)
 
     def _submit(self, record: UsageRecord) -> None:
         self.recorded = True

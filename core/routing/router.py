@@ -219,8 +219,8 @@ class Router:
             trial = Trial(self._recorder, candidate, task_name, user_id)
             try:
                 outcome = await self._try(trial, size, send)
-            except BaseException:
-                trial.abandoned()
+            except BaseException as exc:
+                trial.abandoned(exc)
                 raise
             if isinstance(outcome, GenerationResult):
                 return trial.succeeded(outcome, attempts)

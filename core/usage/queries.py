@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from core.access import Actor, require_role
 from core.models import (
     LATENCY_COLUMNS,
+    UNMEASURED_STATUSES,
     ProviderConfig,
     ProviderType,
     QuotaCounter,
@@ -65,6 +66,7 @@ FAILED = (UsageStatus.ERROR.value, UsageStatus.TIMEOUT.value)
 
 
 OK, REJECTED = UsageStatus.SUCCESS.value, UsageStatus.REJECTED.value
+CANCELLED = UsageStatus.CANCELLED.value
 COUNTS = ("calls", "priced_calls", "cost_micro_usd", "input_tokens", "output_tokens")
 COUNTS += ("total_tokens",)
 
@@ -88,8 +90,9 @@ def _totals(conn: Connection, query: UsageQuery) -> Totals:
         sums["succeeded"] += row["calls"] if status == OK else 0
         sums["failed"] += row["calls"] if status in FAILED else 0
         sums["rejected"] += row["calls"] if status == REJECTED else 0
+        sums["cancelled"] += row["calls"] if status == CANCELLED else 0
         sums["demo_calls"] += row["calls"] if row["source"] == UsageSource.DEMO else 0
-        if status != REJECTED:
+        if status not in UNMEASURED_STATUSES:
             sums["measured_calls"] += row["calls"]
             sums["latency_ms_sum"] += row["latency_ms_sum"]
             hist = [a + b for a, b in zip(hist, histogram(row), strict=True)]
@@ -222,7 +225,7 @@ def config_usage(
         bucket["calls"] += row["calls"]
         bucket["cost"] += row["cost_micro_usd"]
         bucket["succeeded"] += row["calls"] if row["status"] == OK else 0
-        if row["status"] != REJECTED:
+        if row["status"] not in UNMEASURED_STATUSES:
             bucket["measured"] += row["calls"]
             bucket["latency"] += row["latency_ms_sum"]
     stored = {c.id: c for c in session.scalars(select(ProviderConfig))}

@@ -2,9 +2,10 @@
 for it (Totals, Headline, chart points, per-config use, the whole UsageReport). Plain values
 only; core/usage/queries.py computes them.
 
-Definitions: *calls* are all attempts (usage rows); *succeeded*, *failed* (error or timeout)
-and *rejected* (over a token limit, never sent) split them, so success rate + error rate +
-rejected share = 1. Latency figures cover the calls that reached a provider (not the rejected).
+Definitions: *calls* are all attempts (usage rows); *succeeded*, *failed* (error or timeout),
+*rejected* (over a token limit, never sent) and *cancelled* (by the caller, mid-call) split
+them, so success rate + error rate + rejected and cancelled shares = 1. Latency figures cover
+the calls a provider answered or failed (not the rejected or cancelled).
 Cost sums the priced calls; calls of unpriced models are counted in `unpriced_calls`.
 """
 
@@ -96,6 +97,7 @@ class Totals:
     succeeded: int = 0
     failed: int = 0
     rejected: int = 0
+    cancelled: int = 0
     priced_calls: int = 0
     cost_micro_usd: int = 0
     input_tokens: int = 0

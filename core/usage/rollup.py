@@ -64,8 +64,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from core.models import (
     LATENCY_BUCKETS_MS,
     LATENCY_COLUMNS,
+    UNMEASURED_STATUSES,
     UsageLog,
-    UsageStatus,
     UTCDateTime,
     usage_daily,
     usage_hourly,
@@ -243,7 +243,7 @@ def part(
     if where.config_id is not None:
         conditions.append(config == where.config_id)
     if measured_only:
-        conditions.append(table.c.status != UsageStatus.REJECTED.value)
+        conditions.append(table.c.status.not_in(UNMEASURED_STATUSES))
     return select(*columns, *(v.label(m) for v, m in zip(values, measures, strict=True))).where(
         *conditions
     )
@@ -261,7 +261,7 @@ def aggregate(
 ) -> Select[Any] | None:
     """SELECT `by` dimensions ("t" is the hour or day) with SUM of each of `measures` over
     [start, end), grouped by `by`; None for an empty range. `measured_only` leaves out
-    rejected attempts (they never reached a provider, so they have no latency)."""
+    rejected and cancelled attempts (their latency is not a provider's answer time)."""
     spans = plan(start, end, grain)
     if not spans:
         return None

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -60,6 +61,7 @@ class UsageRecord:
     latency_ms: int = 0
     source: str = "router"
     created_at: datetime = field(default_factory=utcnow)
+    attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)

@@ -188,6 +188,32 @@ def test_a_timeout_is_logged_as_timeout(db: MigratedDatabase, fake: FakeProvider
     assert row.latency_ms >= 250  # it waited for the timeout, not for the answer (status says so)
 
 
+@pytest.mark.parametrize("limit", [None, 100_000], ids=["unlimited", "limited"])
+def test_a_cancelled_call_writes_one_cancelled_row_and_holds_nothing(
+    db: MigratedDatabase, fake: FakeProviderServer, limit: int | None
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=limit)
+    fake.fail_next("openai", mode="slow", delay=60)
+
+    async def cancel_once_sent(router: Router) -> None:
+        call = asyncio.ensure_future(router.generate("extraction", PROMPT, user_id=5))
+        while not fake.requests_for("openai"):  # the provider has the request: it is under way
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    router = make_router(db, lease_calls=1)
+    run(router, cancel_once_sent)
+    rows = usage_rows(db)
+    assert [(r.provider_config_id, r.user_id, r.status, r.error_type) for r in rows] == [
+        (config, 5, "cancelled", "cancelled")
+    ]
+    assert rows[0].total_tokens == 0 and rows[0].attempt_id
+    standing = make_router(db)._ledger.standing(config, rows[0].created_at)
+    assert (standing.day_used, standing.day_reserved) == (0, 0)
+
+
 def test_the_key_never_reaches_usage_rows(db: MigratedDatabase, fake: FakeProviderServer) -> None:
     add_config(db, fake, "openai", tasks=["extraction"])
     fake.fail_next("openai", 401, message=f"Incorrect API key provided: {KEYS['openai']}")

@@ -28,7 +28,7 @@ MODELS = {
     "gemini": "gemini-2.5-flash",
 }
 TASKS = ("extraction", "cv_draft", "cover_letter", "validation")
-STATUSES = ("success",) * 6 + ("error", "timeout", "rejected")
+STATUSES = ("success",) * 6 + ("error", "timeout", "rejected", "cancelled")
 
 
 def add_configs(db: MigratedDatabase) -> dict[str, int]:

@@ -87,7 +87,7 @@ def period(row: dict[str, Any], query: UsageQuery) -> date | datetime:
 
 
 def latencies(rows: list[dict[str, Any]]) -> list[int]:
-    return [r["latency_ms"] for r in rows if r["status"] != "rejected"]
+    return [r["latency_ms"] for r in rows if r["status"] not in ("rejected", "cancelled")]
 
 
 def check_percentiles(found: Any, values: list[int], exact: bool) -> None:
@@ -122,6 +122,7 @@ def test_totals_match_brute_force(db: MigratedDatabase, data: Data, exact: bool,
     assert got.succeeded == sum(r["status"] == "success" for r in mine)
     assert got.failed == sum(r["status"] in ("error", "timeout") for r in mine)
     assert got.rejected == sum(r["status"] == "rejected" for r in mine)
+    assert got.cancelled == sum(r["status"] == "cancelled" for r in mine)
     assert got.priced_calls == sum(r["cost_micro_usd"] is not None for r in mine)
     assert got.cost_usd == Decimal(sum(r["cost_micro_usd"] or 0 for r in mine)) / 1_000_000
     for field in ("input_tokens", "output_tokens", "total_tokens"):
@@ -176,7 +177,7 @@ def test_series_match_brute_force(db: MigratedDatabase, data: Data, exact: bool,
 
     groups: dict[Any, list[int]] = defaultdict(list)
     for r in mine:
-        if r["status"] != "rejected":
+        if r["status"] not in ("rejected", "cancelled"):
             groups[(period(r, query), r["provider_type"])].append(r["latency_ms"])
     assert {(p.t, p.provider_type) for p in latency} == set(groups)
     for point in latency:
@@ -254,7 +255,7 @@ def test_the_seed_monitoring_queries(db: MigratedDatabase, data: Data) -> None:
             for r in week
             if r["created_at"].date() == point.t
             and r["provider_type"] == point.provider_type
-            and r["status"] != "rejected"
+            and r["status"] not in ("rejected", "cancelled")
         ]
         check_percentiles(point.latency, values, exact=True)
 
@@ -269,7 +270,7 @@ def test_the_report_and_filter_options(db: MigratedDatabase, data: Data) -> None
     assert any("demo data" in note for note in report.notes)
     assert {c for c, _ in options.configs} == {0, *configs.values()}
     assert "some-other-model" in options.models
-    assert options.statuses == ["success", "error", "timeout", "rejected"]
+    assert options.statuses == ["success", "error", "timeout", "rejected", "cancelled"]
 
 
 def test_an_empty_range_reads_as_zero_and_bad_ranges_are_refused(
