@@ -58,5 +58,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(f"DELETE FROM {USAGE} WHERE status = 'cancelled'")
+    op.execute("DELETE FROM ai_provider_usage_logs WHERE status = 'cancelled'")
     _rebuild(OLD_STATUSES, add=False)
