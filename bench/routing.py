@@ -53,7 +53,12 @@ async def measure(
 ) -> tuple[list[float], ...]:
     key = generate_key()
     # The fake provider listens on loopback, which the egress policy refuses unless allowed.
-    settings = Settings(database_url=url, fernet_keys=(key,), base_url_allowlist=("127.0.0.1",))
+    settings = Settings(
+        database_url=url,
+        fernet_keys=(key,),
+        base_url_allowlist=("127.0.0.1",),
+        data_dir=Path(tempfile.mkdtemp(prefix="bench-routing-")),  # its usage spool
+    )
     engine = make_engine(settings)
     upgrade(engine)
     with engine.begin() as conn:

@@ -38,6 +38,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "data")
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    # Where routers spool usage rows before the database has them; None: <data_dir>/spool.
+    spool_dir: Path | None = None
     # Signs the console's sign-in cookie; "" means the development default (core.auth.cookie_key).
     cookie_key: str = field(default="", repr=False)
     # base_url hosts, IPs or CIDRs that may be private (core.providers.egress). A Settings built
@@ -85,6 +87,11 @@ class Settings:
         """Where the embedded (development) key lives when AI_CONSOLE_FERNET_KEYS is unset."""
         return self.data_dir / "fernet.key"
 
+    @property
+    def usage_spool_dir(self) -> Path:
+        """The usage spool's directory (AI_CONSOLE_SPOOL_DIR, else <data dir>/spool)."""
+        return self.spool_dir or self.data_dir / "spool"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read AI_CONSOLE_* from `environ` (default: os.environ)."""
@@ -101,6 +108,9 @@ class Settings:
             data_dir=data_dir,
             db_pool_size=_int(env, "AI_CONSOLE_DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "AI_CONSOLE_DB_MAX_OVERFLOW", 10),
+            spool_dir=Path(spool)
+            if (spool := env.get("AI_CONSOLE_SPOOL_DIR", "").strip())
+            else None,
             cookie_key=env.get("AI_CONSOLE_COOKIE_KEY", "").strip(),
             base_url_allowlist=allowlist_entries(env.get(ALLOWLIST_VARIABLE, "")),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from core.models import UNMEASURED_STATUSES
 
@@ -31,6 +31,15 @@ LATENCY = Histogram(
     "Latency of provider attempts in milliseconds.",
     ["provider_type"],
     buckets=(50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 120_000),
+)
+
+USAGE_SPOOL_BYTES = Gauge(
+    "ai_console_usage_spool_bytes",
+    "Usage rows spooled on local disk and not yet stored in the database, in bytes.",
+)
+USAGE_DEAD_LETTERS = Counter(
+    "ai_console_usage_dead_letters_total",
+    "Usage rows the database refused, kept in the spool directory's dead-letter file.",
 )
 
 

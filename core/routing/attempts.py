@@ -20,7 +20,7 @@ from core.pricing import estimate_cost_usd, to_micro_usd
 from core.providers.base import GenerationResult
 from core.providers.errors import ProviderError
 from core.providers.redaction import redact
-from core.usage.writer import UsageRecord
+from core.usage.records import UsageRecord
 
 if TYPE_CHECKING:
     from core.quota.leases import QuotaLeases

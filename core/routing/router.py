@@ -91,7 +91,9 @@ class Router:
         self._leases = QuotaLeases(
             self._ledger, self._ttl, calls=lease_calls, share=lease_share, clock=lease_clock
         )
-        self._writer = UsageWriter(self._engine, self._ledger, self._leases)
+        self._writer = UsageWriter(
+            self._engine, self._ledger, settings.usage_spool_dir, self._leases
+        )
         self._recorder = Recorder(self._writer, self._leases)
         # At exit, before the writer's own atexit hook (they run last-registered first): retire
         # the leases, so the writer's final flush gives back what they hold.

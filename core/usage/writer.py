@@ -1,10 +1,17 @@
 """Usage-log writes: one row per provider attempt, with tokens, cost, latency and outcome.
 
-Routers hand finished attempts to a `UsageWriter`, a background thread that settles the quota
-reservation and inserts the usage row in batched transactions, so logging adds no database
-round trip to a call's latency. `flush()` waits until everything handed over is stored; the
-router flushes on `aclose()` and at interpreter exit. The quota guarantee does not depend on
-the writer: the reservation made before the call already bounds what the call can use.
+Routers hand finished attempts to a `UsageWriter`. `submit` appends the row to this process's
+spool file on local disk (core/usage/spool.py) and returns: from then on the row survives the
+process, and logging adds no database round trip to a call. A background thread ships the
+spool to the database in batched transactions, each inserting the rows and settling their
+quota reservations together, and keeps at it with backoff for as long as the database is away.
+A row the database refuses (a DataError or IntegrityError) is split out of its batch and kept
+in the spool directory's dead-letter file, so it never holds up or drops the others. The same
+thread ships the spools of processes that died, gives back quota leases and sweeps expired
+holds. `flush()` waits until everything submitted is stored; `close()` flushes and stops.
+
+The quota guarantee does not depend on the writer: the reservation made before the call
+already bounds what the call can use.
 
 `log_provider_usage` is the seed's synchronous helper for code that calls a provider itself.
 
@@ -16,23 +23,29 @@ from __future__ import annotations
 
 import atexit
 import logging
-import queue
 import threading
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+import weakref
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, Insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+from core import metrics
 from core.db import write_transaction
 from core.models import ProviderConfig, UsageLog, utcnow
 from core.pricing import estimate_cost_usd, to_micro_usd
 from core.quota.leases import QuotaLeases
 from core.quota.ledger import QuotaLedger, Reservation, Spend
+from core.usage import spool
+from core.usage.records import UsageRecord, decode, encode
+
+__all__ = ["UsageRecord", "UsageWriter", "log_provider_usage"]
 
 log = logging.getLogger(__name__)
 
@@ -40,44 +53,28 @@ BATCH_LIMIT = 500
 LINGER_S = 0.05  # gather attempts this long before a write: one transaction serves many calls
 SWEEP_EVERY = timedelta(seconds=30)
 IDLE_TICK_S = 0.25  # with nothing to write, still wake this often to give back idle leases
+ORPHAN_CHECK_S = 10.0  # look for the spools of processes that died this often
+BACKOFF_FIRST_S = 0.2  # the database is away: wait this long, doubling, ...
+BACKOFF_MAX_S = 5.0  # ...up to this, between tries
+SPOOL_WARN_BYTES = 8 * 1024 * 1024  # warn again each time the backlog doubles past this
 
+# What the database refuses row by row (as opposed to not answering): split the batch.
+_REFUSED = (IntegrityError, DataError)
 
-@dataclass(frozen=True)
-class UsageRecord:
-    """One attempt, as stored in ai_provider_usage_logs."""
-
-    provider_config_id: int | None
-    user_id: int | None
-    provider_type: str
-    model_name: str
-    task_type: str
-    status: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    total_tokens: int = 0
-    cost_micro_usd: int | None = None
-    error_type: str | None = None
-    error_message: str | None = None
-    latency_ms: int = 0
-    source: str = "router"
-    created_at: datetime = field(default_factory=utcnow)
-    attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-@dataclass(frozen=True)
-class _Settlement:
-    record: UsageRecord
-    reservation: Reservation | None
+_Item = tuple[spool.Line, dict[str, Any], Reservation | None]
+_LIVE: weakref.WeakSet[UsageWriter] = weakref.WeakSet()
+# Read when Prometheus scrapes: what every writer of this process has spooled and not stored.
+metrics.USAGE_SPOOL_BYTES.set_function(lambda: sum(w.pending for w in list(_LIVE)))
 
 
 class UsageWriter:
-    """Background writer of usage rows and quota settlements for one engine; it also gives
-    back the router's quota leases once their calls are settled."""
+    """Spools usage rows and ships them (see the module docstring); one per router."""
 
     def __init__(
         self,
         engine: Engine,
         ledger: QuotaLedger,
+        spool_dir: Path,
         leases: QuotaLeases | None = None,
         sweep_every: timedelta = SWEEP_EVERY,
     ):
@@ -85,105 +82,222 @@ class UsageWriter:
         self._ledger = ledger
         self._leases = leases
         self._sweep_every = sweep_every
-        self._queue: queue.SimpleQueue[_Settlement | threading.Event | None] = queue.SimpleQueue()
+        spool.prepare(spool_dir)
+        self.spool_dir = spool.prepare(spool.database_directory(spool_dir, engine.url))
+        self._spool = spool.SpoolFile.create(self.spool_dir)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # flush() callers: (bytes to be stored, turns begun when it was called, its event)
+        self._waiters: list[tuple[int, int, threading.Event]] = []
+        self._turns = 0
+        self._waiters_lock = threading.Lock()
+        self._refused: set[str] = set()  # attempt ids dead-lettered (a retried batch skips them)
         self._last_sweep = datetime.min.replace(tzinfo=utcnow().tzinfo)
-        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self._last_orphan_check = float("-inf")
+        self._failures = 0
+        self._warned_at = 0
         self._closed = False
+        _LIVE.add(self)
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
 
     def submit(self, record: UsageRecord, reservation: Reservation | None = None) -> None:
-        """Queue one attempt (and the settlement of its reservation, if any)."""
-        self._queue.put(_Settlement(record, reservation))
+        """Spool one attempt (and the settlement of its reservation, if any). Once this
+        returns the row survives this process, whatever happens to it."""
+        self._spool.append(encode(record, reservation))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of usage rows spooled and not yet stored."""
+        return self._spool.pending
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted so far is written; False on timeout."""
+        """Wait until everything submitted so far is stored; False on timeout (it stays
+        spooled, to be stored later by this process or, once it has ended, by another)."""
         if self._closed:
             return True
         done = threading.Event()
-        self._queue.put(done)
+        with self._waiters_lock:
+            self._waiters.append((self._spool.appended, self._turns, done))
+        self._wake.set()
         return done.wait(timeout)
 
-    def close(self) -> None:
-        """Write what is queued, then stop the thread. Idempotent."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Store what is spooled (waiting up to `timeout`), then stop. Idempotent. What could
+        not be stored stays in the spool file, which any later router or the console ships."""
         if self._closed:
             return
-        self.flush()
+        stored = self.flush(timeout)
         self._closed = True
-        self._queue.put(None)
+        self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=30)
+        if stored and not self._thread.is_alive() and not self._spool.pending:
+            self._spool.delete()
+        else:
+            self._spool.close()
         atexit.unregister(self.close)
+
+    def ship_orphans(self) -> int:
+        """Ship the spools of processes that died; how many were stored whole (and deleted).
+        Run by the writer's thread every ORPHAN_CHECK_S; callable from any one thread."""
+        shipped = 0
+        for path in spool.orphans(self.spool_dir, self._spool.path):
+            file = spool.SpoolFile.take(path)
+            if file is None:
+                continue
+            if file.pending and not self._ship(file):
+                file.close()
+                continue
+            file.delete()
+            shipped += 1
+            log.info("usage writer: stored the spool of a process that ended (%s)", path.name)
+        return shipped
 
     # --- the thread ---
 
     def _run(self) -> None:
-        while True:
-            try:
-                first: _Settlement | threading.Event | None = self._queue.get(timeout=IDLE_TICK_S)
-            except queue.Empty:
-                self._give_back_leases()
-                self._maybe_sweep()
-                continue
-            if isinstance(first, _Settlement):
+        while not self._stop.is_set():
+            woken = self._wake.wait(IDLE_TICK_S)
+            self._wake.clear()
+            if woken and not self._waiters:
                 # Let a batch gather while we sleep, instead of waking for every call: the
                 # callers' threads then never wait on this one for the interpreter lock.
                 time.sleep(LINGER_S)
-            batch: list[_Settlement] = []
-            waiters: list[threading.Event] = []
-            stop = False
-            item: _Settlement | threading.Event | None = first
-            while True:
-                if item is None:
-                    stop = True
-                elif isinstance(item, threading.Event):
-                    waiters.append(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= BATCH_LIMIT:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch and self._write(batch) and self._leases is not None:
-                self._leases.settled(item.reservation for item in batch)
-            self._give_back_leases()
-            self._maybe_sweep()
-            for waiter in waiters:
-                waiter.set()
-            if stop:
-                return
-
-    def _write(self, batch: list[_Settlement]) -> bool:
-        for attempt in range(3):
             try:
-                with write_transaction(self._engine) as conn:
-                    rows = _rows_for(conn, batch)
-                    self._ledger.settle(
-                        conn,
-                        [
-                            Spend(
-                                row["provider_config_id"],
-                                row["created_at"].date(),
-                                row["total_tokens"],
-                                item.reservation,
-                            )
-                            for item, row in zip(batch, rows, strict=True)
-                            if row["provider_config_id"] is not None
-                        ],
-                    )
-                    conn.execute(insert(UsageLog), rows)
-                return True
-            except Exception as exc:  # the database is down or refused the batch
-                log.warning(
-                    "usage writer: writing %d row(s) failed (%s), attempt %d of 3",
-                    len(batch),
-                    type(exc).__name__,
-                    attempt + 1,
+                self._turn()
+            except Exception:  # a bug here must not stop the thread that ships every row
+                log.exception("usage writer: unexpected failure; trying again")
+                self._failures += 1
+                self._stop.wait(self._backoff())
+
+    def _turn(self) -> None:
+        with self._waiters_lock:
+            self._turns += 1
+            turn = self._turns
+        while not self._ship(self._spool):
+            if self._stop.wait(self._backoff()):
+                return
+        self._give_back_leases()
+        self._wake_waiters(turn)  # a flush returns after a whole turn: its leases given back
+        self._maybe_sweep()
+        if time.monotonic() - self._last_orphan_check >= ORPHAN_CHECK_S:
+            self._last_orphan_check = time.monotonic()
+            self.ship_orphans()
+
+    def _ship(self, file: spool.SpoolFile) -> bool:
+        """Store what `file` holds; False when the database is away (the rest stays)."""
+        while file.pending:
+            lines = file.lines(BATCH_LIMIT)
+            if not lines:
+                return True  # only a line still being written
+            try:
+                holds = self._store(self._items(lines))
+            except _Unavailable as exc:
+                self._failures += 1
+                self._warn_unavailable(file, exc.cause)
+                return False
+            file.mark_done(lines[-1].end)
+            if self._leases is not None and file is self._spool:
+                self._leases.settled(holds)
+            if self._failures:
+                log.warning("usage writer: the database is back; storing the spooled rows")
+                self._failures = 0
+        return True
+
+    def _items(self, lines: list[spool.Line]) -> list[_Item]:
+        items: list[_Item] = []
+        for line in lines:
+            decoded = decode(line.entry) if line.entry is not None else None
+            if decoded is None:
+                self._reject(line, None, "not a usage row")
+            elif decoded[0]["attempt_id"] not in self._refused:
+                items.append((line, *decoded))
+        return items
+
+    def _store(self, items: list[_Item]) -> list[Reservation | None]:
+        """Insert the rows and settle their holds in one transaction; the holds settled. A
+        batch the database refuses is split until the row it refuses is alone, and that row
+        is dead-lettered (its hold settled without it). _Unavailable: no database."""
+        if not items:
+            return []
+        try:
+            with write_transaction(self._engine) as conn:
+                self._insert_and_settle(conn, items)
+        except _REFUSED as exc:
+            if len(items) > 1:
+                half = len(items) // 2
+                return self._store(items[:half]) + self._store(items[half:])
+            line, row, hold = items[0]
+            self._reject(line, row["attempt_id"], _reason(exc))
+            self._settle_refused(row, hold)
+        except Exception as exc:
+            raise _Unavailable(exc) from None
+        return [hold for _, _, hold in items]
+
+    def _insert_and_settle(self, conn: Connection, items: list[_Item]) -> None:
+        rows = _rows_for(conn, [row for _, row, _ in items])
+        inserted = set(conn.scalars(_insert_new(conn), rows))  # a replayed row is not
+        self._ledger.settle(
+            conn,
+            [
+                Spend(
+                    row["provider_config_id"], row["created_at"].date(), row["total_tokens"], hold
                 )
-                time.sleep(0.2 * 5**attempt)
-        log.error("usage writer: dropped %d usage row(s) after 3 failed attempts", len(batch))
-        return False
+                for row, (_, _, hold) in zip(rows, items, strict=True)
+                if row["attempt_id"] in inserted and row["provider_config_id"] is not None
+            ],
+        )
+
+    def _settle_refused(self, row: dict[str, Any], hold: Reservation | None) -> None:
+        """Count a refused row's tokens and finish its hold, without the row."""
+        if hold is None:
+            return
+        tokens = row["total_tokens"] if isinstance(row["total_tokens"], int) else 0
+        try:
+            with write_transaction(self._engine) as conn:
+                self._ledger.settle(conn, [Spend(hold.config_id, hold.day, max(tokens, 0), hold)])
+        except Exception as exc:  # the hold expires and is swept
+            log.warning("usage writer: settling a refused row failed (%s)", type(exc).__name__)
+
+    def _reject(self, line: spool.Line, attempt_id: str | None, reason: str) -> None:
+        if attempt_id is not None:
+            self._refused.add(attempt_id)
+        spool.dead_letter(self.spool_dir, line, reason)
+        metrics.USAGE_DEAD_LETTERS.inc()
+        log.error(
+            "usage writer: a usage row was refused (%s); it is kept in %s",
+            reason,
+            self.spool_dir / spool.DEAD_LETTER,
+        )
+
+    def _backoff(self) -> float:
+        return min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(self._failures - 1, 8))
+
+    def _warn_unavailable(self, file: spool.SpoolFile, cause: BaseException) -> None:
+        pending = file.pending
+        if self._failures == 1 or pending >= 2 * max(self._warned_at, SPOOL_WARN_BYTES // 2):
+            self._warned_at = pending
+            log.warning(
+                "usage writer: the database is unavailable (%s); %s of usage rows wait in %s "
+                "and are stored when it is back",
+                type(cause).__name__,
+                _size(pending),
+                self.spool_dir,
+            )
+
+    def _wake_waiters(self, turn: int) -> None:
+        """Wake the flush() callers whose rows are stored, if this turn began after they
+        called."""
+        stored = self._spool.stored
+        with self._waiters_lock:
+            waiting = self._waiters
+            self._waiters = [w for w in waiting if w[0] > stored or w[1] >= turn]
+        for target, since, event in waiting:
+            if target <= stored and since < turn:
+                event.set()
 
     def _give_back_leases(self) -> None:
         """Release what retired leases hold: all of it once their calls are settled, the part
@@ -216,17 +330,45 @@ class UsageWriter:
             log.warning("usage writer: sweeping reservations failed (%s)", type(exc).__name__)
 
 
-def _rows_for(conn: Connection, batch: list[_Settlement]) -> list[dict[str, Any]]:
+class _Unavailable(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
+def _insert_new(conn: Connection) -> Insert:
+    """INSERT the rows whose attempt is not stored yet, RETURNING their attempt ids."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return (
+        dialect.insert(UsageLog)
+        .on_conflict_do_nothing(index_elements=[UsageLog.attempt_id])
+        .returning(UsageLog.attempt_id)
+    )
+
+
+def _rows_for(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The usage rows to insert; a config deleted since its call is no longer referenced (the
     row keeps its provider and model, as deleting a config does to older rows)."""
-    rows = [asdict(item.record) for item in batch]
     ids = {row["provider_config_id"] for row in rows} - {None}
     if ids:
         live = set(conn.scalars(select(ProviderConfig.id).where(ProviderConfig.id.in_(ids))))
-        for row in rows:
-            if row["provider_config_id"] not in live:
-                row["provider_config_id"] = None
+        rows = [
+            row
+            if row["provider_config_id"] in live or row["provider_config_id"] is None
+            else row | {"provider_config_id": None}
+            for row in rows
+        ]
     return rows
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first_line = (str(cause).splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line[:300]}"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1_048_576:.1f} MiB" if n >= 1_048_576 else f"{n / 1024:.0f} KiB"
 
 
 def log_provider_usage(

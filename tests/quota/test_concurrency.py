@@ -66,8 +66,7 @@ def test_many_processes_never_overspend_a_daily_limit(
             hammer,
             [
                 (
-                    db.url,
-                    db.settings.fernet_keys[0],
+                    db.settings,
                     CALLS_PER_PROCESS,
                     CONCURRENCY,
                     MAX_OUTPUT,
@@ -122,7 +121,7 @@ def test_a_process_killed_mid_call_leaves_no_reservation_behind(
     fake_providers.fail_next("openai", mode="slow", delay=60)
 
     child = multiprocessing.get_context("spawn").Process(
-        target=call_and_hang, args=(db.url, db.settings.fernet_keys[0], leases)
+        target=call_and_hang, args=(db.settings, leases)
     )
     child.start()
     try:

@@ -152,13 +152,15 @@ def test_a_service_that_exits_without_closing_gives_its_lease_back(
         "import sys\n"
         "from core.config import Settings\n"
         "from core.routing import Router\n"
-        "router = Router(settings=Settings(database_url=sys.argv[1], fernet_keys=(sys.argv[2],)),"
-        " max_retries=0, environ={})\n"
+        "from pathlib import Path\n"
+        "settings = Settings(database_url=sys.argv[1], fernet_keys=(sys.argv[2],),"
+        " data_dir=Path(sys.argv[3]))\n"
+        "router = Router(settings=settings, max_retries=0, environ={})\n"
         "for _ in range(3):\n"
         f"    router.generate_sync('extraction', {PROMPT!r}, max_output_tokens=50)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, db.url, db.settings.fernet_keys[0]],
+        [sys.executable, "-c", script, db.url, db.settings.fernet_keys[0], db.settings.data_dir],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
@@ -263,7 +265,7 @@ def test_an_idle_lease_goes_back_without_a_close(db: MigratedDatabase) -> None:
     clock = Clock()
     ledger = QuotaLedger(db.engine)
     leases = QuotaLeases(ledger, TTL, calls=4, clock=clock)
-    writer = UsageWriter(db.engine, ledger, leases)
+    writer = UsageWriter(db.engine, ledger, db.settings.usage_spool_dir, leases)
 
     async def take() -> Reservation | None:
         try:  # now, not NOON: the writer also sweeps holds whose time is up
@@ -331,7 +333,7 @@ def test_a_retired_lease_gives_back_its_spare_tokens_before_its_calls_end(
     clock = Clock()
     ledger = QuotaLedger(db.engine)
     leases = QuotaLeases(ledger, TTL, calls=4, clock=clock)
-    writer = UsageWriter(db.engine, ledger, leases)
+    writer = UsageWriter(db.engine, ledger, db.settings.usage_spool_dir, leases)
 
     async def two_calls() -> list[Reservation | None]:
         try:  # now, not NOON: the writer also sweeps holds whose time is up

@@ -36,6 +36,7 @@ def test_the_readme_example_runs(
         "AI_CONSOLE_DATABASE_URL": db.url,
         "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
         "AI_CONSOLE_BASE_URL_ALLOWLIST": "127.0.0.1",  # the fake server is on loopback
+        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),  # the spool stays in the test
     }
     done = subprocess.run(
         [sys.executable, str(script)],

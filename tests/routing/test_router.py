@@ -464,7 +464,7 @@ def test_a_config_deleted_before_its_usage_is_written_does_not_lose_the_row(
     from core.quota.ledger import QuotaLedger
     from core.usage.writer import UsageRecord, UsageWriter
 
-    writer = UsageWriter(db.engine, QuotaLedger(db.engine))
+    writer = UsageWriter(db.engine, QuotaLedger(db.engine), db.settings.usage_spool_dir)
     writer.submit(
         UsageRecord(
             provider_config_id=999,

@@ -16,8 +16,7 @@ PROMPT = " ".join(["a"] * 200)
 
 
 def hammer(
-    database_url: str,
-    fernet_key: str,
+    settings: Settings,
     calls: int,
     concurrency: int,
     max_output_tokens: int,
@@ -37,7 +36,6 @@ def hammer(
     QuotaLedger.reserve = counted  # type: ignore[method-assign]
 
     async def main() -> Counter[str]:
-        settings = Settings(database_url=database_url, fernet_keys=(fernet_key,))
         router = Router(settings=settings, max_retries=0, timeout_s=10, environ={}, **leases)
         slots = asyncio.Semaphore(concurrency)
 
@@ -58,8 +56,8 @@ def hammer(
     return {**outcomes, "round_trips": round_trips}
 
 
-def call_and_hang(database_url: str, fernet_key: str, leases: dict[str, int]) -> None:
-    """Make one call against a provider that does not answer; the test kills us mid-call."""
-    settings = Settings(database_url=database_url, fernet_keys=(fernet_key,))
+def call_and_hang(settings: Settings, leases: dict[str, int]) -> None:
+    """Make one call against a provider that does not answer; the test kills us mid-call.
+    (`settings` is the test's: its data_dir keeps our spool in the test's own directory.)"""
     router = Router(settings=settings, max_retries=0, timeout_s=60, environ={}, **leases)
     router.generate_sync("extraction", PROMPT, max_output_tokens=10)

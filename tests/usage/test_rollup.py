@@ -100,7 +100,7 @@ def test_emptying_the_usage_table_empties_the_rollups(db: MigratedDatabase) -> N
 
 def test_rows_from_the_usage_writer_are_summed_however_late(db: MigratedDatabase) -> None:
     configs = add_configs(db)
-    writer = UsageWriter(db.engine, QuotaLedger(db.engine))
+    writer = UsageWriter(db.engine, QuotaLedger(db.engine), db.settings.usage_spool_dir)
     rng = random.Random(5)
     for minutes in rng.sample(range(0, 3000), 40):  # attempts that started in any order
         writer.submit(

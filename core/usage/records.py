@@ -1,0 +1,64 @@
+"""A usage row as the router makes it (`UsageRecord`), and as it is spooled: one JSON object
+with the row's columns, its time as ISO text, and the reservation its settlement finishes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from datetime import date, datetime
+from typing import Any
+
+from core.models import utcnow
+from core.quota.ledger import Reservation
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One attempt, as stored in ai_provider_usage_logs."""
+
+    provider_config_id: int | None
+    user_id: int | None
+    provider_type: str
+    model_name: str
+    task_type: str
+    status: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cost_micro_usd: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    latency_ms: int = 0
+    source: str = "router"
+    created_at: datetime = field(default_factory=utcnow)
+    attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+COLUMNS = tuple(f.name for f in fields(UsageRecord))
+
+
+def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
+    """The spool entry for an attempt and the hold its settlement finishes."""
+    entry = asdict(record)
+    entry["created_at"] = record.created_at.isoformat()
+    if hold is not None:
+        entry["hold"] = [hold.id, hold.config_id, hold.day.isoformat(), hold.tokens, hold.draw]
+    return entry
+
+
+def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] | None:
+    """The row (column -> value) and hold of a spool entry; None if it is not one."""
+    try:
+        row = {name: entry[name] for name in COLUMNS}
+        row["created_at"] = datetime.fromisoformat(entry["created_at"])
+        if row["created_at"].utcoffset() is None or not isinstance(row["attempt_id"], str):
+            return None
+        hold = None
+        if (raw := entry.get("hold")) is not None:
+            hold_id, config_id, day, tokens, draw = raw
+            hold = Reservation(
+                int(hold_id), int(config_id), date.fromisoformat(day), int(tokens), bool(draw)
+            )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return row, hold

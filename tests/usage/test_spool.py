@@ -1,0 +1,185 @@
+"""The usage spool: rows survive a process and a database that is away, a row the database
+refuses never takes others with it, and a replay stores each row once."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+
+from core.db import write_transaction
+from core.quota.ledger import QuotaLedger
+from core.usage import spool
+from core.usage.records import UsageRecord
+from core.usage.writer import UsageWriter
+from tests.fakes import FakeProviderServer
+from tests.support.database import MigratedDatabase
+from tests.support.routing import add_config, allow_planted_keys, usage_rows
+from tests.support.usage_worker import call_then_wait
+
+
+def good(user_id: int = 7, **changes: object) -> UsageRecord:
+    """A fresh attempt (each with its own attempt_id; dataclasses.replace would copy it)."""
+    fields = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15} | changes
+    return UsageRecord(None, user_id, "openai", "gpt-4o-mini", "extraction", "success", **fields)  # type: ignore[arg-type]
+
+
+def writer_for(db: MigratedDatabase) -> UsageWriter:
+    return UsageWriter(db.engine, QuotaLedger(db.engine), db.settings.usage_spool_dir)
+
+
+def sample(name: str) -> float:
+    """What Prometheus would scrape for `name` now."""
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def ship_orphans(db: MigratedDatabase) -> None:
+    """What another router does: its writer ships orphans when it starts (its thread's first
+    turn) and every ORPHAN_CHECK_S; here also at once, whichever comes first."""
+    other = writer_for(db)
+    other.ship_orphans()
+    other.close()
+    assert spool_files(db) == []
+
+
+def spool_files(db: MigratedDatabase) -> list[Path]:
+    return sorted(db.settings.usage_spool_dir.glob(f"*/*{spool.SUFFIX}"))
+
+
+@contextmanager
+def usage_table_locked(db: MigratedDatabase) -> Iterator[None]:
+    """Hold a lock that keeps every writer from inserting usage rows until the block ends."""
+    if db.backend == "postgresql":
+        with db.engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE ai_provider_usage_logs IN EXCLUSIVE MODE"))
+            yield
+    else:
+        with write_transaction(db.engine):  # WAL: readers go on, writers wait and give up
+            yield
+
+
+def test_a_row_the_database_refuses_is_dead_lettered_and_the_others_are_stored(
+    db: MigratedDatabase,
+) -> None:
+    before = sample("ai_console_usage_dead_letters_total")
+    writer = writer_for(db)
+    poison = good(13, total_tokens=-1)  # refused by a CHECK constraint
+    for n in range(200):
+        writer.submit(good(n))
+        if n == 99:
+            writer.submit(poison)
+    writer.close()
+    assert sorted(row.user_id for row in usage_rows(db)) == list(range(200))
+    [kept] = (writer.spool_dir / spool.DEAD_LETTER).read_text().splitlines()
+    record = json.loads(kept)
+    assert "IntegrityError" in record["reason"] and "tokens_non_negative" in record["reason"]
+    assert json.loads(record["line"])["attempt_id"] == poison.attempt_id
+    assert sample("ai_console_usage_dead_letters_total") == before + 1
+    assert spool_files(db) == []  # shipped whole: the closed writer's file is gone
+
+
+def test_a_replayed_spool_stores_each_row_once(db: MigratedDatabase) -> None:
+    writer = writer_for(db)
+    for n in range(30):
+        writer.submit(good(n))
+    assert writer.flush()
+    [path] = spool_files(db)
+    # As if the process had died between a commit and the cursor write: nothing marked done.
+    path.with_suffix(spool.CURSOR_SUFFIX).write_bytes((0).to_bytes(8, "little"))
+    copy = path.with_name("1-replayed" + spool.SUFFIX)
+    copy.write_bytes(path.read_bytes())  # and a second copy of the same rows, orphaned
+    writer.close()
+    ship_orphans(db)
+    assert sorted(row.user_id for row in usage_rows(db)) == list(range(30))
+
+
+def test_rows_wait_in_the_spool_while_the_database_is_away(db: MigratedDatabase) -> None:
+    writer = writer_for(db)
+    with usage_table_locked(db):
+        for n in range(50):
+            writer.submit(good(n))
+        assert not writer.flush(timeout=0.5)  # no database: the rows stay spooled...
+        assert usage_rows(db) == []
+        assert sample("ai_console_usage_spool_bytes") > 0
+    assert writer.flush()  # ...and are stored once it is back, nothing lost
+    writer.close()
+    assert sorted(row.user_id for row in usage_rows(db)) == list(range(50))
+
+
+def test_the_spool_is_for_this_user_only(db: MigratedDatabase) -> None:
+    db.settings.usage_spool_dir.mkdir(mode=0o755)
+    writer = writer_for(db)
+    writer.submit(good())
+    for directory in (db.settings.usage_spool_dir, writer.spool_dir):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    [path] = spool_files(db)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    writer.close()
+
+
+def test_the_spool_of_a_killed_process_is_shipped_by_another(
+    db: MigratedDatabase, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    config = add_config(db, fake_providers, "openai", tasks=["extraction"])
+    calls = 20
+    with usage_table_locked(db):  # the child's writer cannot store a single row
+        seen, child_end = multiprocessing.get_context("spawn").Pipe(duplex=False)
+        child = multiprocessing.get_context("spawn").Process(
+            target=call_then_wait, args=(db.settings, calls, child_end)
+        )
+        child.start()
+        try:
+            answered = seen.recv()  # every call returned to its caller
+        finally:
+            os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            child.join()
+        assert child.exitcode == -signal.SIGKILL
+        assert len(spool_files(db)) == 1
+    assert answered == calls and usage_rows(db) == []
+    # Another process (here: a writer of this test's) finds the dead process's spool.
+    ship_orphans(db)
+    rows = usage_rows(db)
+    assert [(r.provider_config_id, r.status) for r in rows] == [(config, "success")] * calls
+    assert len({r.attempt_id for r in rows}) == calls
+    assert spool_files(db) == []
+
+
+def test_a_live_process_spool_is_left_to_it(db: MigratedDatabase) -> None:
+    alive = writer_for(db)
+    with usage_table_locked(db):
+        alive.submit(good())
+        other = writer_for(db)
+        assert other.ship_orphans() == 0  # its owner holds the lock: not an orphan
+        other.close()
+    alive.close()
+    assert len(usage_rows(db)) == 1
+
+
+@pytest.mark.parametrize("garbage", [b"{not json\n", b'{"attempt_id": 1}\n', b"[1, 2]\n"])
+def test_a_line_that_is_no_usage_row_is_dead_lettered(db: MigratedDatabase, garbage: bytes) -> None:
+    writer = writer_for(db)
+    writer.submit(good())
+    assert writer.flush()
+    orphan = writer.spool_dir / f"1-garbage{spool.SUFFIX}"
+    orphan.write_bytes(garbage + json.dumps(spool_entry(good(2))).encode() + b"\n")
+    writer.close()
+    ship_orphans(db)
+    assert sorted(row.user_id for row in usage_rows(db)) == [2, 7]
+    [kept] = (writer.spool_dir / spool.DEAD_LETTER).read_text().splitlines()
+    assert json.loads(kept)["line"] == garbage.decode().rstrip("\n")
+
+
+def spool_entry(record: UsageRecord) -> dict[str, object]:
+    from core.usage.records import encode
+
+    return encode(record, None)
