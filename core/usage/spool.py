@@ -56,7 +56,7 @@ def database_directory(spool_dir: Path, url: URL) -> Path:
     """The part of the spool for one database: a spool file is shipped only to the database
     its rows were made for, never to another that a router on the same machine uses. Named by
     the URL without its password (the same database under another URL is another part)."""
-    identity = url.set(password=None).render_as_string(hide_password=False)
+    identity = url._replace(password=None).render_as_string()  # URL.set ignores None
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return spool_dir / f"{url.get_backend_name()}-{digest}"
 
@@ -92,9 +92,15 @@ class SpoolFile:
 
     @classmethod
     def create(cls, directory: Path) -> SpoolFile:
-        path = directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        # Locked before it has its spool name: a shipper that saw the file unlocked would take
+        # it for an orphan, find it empty and delete it under its owner.
+        unnamed = directory / f"{name}.new"
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
+        fd = os.open(unnamed, flags, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path = directory / f"{name}{SUFFIX}"
+        unnamed.rename(path)
         return cls(path, fd)
 
     @classmethod
@@ -144,6 +150,10 @@ class SpoolFile:
                 if len(out) >= limit:
                     break
         return out
+
+    def rest(self) -> bytes:
+        """What follows the cursor (of an orphan: a line its process died while writing)."""
+        return os.pread(self._fd, self.pending, self.done)
 
     def mark_done(self, end: int) -> None:
         """Everything before `end` is stored; empty the file once all of it is and it is big."""

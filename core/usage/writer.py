@@ -151,6 +151,8 @@ class UsageWriter:
             if file.pending and not self._ship(file):
                 file.close()
                 continue
+            if file.pending:  # its process died halfway through a line: keep what it wrote
+                self._reject(spool.Line(None, file.rest(), file.end), None, "a cut-off line")
             file.delete()
             shipped += 1
             log.info("usage writer: stored the spool of a process that ended (%s)", path.name)
@@ -181,11 +183,13 @@ class UsageWriter:
             if self._stop.wait(self._backoff()):
                 return
         self._give_back_leases()
-        self._wake_waiters(turn)  # a flush returns after a whole turn: its leases given back
         self._maybe_sweep()
         if time.monotonic() - self._last_orphan_check >= ORPHAN_CHECK_S:
             self._last_orphan_check = time.monotonic()
             self.ship_orphans()
+        # A flush returns after a whole turn: its leases given back and, on a writer's first
+        # turn, the spools of processes that ended before it started stored.
+        self._wake_waiters(turn)
 
     def _ship(self, file: spool.SpoolFile) -> bool:
         """Store what `file` holds; False when the database is away (the rest stays)."""

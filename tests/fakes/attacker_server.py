@@ -136,6 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of concurrent clients (a router's
+    # gather of 20 calls) overflows it and loopback answers the extra ones with a reset.
+    request_queue_size = 128
 
     def __init__(self, attacker: AttackerServer) -> None:
         self.attacker = attacker

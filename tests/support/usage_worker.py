@@ -11,8 +11,9 @@ from core.routing import Router
 
 
 def call_then_wait(settings: Settings, calls: int, report: Connection) -> None:
-    """Make `calls` calls, send how many returned, then wait to be killed (the test's SIGKILL
-    comes while the usage writer still cannot store them)."""
+    """Make `calls` calls, send how many returned (or the first failure, as text, so that the
+    test fails at once instead of waiting), then wait to be killed (the test's SIGKILL comes
+    while the usage writer still cannot store them)."""
 
     async def main() -> int:
         router = Router(settings=settings, max_retries=0, timeout_s=10, environ={})
@@ -21,5 +22,8 @@ def call_then_wait(settings: Settings, calls: int, report: Connection) -> None:
         )
         return len(results)
 
-    report.send(asyncio.run(main()))
+    try:
+        report.send(asyncio.run(main()))
+    except Exception as exc:  # the parent asserts on the count, and shows this instead
+        report.send(f"{type(exc).__name__}: {exc!r} caused by {exc.__cause__!r}")
     threading.Event().wait()

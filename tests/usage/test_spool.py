@@ -14,23 +14,17 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from core.db import write_transaction
 from core.quota.ledger import QuotaLedger
 from core.usage import spool
-from core.usage.records import UsageRecord
 from core.usage.writer import UsageWriter
 from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
 from tests.support.routing import add_config, allow_planted_keys, usage_rows
+from tests.support.spool import good, plant, spool_line
 from tests.support.usage_worker import call_then_wait
-
-
-def good(user_id: int = 7, **changes: object) -> UsageRecord:
-    """A fresh attempt (each with its own attempt_id; dataclasses.replace would copy it)."""
-    fields = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15} | changes
-    return UsageRecord(None, user_id, "openai", "gpt-4o-mini", "extraction", "success", **fields)  # type: ignore[arg-type]
 
 
 def writer_for(db: MigratedDatabase) -> UsageWriter:
@@ -96,7 +90,7 @@ def test_a_replayed_spool_stores_each_row_once(db: MigratedDatabase) -> None:
     # As if the process had died between a commit and the cursor write: nothing marked done.
     path.with_suffix(spool.CURSOR_SUFFIX).write_bytes((0).to_bytes(8, "little"))
     copy = path.with_name("1-replayed" + spool.SUFFIX)
-    copy.write_bytes(path.read_bytes())  # and a second copy of the same rows, orphaned
+    plant(copy, path.read_bytes())  # and a second copy of the same rows, orphaned
     writer.close()
     ship_orphans(db)
     assert sorted(row.user_id for row in usage_rows(db)) == list(range(30))
@@ -171,7 +165,7 @@ def test_a_line_that_is_no_usage_row_is_dead_lettered(db: MigratedDatabase, garb
     writer.submit(good())
     assert writer.flush()
     orphan = writer.spool_dir / f"1-garbage{spool.SUFFIX}"
-    orphan.write_bytes(garbage + json.dumps(spool_entry(good(2))).encode() + b"\n")
+    plant(orphan, garbage + spool_line(good(2)))
     writer.close()
     ship_orphans(db)
     assert sorted(row.user_id for row in usage_rows(db)) == [2, 7]
@@ -179,7 +173,24 @@ def test_a_line_that_is_no_usage_row_is_dead_lettered(db: MigratedDatabase, garb
     assert json.loads(kept)["line"] == garbage.decode().rstrip("\n")
 
 
-def spool_entry(record: UsageRecord) -> dict[str, object]:
-    from core.usage.records import encode
+def test_a_line_cut_off_by_a_dying_process_is_dead_lettered(db: MigratedDatabase) -> None:
+    writer = writer_for(db)
+    orphan = writer.spool_dir / f"1-cut{spool.SUFFIX}"
+    whole = spool_line(good(2))
+    cut = spool_line(good(3))[:40]
+    plant(orphan, whole + cut)
+    writer.close()
+    ship_orphans(db)
+    assert [row.user_id for row in usage_rows(db)] == [2]
+    [kept] = (writer.spool_dir / spool.DEAD_LETTER).read_text().splitlines()
+    assert json.loads(kept)["line"] == cut.decode()
 
-    return encode(record, None)
+
+def test_each_database_has_its_own_spool(tmp_path: Path) -> None:
+    """A dead process's rows are shipped only to the database they were made for."""
+    url = make_url("postgresql+psycopg://app:secret@db:5432/console")
+    place = spool.database_directory(tmp_path, url)
+    assert place == spool.database_directory(tmp_path, url.set(password="rotated"))
+    assert "secret" not in str(place)
+    others = [url.set(database="other"), url.set(host="db2"), make_url("sqlite:///x.db")]
+    assert place not in {spool.database_directory(tmp_path, other) for other in others}
