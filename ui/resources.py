@@ -1,5 +1,5 @@
-"""One of each per process: settings, the engine, the session factory and the cipher; and
-whether the database is ready (migrated) for the console."""
+"""One of each per process: settings, the engine, the session factory, the cipher and a usage
+writer; and whether the database is ready (migrated) for the console."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from core import accounts
 from core.config import ConfigError, Settings
 from core.crypto import SecretBox, load_cipher
 from core.db import make_engine, make_session_factory, schema_status, session_scope
+from core.quota.ledger import QuotaLedger
+from core.usage.writer import UsageWriter
 
 
 @st.cache_resource
@@ -39,6 +41,15 @@ def cipher() -> SecretBox:
 @st.cache_resource
 def cookie_key() -> str:
     return accounts.cookie_key(settings())
+
+
+@st.cache_resource
+def usage_writer() -> UsageWriter:
+    """The console routes no calls, but its writer's thread stores the spooled usage rows of
+    backend processes that ended before their writers could (a crash, a SIGKILL, a database
+    that was away at shutdown) and releases expired quota holds, even if no router of that
+    database ever starts again."""
+    return UsageWriter(engine(), QuotaLedger(engine()), settings().usage_spool_dir)
 
 
 @contextmanager
@@ -75,6 +86,7 @@ def _ready() -> None:
             f"The database schema is at {status.current or 'nothing'} but this version needs "
             f"{status.head}. Run `python -m core migrate` (or `make run`) and reload."
         )
+    usage_writer()
 
 
 def needs_setup() -> bool:

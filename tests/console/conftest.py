@@ -6,10 +6,10 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-import streamlit as st
 
 from core.accounts import rules
 from core.crypto import load_cipher
+from tests.support.console_resources import fresh_console_resources
 from tests.support.database import MigratedDatabase
 from tests.support.pages import Console
 
@@ -25,6 +25,5 @@ def console(
     # AppTest installs each page as sys.modules["__main__"] and leaves it there; a later
     # multiprocessing "spawn" in this process would then re-run that page in its children.
     monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
-    st.cache_resource.clear()  # the console caches settings, engine and cipher per process
-    yield Console(db, load_cipher(db.settings))
-    st.cache_resource.clear()
+    with fresh_console_resources():
+        yield Console(db, load_cipher(db.settings))
