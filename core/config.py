@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -21,11 +22,32 @@ ENVIRONMENTS = ("development", "production")
 MIN_COOKIE_KEY_LENGTH = 32
 ALLOWLIST_VARIABLE = "AI_CONSOLE_BASE_URL_ALLOWLIST"
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_N = TypeVar("_N", int, float)
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*")
 
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message says which one and what to do."""
+
+
+@dataclass(frozen=True)
+class DbTimeouts:
+    """How long the routing path waits for PostgreSQL (see Settings)."""
+
+    connect_s: int = 2
+    statement_s: float = 2.0
+
+    @property
+    def wait_s(self) -> float:
+        """The longest a caller waits for one statement: a connection, then the statement."""
+        return self.connect_s + self.statement_s
+
+    def libpq(self) -> dict[str, str | int]:
+        """Connection parameters that make the server and libpq enforce them."""
+        return {
+            "connect_timeout": self.connect_s,
+            "options": f"-c statement_timeout={round(self.statement_s * 1000)}",
+        }
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,10 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "data")
     db_pool_size: int = 5
     db_max_overflow: int = 10
+    # How long a router waits for PostgreSQL: to connect (whole seconds, libpq's minimum is 2)
+    # and for one statement. A call waits at most their sum for the database, frozen or gone.
+    db_connect_timeout_s: int = 2
+    db_statement_timeout_s: float = 2.0
     # Where routers spool usage rows before the database has them; None: <data_dir>/spool.
     spool_dir: Path | None = None
     # Signs the console's sign-in cookie; "" means the development default (core.auth.cookie_key).
@@ -70,6 +96,11 @@ class Settings:
             raise ConfigError(
                 "AI_CONSOLE_DB_POOL_SIZE must be ≥ 1 and AI_CONSOLE_DB_MAX_OVERFLOW ≥ 0"
             )
+        if self.db_connect_timeout_s < 2 or self.db_statement_timeout_s <= 0:
+            raise ConfigError(
+                "AI_CONSOLE_DB_CONNECT_TIMEOUT_S must be ≥ 2 (whole seconds) and "
+                "AI_CONSOLE_DB_STATEMENT_TIMEOUT_S above 0"
+            )
         if self.cookie_key and len(self.cookie_key) < MIN_COOKIE_KEY_LENGTH:
             raise ConfigError(
                 f"AI_CONSOLE_COOKIE_KEY must be at least {MIN_COOKIE_KEY_LENGTH} characters; "
@@ -86,6 +117,10 @@ class Settings:
     def fernet_key_file(self) -> Path:
         """Where the embedded (development) key lives when AI_CONSOLE_FERNET_KEYS is unset."""
         return self.data_dir / "fernet.key"
+
+    @property
+    def db_timeouts(self) -> DbTimeouts:
+        return DbTimeouts(self.db_connect_timeout_s, self.db_statement_timeout_s)
 
     @property
     def usage_spool_dir(self) -> Path:
@@ -108,6 +143,8 @@ class Settings:
             data_dir=data_dir,
             db_pool_size=_int(env, "AI_CONSOLE_DB_POOL_SIZE", 5),
             db_max_overflow=_int(env, "AI_CONSOLE_DB_MAX_OVERFLOW", 10),
+            db_connect_timeout_s=_int(env, "AI_CONSOLE_DB_CONNECT_TIMEOUT_S", 2),
+            db_statement_timeout_s=_float(env, "AI_CONSOLE_DB_STATEMENT_TIMEOUT_S", 2.0),
             spool_dir=Path(spool)
             if (spool := env.get("AI_CONSOLE_SPOOL_DIR", "").strip())
             else None,
@@ -146,10 +183,18 @@ def allowlist_entry(entry: str) -> str:
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int, "a whole number")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    return _number(env, name, default, float, "a number of seconds")
+
+
+def _number(env: Mapping[str, str], name: str, default: _N, kind: type[_N], what: str) -> _N:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, not {raw!r}") from None

@@ -14,11 +14,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,9 +28,35 @@ from core.config import PROJECT_ROOT, Settings
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+# What a database that is down, restarting, frozen or locked raises (as opposed to refusing a
+# statement or a bug): the callers that can go on without it catch these.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
-def make_engine(settings: Settings) -> Engine:
+
+def failure_reason(error: BaseException) -> str:
+    """A database error's driver class and first line, for logs and messages. Statement
+    parameters never appear in it (engines are made with hide_parameters)."""
+    original = getattr(error, "orig", None) or error
+    first_line = (str(original).strip().splitlines() or [""])[0][:200]
+    name = type(original).__name__
+    return f"{name}: {first_line}" if first_line else name
+
+
+def make_engine(settings: Settings, *, statement_timeout: bool = False) -> Engine:
     """Build the engine for `settings.database_url` (creating a SQLite file's folder).
+
+    A PostgreSQL connection attempt gives up after `settings.db_connect_timeout_s`; with
+    `statement_timeout` (the routing path's engine) the server also cancels any statement that
+    runs longer than `settings.db_statement_timeout_s`. The console and the CLI have no
+    statement timeout: a report or a migration may rightly take longer.
 
     Statement parameters never appear in exceptions or logs (`hide_parameters`): they can hold
     ciphertext, password hashes or whatever a user typed. A SQLite file, its folder and its
@@ -49,8 +76,12 @@ def make_engine(settings: Settings) -> Engine:
         return engine
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
+    libpq = settings.db_timeouts.libpq()
+    if not statement_timeout:
+        del libpq["options"]
     return create_engine(
         url,
+        connect_args=libpq,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,

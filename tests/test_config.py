@@ -33,12 +33,19 @@ def test_reads_every_variable() -> None:
             "AI_CONSOLE_ENV": "Production",
             "AI_CONSOLE_DB_POOL_SIZE": "8",
             "AI_CONSOLE_DB_MAX_OVERFLOW": "0",
+            "AI_CONSOLE_DB_CONNECT_TIMEOUT_S": "5",
+            "AI_CONSOLE_DB_STATEMENT_TIMEOUT_S": "0.75",
         }
     )
     assert settings.database_url == "postgresql+psycopg://app@db:5432/console"
     assert settings.fernet_keys == ("newkey", "oldkey")
     assert settings.is_production
     assert (settings.db_pool_size, settings.db_max_overflow) == (8, 0)
+    assert settings.db_timeouts.wait_s == 5.75
+    assert settings.db_timeouts.libpq() == {
+        "connect_timeout": 5,
+        "options": "-c statement_timeout=750",
+    }
 
 
 @pytest.mark.parametrize(
@@ -49,6 +56,10 @@ def test_reads_every_variable() -> None:
         ({"AI_CONSOLE_DATABASE_URL": "mysql://u@h/db"}, "only sqlite and postgresql"),
         ({"AI_CONSOLE_DB_POOL_SIZE": "many"}, "AI_CONSOLE_DB_POOL_SIZE must be a whole number"),
         ({"AI_CONSOLE_DB_POOL_SIZE": "0"}, "AI_CONSOLE_DB_POOL_SIZE must be ≥ 1"),
+        ({"AI_CONSOLE_DB_CONNECT_TIMEOUT_S": "1"}, "AI_CONSOLE_DB_CONNECT_TIMEOUT_S must be ≥ 2"),
+        ({"AI_CONSOLE_DB_CONNECT_TIMEOUT_S": "2.5"}, "must be a whole number"),
+        ({"AI_CONSOLE_DB_STATEMENT_TIMEOUT_S": "soon"}, "must be a number of seconds"),
+        ({"AI_CONSOLE_DB_STATEMENT_TIMEOUT_S": "0"}, "AI_CONSOLE_DB_STATEMENT_TIMEOUT_S above 0"),
     ],
 )
 def test_bad_settings_get_one_clear_message(environ: dict[str, str], message: str) -> None:

@@ -29,13 +29,21 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
 - A process that dies mid-call leaves its reservation (or lease) behind; `sweep` (run by every
   router in the background) deletes expired reservations and releases their tokens, so nothing
   dangles for longer than the reservation's lifetime (longer than any call can last).
+- A database that does not answer makes `reserve` raise `LedgerUnavailable`: after at most
+  `timeouts.wait_s` for the first call, then at once for everyone else until a single call
+  finds it back (one try every `RETRY_AFTER_S`). A call never waits longer, so a frozen
+  server cannot hold callers; a hold the server grants after its caller stopped waiting is
+  released as soon as it arrives (else the sweep frees it when it expires).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -44,13 +52,21 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine
 
-from core.db import write_transaction
+from core.config import DbTimeouts
+from core.db import UNAVAILABLE, failure_reason, write_transaction
 from core.quota import statements as sql
+
+log = logging.getLogger(__name__)
 
 UNLIMITED = 2**62
 MESSAGE_OVERHEAD_TOKENS = 32  # role markers and per-message framing the providers add
 IMAGE_TOKENS_ESTIMATE = 2_000  # generous; providers charge ~250–1,600 for a typical image
 ASYNC_POOL_SIZE = 4  # PostgreSQL connections per event loop, for reservations
+RETRY_AFTER_S = 1.0  # the database did not answer: one call tries it again this often
+
+
+class LedgerUnavailable(Exception):
+    """The database did not answer a reservation (down, restarting, frozen or locked)."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +146,22 @@ class QuotaLedger:
     writer's thread, so it goes through the one synchronous engine.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        timeouts: DbTimeouts | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        # None (the console, tests): wait as long as the driver does; the router passes its own.
+        self._timeouts = timeouts
+        self._clock = clock
+        self._health = threading.Lock()
+        self._down_until: float | None = None  # while set, reserve fails fast until then
+        self._down_reason = ""
+        self._late: set[asyncio.Future[None]] = set()  # releasing holds granted after a timeout
         self._reserve_sql = str(sql.RESERVE.compile(dialect=engine.dialect))
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = (
             weakref.WeakKeyDictionary()
@@ -142,13 +171,81 @@ class QuotaLedger:
         """Hold `demand.tokens` against its limits, if `margin` more tokens would still fit;
         None when they would not. The hold expires after `ttl` (then a sweep releases it)."""
         params = _params(demand, ttl, margin)
-        if self._postgres:
-            hold_id = await self._reserve_postgres(params)
-        else:
-            hold_id = await asyncio.to_thread(self._reserve_sqlite, params)
+        self._admit()
+        try:
+            if self._postgres:
+                hold_id = await self._bounded(self._reserve_postgres(params), demand, params)
+            else:
+                hold_id = await asyncio.to_thread(self._reserve_sqlite, params)
+        except UNAVAILABLE as exc:
+            raise self._went_down(exc) from exc
+        self._came_up()
         if hold_id is None:
             return None
         return Reservation(hold_id, demand.config_id, params["day"], demand.tokens)
+
+    def _admit(self) -> None:
+        """Fail fast while the database is known to be away; let one call through to try it
+        again every RETRY_AFTER_S."""
+        with self._health:
+            if self._down_until is None:
+                return
+            now = self._clock()
+            if now < self._down_until:
+                raise LedgerUnavailable(self._down_reason)
+            self._down_until = now + RETRY_AFTER_S  # this call tries; the others fail fast
+
+    def _went_down(self, exc: BaseException) -> LedgerUnavailable:
+        reason = f"the database did not answer a token reservation ({failure_reason(exc)})"
+        with self._health:
+            first = self._down_until is None
+            self._down_until = self._clock() + RETRY_AFTER_S
+            self._down_reason = reason
+        if first:
+            log.warning("quota: %s; limited calls fail fast until it answers", reason)
+        return LedgerUnavailable(reason)
+
+    def _came_up(self) -> None:
+        if self._down_until is None:  # the common case: no lock taken
+            return
+        with self._health:
+            self._down_until = None
+        log.warning("quota: the database answers token reservations again")
+
+    async def _bounded(
+        self, reserving: Awaitable[int | None], demand: Demand, params: dict[str, Any]
+    ) -> int | None:
+        """Wait for a reservation at most `timeouts.wait_s`. The statement is not cancelled
+        (psycopg would wait up to 10 s more on a frozen server for the cancel): it goes on in
+        its own task, and a hold it still gets is released as soon as it arrives."""
+        if self._timeouts is None:
+            return await reserving
+        task = asyncio.ensure_future(reserving)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._timeouts.wait_s)
+        except TimeoutError:
+            late = asyncio.ensure_future(self._release_late(task, demand, params["day"]))
+            self._late.add(late)
+            late.add_done_callback(self._late.discard)
+            raise
+
+    async def _release_late(
+        self, task: asyncio.Future[int | None], demand: Demand, day: date
+    ) -> None:
+        try:
+            hold_id = await task
+        except Exception:  # no hold was taken
+            return
+        if hold_id is not None:
+            hold = Reservation(hold_id, demand.config_id, day, demand.tokens)
+            await asyncio.to_thread(self._release, hold)
+
+    def _release(self, hold: Reservation) -> None:
+        try:
+            with write_transaction(self._engine) as conn:
+                self.settle(conn, [Spend(hold.config_id, hold.day, 0, hold)])
+        except Exception as exc:  # it expires and is swept
+            log.warning("quota: releasing a late hold failed (%s)", failure_reason(exc))
 
     async def _reserve_postgres(self, params: dict[str, Any]) -> int | None:
         # A server that restarted (or failed over) has ended every pooled connection: the first
@@ -180,11 +277,17 @@ class QuotaLedger:
             # Only a crash of the database server itself can lose the last few holds, and the
             # counters then err on the side of the caller (a lost hold settles as released 0).
             url = self._engine.url.set(drivername="postgresql").render_as_string(False)
+            options = "-c synchronous_commit=off"
+            bounds: dict[str, Any] = {}
+            if self._timeouts is not None:
+                bounds = self._timeouts.libpq()
+                options += " " + str(bounds.pop("options"))
             pool = self._pools[loop] = AsyncConnectionPool(
                 url,
                 min_size=1,
                 max_size=ASYNC_POOL_SIZE,
-                kwargs={"autocommit": True, "options": "-c synchronous_commit=off"},
+                kwargs={"autocommit": True, "options": options, **bounds},
+                timeout=self._timeouts.wait_s if self._timeouts is not None else 30.0,
                 open=False,
             )
         if pool.closed:  # new, or a concurrent first call is still opening it (then a no-op)
@@ -192,7 +295,12 @@ class QuotaLedger:
         return pool
 
     async def aclose(self) -> None:
-        """Close this event loop's connections (PostgreSQL)."""
+        """Close this event loop's connections (PostgreSQL), after releasing the holds the
+        server granted late (waiting for them up to twice `timeouts.wait_s`)."""
+        loop = asyncio.get_running_loop()
+        if late := [task for task in self._late if task.get_loop() is loop]:
+            assert self._timeouts is not None
+            await asyncio.wait(late, timeout=2 * self._timeouts.wait_s)
         pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.close()
@@ -203,8 +311,11 @@ class QuotaLedger:
         return await asyncio.to_thread(self._give_back, hold, tokens)
 
     def _give_back(self, hold: Reservation, tokens: int) -> bool:
-        with write_transaction(self._engine) as conn:
-            return self.shrink(conn, hold, tokens)
+        try:
+            with write_transaction(self._engine) as conn:
+                return self.shrink(conn, hold, tokens)
+        except UNAVAILABLE as exc:
+            raise self._went_down(exc) from exc
 
     @staticmethod
     def shrink(conn: Connection, hold: Reservation, tokens: int) -> bool:

@@ -32,6 +32,8 @@ from core.providers.base import GenerationResult
 from core.routing.attempts import Attempt
 from core.routing.candidates import LEGACY_PROVIDERS, get_default_provider_config
 from core.routing.errors import (
+    DatabaseUnavailable,
+    LimitsUnavailable,
     NoProviderAvailable,
     ProviderCallError,
     QuotaExceeded,
@@ -47,7 +49,9 @@ __all__ = [
     "TASKS",
     "Attempt",
     "CandidatePlan",
+    "DatabaseUnavailable",
     "GenerationResult",
+    "LimitsUnavailable",
     "NoProviderAvailable",
     "ProviderCallError",
     "QuotaExceeded",

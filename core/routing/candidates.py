@@ -4,10 +4,16 @@
 when a cheap fingerprint query shows a change, at most once per refresh interval, so calls do
 not read configs from the database and a console edit still reaches running routers within
 seconds. `candidates_for` orders them for a task (DESIGN.md, task routing semantics).
+
+When the database does not answer a re-read, the configs already read keep serving (one
+warning per outage) and the next re-read is tried after the refresh interval; only a router that
+has never read them fails, with `DatabaseUnavailable`. One thread re-reads at a time: a call
+that finds a re-read under way uses the configs it has instead of queueing behind it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -17,9 +23,12 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from core.db import UNAVAILABLE, failure_reason
 from core.models import TASKS, ProviderConfig, TaskType
 from core.quota.ledger import Limits
-from core.routing.errors import NoProviderAvailable, UnknownTask
+from core.routing.errors import DatabaseUnavailable, NoProviderAvailable, UnknownTask
+
+log = logging.getLogger(__name__)
 
 LEGACY_PROVIDERS = (  # (type, key variable, model variable, default model)
     ("gemini", "GEMINI_API_KEY", "GEMINI_MODEL_FAST", "gemini-2.5-flash"),
@@ -71,38 +80,82 @@ class Snapshot:
     fingerprint: tuple[Any, ...] | None = None
     checked_at: float = field(default=-1e9)
     generation: int = 0
+    unavailable: str | None = None  # why the last re-read failed (the configs are older)
+
+    @property
+    def loaded(self) -> bool:
+        return self.fingerprint is not None
 
 
 class ConfigCache:
     """Every stored config, re-read when the fingerprint changes (at most every `refresh_s`)."""
 
-    def __init__(self, engine: Engine, refresh_s: float) -> None:
+    def __init__(self, engine: Engine, refresh_s: float, wait_s: float | None = None) -> None:
         self._engine = engine
         self._refresh_s = refresh_s
+        self._wait_s = -1 if wait_s is None else wait_s  # -1: as long as the driver waits
         self._lock = threading.Lock()
         self.snapshot = Snapshot()
 
     def stale(self) -> bool:
-        """Whether the fingerprint is due to be checked again."""
-        return time.monotonic() - self.snapshot.checked_at > self._refresh_s
+        """Whether the fingerprint is due to be checked again (and no thread is at it)."""
+        due = time.monotonic() - self.snapshot.checked_at > self._refresh_s
+        return due and not (self.snapshot.loaded and self._lock.locked())
 
     def refresh(self, force: bool = False) -> Snapshot:
-        """The configs now: re-read if the fingerprint changed (unless checked just now)."""
-        with self._lock:
+        """The configs now: re-read if the fingerprint changed (unless checked just now). If
+        the database does not answer: the configs read before, else DatabaseUnavailable."""
+        current = self.snapshot
+        if current.loaded and not force:
+            acquired = self._lock.acquire(blocking=False)
+        else:
+            acquired = self._lock.acquire(timeout=self._wait_s)
+        if not acquired:  # another thread is re-reading: it may wait, this call does not
+            if current.loaded:
+                return current
+            raise DatabaseUnavailable(
+                "the database did not answer, and this router has not read the provider "
+                "configs yet; calls work again once it answers"
+            )
+        try:
             current = self.snapshot
             if not force and time.monotonic() - current.checked_at <= self._refresh_s:
                 return current
-            with Session(self._engine) as session:
-                fingerprint = tuple(session.execute(_FINGERPRINT).one())
-                if fingerprint != current.fingerprint:
-                    rows = session.scalars(select(ProviderConfig)).all()
-                    current = Snapshot(
-                        tuple(candidate_from(row) for row in rows),
-                        fingerprint,
-                        generation=current.generation + 1,
-                    )
+            try:
+                current = self._read(current)
+            except UNAVAILABLE as exc:
+                current = self._unavailable(current, failure_reason(exc))
             self.snapshot = replace(current, checked_at=time.monotonic())
             return self.snapshot
+        finally:
+            self._lock.release()
+
+    def _read(self, current: Snapshot) -> Snapshot:
+        with Session(self._engine) as session:
+            fingerprint = tuple(session.execute(_FINGERPRINT).one())
+            if fingerprint != current.fingerprint:
+                rows = session.scalars(select(ProviderConfig)).all()
+                current = Snapshot(
+                    tuple(candidate_from(row) for row in rows),
+                    fingerprint,
+                    generation=current.generation + 1,
+                )
+        if current.unavailable is not None:
+            log.warning("configs: the database answers again; configs re-read")
+        return replace(current, unavailable=None)
+
+    @staticmethod
+    def _unavailable(current: Snapshot, reason: str) -> Snapshot:
+        if not current.loaded:
+            raise DatabaseUnavailable(
+                f"the database did not answer, and this router has not read the provider "
+                f"configs yet ({reason}); calls work again once it answers"
+            )
+        if current.unavailable is None:
+            log.warning(
+                "configs: the database did not answer (%s); serving the configs read before", reason
+            )
+        return replace(current, unavailable=reason)
 
 
 def serving_order(

@@ -31,6 +31,22 @@ class QuotaExceeded(RoutingError):
         self.attempts = tuple(attempts)
 
 
+class DatabaseUnavailable(RoutingError):
+    """The console's database did not answer and the call needs it: no configs read yet, or
+    (LimitsUnavailable) a limit to check. Calls that need no database keep working meanwhile."""
+
+
+class LimitsUnavailable(DatabaseUnavailable):
+    """Every candidate that could serve the call has a token limit, the database that keeps
+    the limits did not answer, and no lease of this process covers the call. `config_ids` names
+    them; the calls succeed again as soon as the database answers."""
+
+    def __init__(self, message: str, config_ids: Sequence[int], attempts: Sequence[Attempt]):
+        super().__init__(message)
+        self.config_ids = tuple(config_ids)
+        self.attempts = tuple(attempts)
+
+
 class ProviderCallError(RoutingError):
     """The call failed: a bad request (raised at once), or every candidate failed.
 

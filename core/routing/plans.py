@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from core.crypto import DecryptionError, SecretBox
+from core.db import UNAVAILABLE, failure_reason
 from core.models import ProviderConfig, TaskType, utcnow
 from core.quota.ledger import QuotaLedger, Standing
 from core.routing.candidates import (
@@ -117,7 +118,14 @@ def _eligibility(
         return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
     if candidate.limited:
         assert candidate.config_id is not None
-        if full := _limit_reached(candidate, ledger.standing(candidate.config_id, now)):
+        try:
+            standing = ledger.standing(candidate.config_id, now)
+        except UNAVAILABLE as exc:
+            return False, (
+                "its token limits cannot be checked: the database did not answer "
+                f"({failure_reason(exc)}); it serves only what this process's leases hold"
+            )
+        if full := _limit_reached(candidate, standing):
             return False, full
     why = "default for every task" if candidate.is_default else "serves this task"
     if candidate.last_test_success is False:

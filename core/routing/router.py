@@ -26,7 +26,7 @@ from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
 from core.providers.egress import Allowlist, egress_client
 from core.providers.errors import ProviderTimeout
 from core.quota.leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
-from core.quota.ledger import Demand, QuotaLedger, reservation_size
+from core.quota.ledger import Demand, LedgerUnavailable, QuotaLedger, reservation_size
 from core.routing.arguments import check_call, check_image
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (
@@ -37,11 +37,18 @@ from core.routing.candidates import (
     check_task,
     legacy_from,
 )
-from core.routing.errors import ProviderCallError, QuotaExceeded
+from core.routing.errors import (
+    DatabaseUnavailable,
+    LimitsUnavailable,
+    ProviderCallError,
+    QuotaExceeded,
+)
 from core.routing.plans import RoutePlan, plan
 from core.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
+
+LIMITS_UNAVAILABLE = "limits_unavailable"  # the usage row's error_type for such an attempt
 
 
 @dataclass
@@ -78,7 +85,11 @@ class Router:
                 fernet_keys=tuple(fernet_keys) if fernet_keys else base.fernet_keys,
             )
         self._owns_engine = engine is None
-        self._engine = engine or make_engine(settings)
+        self._engine = engine or make_engine(settings, statement_timeout=True)
+        # PostgreSQL may be away, frozen or restarting: no call waits on it for longer than
+        # this. (SQLite is a local file: its busy timeout is the bound.)
+        timeouts = settings.db_timeouts if self._engine.dialect.name == "postgresql" else None
+        self._db_wait_s = timeouts.wait_s if timeouts is not None else None
         self._cipher: SecretBox = load_cipher(settings)
         self._allowlist = Allowlist.from_entries(settings.base_url_allowlist)
         self._timeout_s = timeout_s
@@ -86,7 +97,7 @@ class Router:
         # A hold must outlive the longest call: every attempt timing out, plus backoff.
         self._ttl = reservation_ttl or timedelta(seconds=timeout_s * (max_retries + 1) + 120)
         self._environ = os.environ if environ is None else environ
-        self._ledger = QuotaLedger(self._engine)
+        self._ledger = QuotaLedger(self._engine, timeouts, clock=lease_clock)
         # lease_calls=1 turns leases off: every limited call then reserves its own tokens.
         self._leases = QuotaLeases(
             self._ledger, self._ttl, calls=lease_calls, share=lease_share, clock=lease_clock
@@ -98,7 +109,7 @@ class Router:
         # At exit, before the writer's own atexit hook (they run last-registered first): retire
         # the leases, so the writer's final flush gives back what they hold.
         atexit.register(self._leases.retire_all)
-        self._configs = ConfigCache(self._engine, config_refresh_s)
+        self._configs = ConfigCache(self._engine, config_refresh_s, self._db_wait_s)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -231,6 +242,7 @@ class Router:
                 last_error = trial.error
                 if not last_error.fallback:
                     raise ProviderCallError(str(last_error), last_error, attempts)
+        _raise_if_limits_unavailable(task_name, attempts)
         if attempts and all(a.status == UsageStatus.REJECTED for a in attempts):
             raise QuotaExceeded(
                 f"Every provider for {task_name!r} is at its token limit: "
@@ -243,9 +255,19 @@ class Router:
         )
 
     async def _snapshot(self) -> Snapshot:
-        if self._configs.stale():
-            return await asyncio.to_thread(self._configs.refresh)
-        return self._configs.snapshot
+        """The configs, re-read when due. A database that does not answer in time leaves the
+        re-read to its thread and the call to the configs read before (candidates.py)."""
+        if not self._configs.stale():
+            return self._configs.snapshot
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._configs.refresh), self._db_wait_s)
+        except TimeoutError:
+            if self._configs.snapshot.loaded:
+                return self._configs.snapshot
+            raise DatabaseUnavailable(
+                f"the database did not answer within {self._db_wait_s:g} s, and this router has "
+                "not read the provider configs yet; calls work again once it answers"
+            ) from None
 
     async def _try(
         self,
@@ -257,9 +279,12 @@ class Router:
         candidate = trial.candidate
         if candidate.limited:
             assert candidate.config_id is not None
-            trial.reservation = await self._leases.hold(
-                Demand(candidate.config_id, size, candidate.limits, trial.started)
-            )
+            try:
+                trial.reservation = await self._leases.hold(
+                    Demand(candidate.config_id, size, candidate.limits, trial.started)
+                )
+            except LedgerUnavailable as exc:
+                return trial.failed(UsageStatus.ERROR, LIMITS_UNAVAILABLE, str(exc))
             if trial.reservation is None:
                 return trial.refused()
         try:
@@ -343,3 +368,18 @@ class Router:
 
         asyncio.run_coroutine_threadsafe(close_client(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def _raise_if_limits_unavailable(task: str, attempts: Sequence[Attempt]) -> None:
+    """LimitsUnavailable when no candidate could be called only because the database that keeps
+    the limits did not answer (the others, if any, refused by their limits)."""
+    down = [a for a in attempts if a.error_type == LIMITS_UNAVAILABLE]
+    if down and all(a in down or a.status == UsageStatus.REJECTED for a in attempts):
+        names = "; ".join(f"config {a.config_id} ({a.provider_type} {a.model_name})" for a in down)
+        raise LimitsUnavailable(
+            f"No provider for {task!r} could be called: the database that keeps the token limits "
+            f"of {names} did not answer, and no lease of this router covers the call; "
+            "it works again once the database answers",
+            [a.config_id for a in down if a.config_id is not None],
+            attempts,
+        )

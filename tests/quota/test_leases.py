@@ -10,17 +10,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 
 from core.config import PROJECT_ROOT
 from core.db import write_transaction
-from core.models import ProviderConfig, QuotaCounter, QuotaReservation, utcnow
+from core.models import ProviderConfig, utcnow
 from core.quota.leases import LEASE_CALLS, LEASE_IDLE_S, LEASE_WINDOW_S, QuotaLeases
 from core.quota.ledger import QuotaLedger, Reservation, Spend, reservation_size
 from core.usage.writer import UsageRecord, UsageWriter
 from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
-from tests.support.quota import demand, reserve_now
+from tests.support.quota import Clock, counter, demand, holds, reserve_now
 from tests.support.routing import add_config, allow_planted_keys, make_router, usage_rows
 
 PROMPT = "Extract the job title from: Staff Engineer, Lisbon"
@@ -37,28 +37,6 @@ class CountingLedger(QuotaLedger):
     async def reserve(self, *args: Any, **kwargs: Any) -> Reservation | None:
         self.round_trips += 1
         return await super().reserve(*args, **kwargs)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def holds(db: MigratedDatabase) -> list[tuple[int, int]]:
-    with db.session() as session:
-        rows = session.scalars(select(QuotaReservation).order_by(QuotaReservation.id))
-        return [(row.id, row.tokens) for row in rows]
-
-
-def counter(db: MigratedDatabase, config_id: int) -> tuple[int, int]:
-    """(used, reserved) today for the config, summed over its days."""
-    with db.session() as session:
-        rows = session.scalars(select(QuotaCounter).where(QuotaCounter.config_id == config_id))
-        found = list(rows)
-    return sum(r.used_tokens for r in found), sum(r.reserved_tokens for r in found)
 
 
 def stored_config(db: MigratedDatabase, limit: int | None = BIG) -> int:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+
+from core.models import QuotaCounter, QuotaReservation
 from core.quota.ledger import Demand, Limits, QuotaLedger, Reservation
+from tests.support.database import MigratedDatabase
 
 
 def demand(
@@ -33,3 +37,28 @@ def reserve_now(
             await ledger.aclose()
 
     return asyncio.run(reserve())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def holds(db: MigratedDatabase) -> list[tuple[int, int]]:
+    with db.session() as session:
+        rows = session.scalars(select(QuotaReservation).order_by(QuotaReservation.id))
+        return [(row.id, row.tokens) for row in rows]
+
+
+def counter(db: MigratedDatabase, config_id: int) -> tuple[int, int]:
+    """(used, reserved) today for the config, summed over its days."""
+    with db.session() as session:
+        rows = session.scalars(select(QuotaCounter).where(QuotaCounter.config_id == config_id))
+        found = list(rows)
+    return sum(r.used_tokens for r in found), sum(r.reserved_tokens for r in found)
