@@ -11,8 +11,16 @@ lease's row as it settles the call, and gives back what is left once the last on
 Why the limit still holds: the database never holds more than the limit allows (the lease is
 one conditional reservation), and a call is served by a lease only while the lease's balance
 covers the call's upper bound, so everything its calls use fits in it. No call draws on a lease
-after its window, so none can outlast the lease's row (which expires window + ttl after the
-grant and may then be swept by any process).
+after its window, and the lease's row is renewed until every call drawn on it has settled (or
+the longest a call can last has passed), so no call outlasts it.
+
+Holds of a process that dies are freed within a minute: every hold's row (a lease or a call's
+own reservation) expires `HOLD_EXPIRY` after it was taken, and the usage writer of a live
+process renews the rows of the holds it still has (`renewable`) every sixth of that. Once the
+process is gone its rows expire within `HOLD_EXPIRY`, and any router or console sweeps them
+within its sweep interval. (A process that cannot reach the database for longer than
+`HOLD_EXPIRY` while its calls run cannot renew them either: another process may then sweep their
+holds, and those calls count as used only when they settle.)
 
 What it costs: tokens in another process's lease cannot serve this one. A lease is granted only
 while it leaves at least `LEASE_SHARE - 1` times its size for everyone else, so near a limit
@@ -40,6 +48,7 @@ LEASE_CALLS = 32  # a lease covers this many calls of the size of the one that a
 LEASE_SHARE = 16  # ...and is granted only while it is at most 1/16 of what is left
 LEASE_WINDOW_S = 5.0  # calls draw on a lease this long; then what is left is given back
 LEASE_IDLE_S = 0.5  # ...or sooner, once no call has drawn on it for this long
+HOLD_EXPIRY = timedelta(seconds=30)  # a hold's row expires this long after its last renewal
 
 
 @dataclass
@@ -66,13 +75,15 @@ class QuotaLeases:
         window_s: float = LEASE_WINDOW_S,
         idle_s: float = LEASE_IDLE_S,
         clock: Callable[[], float] = time.monotonic,
+        expiry: timedelta = HOLD_EXPIRY,
     ) -> None:
         if calls < 1 or share < 1:
             raise ValueError(
                 f"lease_calls and lease_share must be at least 1 (got {calls} and {share})"
             )
         self.ledger = ledger
-        self._ttl = ttl
+        self._ttl = ttl  # the longest a call can last
+        self.expiry = expiry
         self._calls = calls
         self._share = share
         self._window_s = window_s
@@ -83,6 +94,7 @@ class QuotaLeases:
         self._open: dict[int, _Lease] = {}  # reservation id -> every lease not yet given back
         self._asking: dict[int, asyncio.Task[None]] = {}  # config id -> a lease being asked for
         self._refused_until: dict[int, float] = {}
+        self._held: dict[int, float] = {}  # calls' own reservations not yet settled -> taken at
 
     async def hold(self, demand: Demand) -> Reservation | None:
         """Hold `demand.tokens` for one call: from the config's lease, from a new lease, or
@@ -126,9 +138,7 @@ class QuotaLeases:
         block = demand.scaled(self._calls)
         size = block.tokens
         asked_at = self._clock()  # the row's expiry counts from `now`, so the window does too
-        grant = await self.ledger.reserve(
-            block, self._ttl + timedelta(seconds=self._window_s), margin=(self._share - 1) * size
-        )
+        grant = await self.ledger.reserve(block, self.expiry, margin=(self._share - 1) * size)
         with self._lock:
             if grant is None:
                 self._refused_until[config_id] = self._clock() + self._window_s
@@ -160,8 +170,20 @@ class QuotaLeases:
         """The usage writer has committed these calls' settlements."""
         with self._lock:
             for hold in holds:
-                if hold is not None and hold.draw and (lease := self._open.get(hold.id)):
+                if hold is None:
+                    continue
+                if not hold.draw:
+                    self._held.pop(hold.id, None)
+                elif lease := self._open.get(hold.id):
                     lease.unsettled -= 1
+
+    def renewable(self) -> list[int]:
+        """The reservation ids whose rows must not expire yet: every lease not yet given back,
+        and the calls' own reservations not yet settled (none older than the longest call)."""
+        with self._lock:
+            oldest = self._clock() - self._ttl.total_seconds()
+            self._held = {hold: at for hold, at in self._held.items() if at >= oldest}
+            return [*self._open, *self._held]
 
     def due(self) -> tuple[list[Reservation], list[tuple[Reservation, int]]]:
         """What to give back now: whole leases (retired, every call settled, or expired), and
@@ -199,8 +221,10 @@ class QuotaLeases:
         back, or give back what our retired leases hold unpromised and try once more (after a
         limit edit, say, the old lease may hold what this call needs)."""
         for attempt in (1, 2):
-            own = await self.ledger.reserve(demand, self._ttl)
+            own = await self.ledger.reserve(demand, self.expiry)
             if own is not None:
+                with self._lock:
+                    self._held[own.id] = self._clock()
                 return own
             with self._lock:
                 spare: list[tuple[_Lease, int]] = []
@@ -226,7 +250,8 @@ class QuotaLeases:
 
     def _covers(self, lease: _Lease, demand: Demand) -> bool:
         """Whether a call's `demand` may draw on `lease` now. Never after its window: a call
-        drawn later could outlast the lease's row, which expires window + ttl after the grant."""
+        drawn later could outlast the lease, which is given back window + ttl after the grant
+        whatever its calls are doing."""
         return (
             lease.balance >= demand.tokens
             and lease.limits == demand.limits

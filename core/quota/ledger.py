@@ -27,8 +27,9 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
   everyone else, so each lease is at most a sixteenth of what remained when it was granted,
   and near a limit every call reserves exactly, one round trip each.
 - A process that dies mid-call leaves its reservation (or lease) behind; `sweep` (run by every
-  router in the background) deletes expired reservations and releases their tokens, so nothing
-  dangles for longer than the reservation's lifetime (longer than any call can last).
+  router and the console in the background) deletes expired reservations and releases their
+  tokens. A live process renews the rows of its holds (`renew`, leases.py), so they can expire
+  soon after a process dies (within a minute) however long a call may last.
 - A database that does not answer makes `reserve` raise `LedgerUnavailable`: after at most
   `timeouts.wait_s` for the first call, then at once for everyone else until a single call
   finds it back (one try every `RETRY_AFTER_S`). A call never waits longer, so a frozen
@@ -43,7 +44,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -375,6 +376,12 @@ class QuotaLedger:
                 sql.ADD_USED,
                 [{"config_id": c, "day": d, "used": n} for (c, d), n in used.items() if n],
             )
+
+    def renew(self, hold_ids: Sequence[int], until: datetime) -> None:
+        """Keep these holds' rows from expiring before `until` (leases.py, the heartbeat)."""
+        if hold_ids:
+            with write_transaction(self._engine) as conn:
+                conn.execute(sql.RENEW, {"ids": list(hold_ids), "until": until})
 
     def sweep(self, now: datetime) -> int:
         """Release every expired hold (left by a crashed process); returns how many."""

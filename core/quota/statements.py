@@ -57,6 +57,12 @@ TAKE = text(
     "WHERE id = :id AND tokens >= :tokens RETURNING id"
 )
 
+# A live process's holds: pushed forward, never back.
+RENEW = text(
+    "UPDATE ai_provider_quota_reservations SET expires_at = :until "
+    "WHERE id IN :ids AND expires_at < :until"
+).bindparams(bindparam("ids", expanding=True), bindparam("until", type_=UTCDateTime()))
+
 RELEASE_HELD = text("""
 UPDATE ai_provider_quota_counters SET reserved_tokens = reserved_tokens - :released
 WHERE config_id = :config_id AND day = :day

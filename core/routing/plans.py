@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from core.crypto import DecryptionError, SecretBox
+from core.crypto import SecretBox
 from core.db import UNAVAILABLE, failure_reason
 from core.models import ProviderConfig, TaskType, utcnow
 from core.quota.ledger import QuotaLedger, Standing
@@ -22,6 +22,7 @@ from core.routing.candidates import (
     legacy_from,
     serving_order,
 )
+from core.routing.keyring import Keyring, KeyState, restart_hint
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def explain(
         check_task(task),
         candidates,
         legacy_from(os.environ if environ is None else environ),
-        cipher,
+        Keyring(cipher),
         QuotaLedger(engine),
     )
 
@@ -78,7 +79,7 @@ def plan(
     task: str,
     candidates: Sequence[Candidate],
     legacy: Sequence[Candidate],
-    cipher: SecretBox,
+    keys: Keyring,
     ledger: QuotaLedger,
 ) -> RoutePlan:
     """Every candidate that could serve `task`, in order, eligible or not and why (the legacy
@@ -100,7 +101,7 @@ def plan(
                 c.display_name,
                 c.provider_type,
                 c.model_name,
-                *_eligibility(c, cipher, ledger, now),
+                *_eligibility(c, keys, ledger, now),
             )
             for c in considered
         ),
@@ -108,14 +109,13 @@ def plan(
 
 
 def _eligibility(
-    candidate: Candidate, cipher: SecretBox, ledger: QuotaLedger, now: datetime
+    candidate: Candidate, keys: Keyring, ledger: QuotaLedger, now: datetime
 ) -> tuple[bool, str]:
     if not candidate.is_active:
         return False, "inactive"
-    try:
-        cipher.decrypt(candidate.secret)
-    except DecryptionError:
-        return False, "its key cannot be decrypted with AI_CONSOLE_FERNET_KEYS"
+    key_state = keys.state(candidate)
+    if key_state is KeyState.MISSING:
+        return False, f"its key cannot be decrypted: {restart_hint(candidate.config_id)}"
     if candidate.limited:
         assert candidate.config_id is not None
         try:
@@ -128,6 +128,8 @@ def _eligibility(
         if full := _limit_reached(candidate, standing):
             return False, full
     why = "default for every task" if candidate.is_default else "serves this task"
+    if key_state is KeyState.STALE:
+        why += f" with the key it decrypted before; warning: {restart_hint(candidate.config_id)}"
     if candidate.last_test_success is False:
         return True, f"{why}; warning: its last credential test failed"
     return True, why

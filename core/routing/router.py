@@ -18,14 +18,14 @@ import httpx2
 from sqlalchemy import Engine
 
 from core.config import Settings
-from core.crypto import DecryptionError, SecretBox, load_cipher
+from core.crypto import load_cipher
 from core.db import make_engine
 from core.models import TaskType, UsageStatus
 from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory
 from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
 from core.providers.egress import Allowlist, egress_client
 from core.providers.errors import ProviderTimeout
-from core.quota.leases import LEASE_CALLS, LEASE_SHARE, QuotaLeases
+from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import Demand, LedgerUnavailable, QuotaLedger, reservation_size
 from core.routing.arguments import check_call, check_image
 from core.routing.attempts import Attempt, Recorder, Trial
@@ -40,9 +40,11 @@ from core.routing.candidates import (
 from core.routing.errors import (
     DatabaseUnavailable,
     LimitsUnavailable,
+    NoProviderAvailable,
     ProviderCallError,
     QuotaExceeded,
 )
+from core.routing.keyring import Keyring, restart_hint
 from core.routing.plans import RoutePlan, plan
 from core.usage.writer import UsageWriter
 
@@ -72,6 +74,7 @@ class Router:
         max_retries: int = 2,
         config_refresh_s: float = 2.0,
         reservation_ttl: timedelta | None = None,
+        hold_expiry: timedelta = HOLD_EXPIRY,
         lease_calls: int = LEASE_CALLS,
         lease_share: int = LEASE_SHARE,
         lease_clock: Callable[[], float] = time.monotonic,
@@ -90,17 +93,25 @@ class Router:
         # this. (SQLite is a local file: its busy timeout is the bound.)
         timeouts = settings.db_timeouts if self._engine.dialect.name == "postgresql" else None
         self._db_wait_s = timeouts.wait_s if timeouts is not None else None
-        self._cipher: SecretBox = load_cipher(settings)
+        self._keys = Keyring(load_cipher(settings))
         self._allowlist = Allowlist.from_entries(settings.base_url_allowlist)
         self._timeout_s = timeout_s
         self._max_retries = max_retries
-        # A hold must outlive the longest call: every attempt timing out, plus backoff.
+        # The longest a call can last: every attempt timing out, plus backoff. A lease is given
+        # back this long after its window whatever its calls do.
         self._ttl = reservation_ttl or timedelta(seconds=timeout_s * (max_retries + 1) + 120)
         self._environ = os.environ if environ is None else environ
         self._ledger = QuotaLedger(self._engine, timeouts, clock=lease_clock)
         # lease_calls=1 turns leases off: every limited call then reserves its own tokens.
+        # Holds expire `hold_expiry` after the writer's last renewal (leases.py), so those of
+        # a process that died are freed within a minute.
         self._leases = QuotaLeases(
-            self._ledger, self._ttl, calls=lease_calls, share=lease_share, clock=lease_clock
+            self._ledger,
+            self._ttl,
+            calls=lease_calls,
+            share=lease_share,
+            clock=lease_clock,
+            expiry=hold_expiry,
         )
         self._writer = UsageWriter(
             self._engine, self._ledger, settings.usage_spool_dir, self._leases
@@ -188,7 +199,7 @@ class Router:
             check_task(task),
             snapshot.candidates,
             legacy_from(self._environ),
-            self._cipher,
+            self._keys,
             self._ledger,
         )
 
@@ -229,6 +240,8 @@ class Router:
         attempts: list[Attempt] = []
         last_error: ProviderError | None = None
         for candidate in candidates:
+            if self._keys.key_for(candidate) is None:  # skipped like an inactive one (keyring.py)
+                continue
             trial = Trial(self._recorder, candidate, task_name, user_id)
             try:
                 outcome = await self._try(trial, size, send)
@@ -242,6 +255,11 @@ class Router:
                 last_error = trial.error
                 if not last_error.fallback:
                     raise ProviderCallError(str(last_error), last_error, attempts)
+        if not attempts:
+            raise NoProviderAvailable(
+                f"No provider for {task_name!r} can be called by this process: "
+                + "; ".join(restart_hint(c.config_id) for c in candidates)
+            )
         _raise_if_limits_unavailable(task_name, attempts)
         if attempts and all(a.status == UsageStatus.REJECTED for a in attempts):
             raise QuotaExceeded(
@@ -287,10 +305,7 @@ class Router:
                 return trial.failed(UsageStatus.ERROR, LIMITS_UNAVAILABLE, str(exc))
             if trial.reservation is None:
                 return trial.refused()
-        try:
-            provider = self._provider(candidate)
-        except DecryptionError as exc:
-            return trial.failed(UsageStatus.ERROR, "key_undecryptable", str(exc))
+        provider = self._provider(candidate)
         try:
             return await send(provider)
         except ProviderError as error:
@@ -320,7 +335,8 @@ class Router:
         )
         adapter = state.adapters.get(cache_key)
         if adapter is None:
-            key = candidate.secret if candidate.legacy else self._cipher.decrypt(candidate.secret)
+            key = self._keys.key_for(candidate)
+            assert key is not None  # _route skips a candidate without one
             adapter = ProviderFactory.create_provider(
                 candidate.provider_type,
                 key,

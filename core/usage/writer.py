@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 500
 LINGER_S = 0.05  # gather attempts this long before a write: one transaction serves many calls
-SWEEP_EVERY = timedelta(seconds=30)
+SWEEP_EVERY = timedelta(seconds=10)  # with HOLD_EXPIRY, a dead process's holds live < 60 s
 IDLE_TICK_S = 0.25  # with nothing to write, still wake this often to give back idle leases
 ORPHAN_CHECK_S = 10.0  # look for the spools of processes that died this often
 BACKOFF_FIRST_S = 0.2  # the database is away: wait this long, doubling, ...
@@ -94,6 +94,8 @@ class UsageWriter:
         self._refused: set[str] = set()  # attempt ids dead-lettered (a retried batch skips them)
         self._last_sweep = datetime.min.replace(tzinfo=utcnow().tzinfo)
         self._last_orphan_check = float("-inf")
+        self._last_renewal = float("-inf")
+        self._renewal_failed = False
         self._failures = 0
         self._warned_at = 0
         self._closed = False
@@ -180,9 +182,11 @@ class UsageWriter:
             self._turns += 1
             turn = self._turns
         while not self._ship(self._spool):
+            self._renew_holds()  # the rows may wait on a lock while the database still answers
             if self._stop.wait(self._backoff()):
                 return
         self._give_back_leases()
+        self._renew_holds()
         self._maybe_sweep()
         if time.monotonic() - self._last_orphan_check >= ORPHAN_CHECK_S:
             self._last_orphan_check = time.monotonic()
@@ -206,6 +210,7 @@ class UsageWriter:
             file.mark_done(lines[-1].end)
             if self._leases is not None and file is self._spool:
                 self._leases.settled(holds)
+            self._renew_holds()  # a long backlog must not let the running calls' holds expire
             if self._failures:
                 log.warning("usage writer: the database is back; storing the spooled rows")
                 self._failures = 0
@@ -321,6 +326,24 @@ class UsageWriter:
                 len(whole) + len(part),
                 type(exc).__name__,
             )
+
+    def _renew_holds(self) -> None:
+        """The heartbeat: every sixth of the hold expiry, push the expiry of this process's
+        holds forward (core/quota/leases.py)."""
+        if self._leases is None:
+            return
+        expiry = self._leases.expiry
+        if time.monotonic() - self._last_renewal < expiry.total_seconds() / 6:
+            return
+        self._last_renewal = time.monotonic()
+        try:
+            self._ledger.renew(self._leases.renewable(), utcnow() + expiry)
+        except Exception as exc:  # tried again at the next beat; they expire if it never works
+            if not self._renewal_failed:
+                log.warning("usage writer: renewing token holds failed (%s)", type(exc).__name__)
+            self._renewal_failed = True
+        else:
+            self._renewal_failed = False
 
     def _maybe_sweep(self) -> None:
         now = utcnow()

@@ -14,7 +14,9 @@ import pytest
 from sqlalchemy import func, select
 
 from core.models import QuotaCounter, QuotaReservation, UsageLog, utcnow
+from core.quota.leases import HOLD_EXPIRY
 from core.quota.ledger import QuotaLedger, reservation_size
+from core.usage.writer import SWEEP_EVERY
 from tests.fakes import FakeProviderServer
 from tests.fakes.provider_server import count_tokens, make_reply
 from tests.support.database import MigratedDatabase
@@ -113,9 +115,14 @@ def test_many_processes_never_overspend_a_daily_limit(
 
 @pytest.mark.real_clock  # its worker process runs on the real clock
 @pytest.mark.slow
+@pytest.mark.parametrize("ending", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_process_killed_mid_call_leaves_no_reservation_behind(
-    db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
+    db: MigratedDatabase,
+    fake_providers: FakeProviderServer,
+    leases: dict[str, int],
+    ending: signal.Signals,
 ) -> None:
+    """A crash, or a deploy's SIGTERM to a service with no shutdown hook, mid-call."""
     allow_planted_keys(fake_providers)
     add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
     fake_providers.fail_next("openai", mode="slow", delay=60)
@@ -127,14 +134,21 @@ def test_a_process_killed_mid_call_leaves_no_reservation_behind(
     try:
         held = _wait_for_reservation(db, child)
     finally:
-        os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        os.kill(child.pid, ending)  # type: ignore[arg-type]
         child.join()
-    assert child.exitcode == -signal.SIGKILL
+    killed_at = utcnow()
+    assert child.exitcode == -ending
     assert held.tokens == reservation_size(PROMPT, None, 10) * leases["lease_calls"]
 
+    # Its last renewal came before the kill: the hold expires within HOLD_EXPIRY of it, and a
+    # sweep (every SWEEP_EVERY in any router or console) then frees it: within a minute.
+    with db.session() as session:
+        expires_at = session.get_one(QuotaReservation, held.id).expires_at
+    assert expires_at <= killed_at + HOLD_EXPIRY
+    assert timedelta(seconds=60) >= HOLD_EXPIRY + SWEEP_EVERY
     ledger = QuotaLedger(db.engine)
     assert ledger.sweep(utcnow()) == 0  # not yet expired: the call could still be running
-    assert ledger.sweep(held.expires_at + timedelta(seconds=1)) == 1
+    assert ledger.sweep(killed_at + HOLD_EXPIRY) == 1
     with db.session() as session:
         assert session.scalars(select(QuotaReservation)).all() == []
         counter = session.scalars(select(QuotaCounter)).one()

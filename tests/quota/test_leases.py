@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 
 from core.config import PROJECT_ROOT
 from core.db import write_transaction
-from core.models import ProviderConfig, utcnow
+from core.models import ProviderConfig, QuotaReservation, utcnow
 from core.quota.leases import LEASE_CALLS, LEASE_IDLE_S, LEASE_WINDOW_S, QuotaLeases
 from core.quota.ledger import QuotaLedger, Reservation, Spend, reservation_size
 from core.usage.writer import UsageRecord, UsageWriter
@@ -485,3 +487,43 @@ def test_a_reservation_after_the_server_dropped_its_connection_is_made_once(
 
     assert all(isinstance(hold, Reservation) for hold in asyncio.run(scenario()))
     assert counter(db, config) == (0, 500)
+
+
+def test_a_running_call_keeps_its_hold_past_the_expiry(
+    db: MigratedDatabase, fake_providers: FakeProviderServer
+) -> None:
+    """The heartbeat: a call that runs longer than HOLD_EXPIRY keeps its hold, because the
+    usage writer renews it; a sweep at the row's first expiry leaves it alone."""
+    allow_planted_keys(fake_providers)
+    config = add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=BIG)
+    fake_providers.fail_next("openai", mode="slow", delay=60)
+    router = make_router(db, lease_calls=1, hold_expiry=timedelta(seconds=3))
+
+    def expiry() -> datetime | None:
+        with db.session() as session:
+            return session.scalar(select(QuotaReservation.expires_at))
+
+    async def until(check: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60  # only a bound for a failing test; it never waits it
+        while not await asyncio.to_thread(check):
+            assert time.monotonic() < deadline, "the condition never came true"
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> int:
+        call = asyncio.create_task(router.generate("extraction", "Extract the title"))
+        await until(lambda: expiry() is not None)
+        first = expiry()
+        assert first is not None
+        await until(lambda: (renewed := expiry()) is not None and renewed > first)
+        swept = await asyncio.to_thread(
+            QuotaLedger(db.engine).sweep, first + timedelta(milliseconds=1)
+        )
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await router.aclose()
+        return swept
+
+    assert asyncio.run(scenario()) == 0
+    assert holds(db) == [] and counter(db, config) == (0, 0)
+    assert [row.status for row in usage_rows(db)] == ["cancelled"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 from genai_prices import Usage, calc_price
 from sqlalchemy import event, select, update
 
+from core.cli import main as cli_main
 from core.crypto import SecretBox, generate_key
 from core.models import ProviderConfig, UsageLog
 from core.pricing import to_micro_usd
@@ -226,7 +228,7 @@ def test_the_key_never_reaches_usage_rows(db: MigratedDatabase, fake: FakeProvid
 
 
 def test_a_key_that_does_not_decrypt_is_skipped(
-    db: MigratedDatabase, fake: FakeProviderServer
+    db: MigratedDatabase, fake: FakeProviderServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = add_config(
         db,
@@ -238,11 +240,88 @@ def test_a_key_that_does_not_decrypt_is_skipped(
     )
     good = add_config(db, fake, "claude", tasks=["extraction"], priority=2)
     router = make_router(db)
-    assert router.explain("extraction").candidates[0].reason.startswith("its key cannot be")
-    result = generate(router)
-    assert result.config_id == good
-    assert result.attempts[0].config_id == broken
-    assert result.attempts[0].error_type == "key_undecryptable"
+    assert router.explain("extraction").candidates[0].reason == (
+        f"its key cannot be decrypted: this process lacks the key that encrypts config {broken}: "
+        "restart it with AI_CONSOLE_FERNET_KEYS=new,old"
+    )
+
+    async def calls(r: Router) -> list[GenerationResult]:
+        return [await r.generate("extraction", PROMPT) for _ in range(20)]
+
+    results = run(router, calls)
+    # Skipped like an inactive config: no attempt, no row per call, one warning.
+    assert {(r.config_id, r.attempts) for r in results} == {(good, ())}
+    assert {row.provider_config_id for row in usage_rows(db)} == {good}
+    assert sum(f"encrypts config {broken}" in m for m in caplog.messages) == 1
+
+
+def rotate_keys(db: MigratedDatabase, new: str) -> None:
+    """`python -m core keys rotate` with `new` deployed first, then some later config change
+    (rotation alone leaves the configs' fingerprint as it was)."""
+    settings = dataclasses.replace(db.settings, fernet_keys=(new, *db.settings.fernet_keys))
+    assert cli_main(["keys", "rotate"], settings=settings) == 0
+    with db.session() as session:
+        session.execute(update(ProviderConfig).values(description="rotated"))
+        session.commit()
+
+
+def test_a_router_without_the_new_key_keeps_serving_after_a_rotation(
+    db: MigratedDatabase, fake: FakeProviderServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"])
+    router = make_router(db)  # started with the old key only
+
+    async def scenario(r: Router) -> list[GenerationResult]:
+        first = await r.generate("extraction", PROMPT)
+        rotate_keys(db, generate_key())
+        return [first, *[await r.generate("extraction", PROMPT) for _ in range(20)]]
+
+    results = run(router, scenario)
+    assert {(r.config_id, r.attempts) for r in results} == {(config, ())}
+    assert sum(f"encrypts config {config}" in m for m in caplog.messages) == 1
+    [plan] = make_router(db).explain("extraction").candidates  # a process with the old key only
+    assert not plan.eligible and "restart it with AI_CONSOLE_FERNET_KEYS=new,old" in plan.reason
+
+
+def test_the_router_that_kept_an_old_key_says_so(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"])
+    router = make_router(db)
+
+    async def scenario(r: Router) -> str:
+        await r.generate("extraction", PROMPT)
+        rotate_keys(db, generate_key())
+        [plan] = r.explain("extraction").candidates
+        assert plan.eligible
+        return plan.reason
+
+    assert run(router, scenario) == (
+        "serves this task with the key it decrypted before; warning: this process lacks the "
+        f"key that encrypts config {config}: restart it with AI_CONSOLE_FERNET_KEYS=new,old"
+    )
+
+
+def test_a_new_process_with_only_the_old_key_writes_no_error_rows(
+    db: MigratedDatabase, fake: FakeProviderServer
+) -> None:
+    config = add_config(db, fake, "openai", tasks=["extraction"])
+    rotate_keys(db, generate_key())
+
+    async def calls(r: Router) -> list[str]:
+        refused = []
+        for _ in range(50):
+            with pytest.raises(NoProviderAvailable) as caught:
+                await r.generate("extraction", PROMPT)
+            refused.append(str(caught.value))
+        return refused
+
+    refused = run(make_router(db), calls)
+    assert set(refused) == {
+        "No provider for 'extraction' can be called by this process: this process lacks the "
+        f"key that encrypts config {config}: restart it with AI_CONSOLE_FERNET_KEYS=new,old"
+    }
+    assert usage_rows(db) == []
 
 
 # --- limits ----------------------------------------------------------------------------------

@@ -120,9 +120,12 @@ def test_the_spool_is_for_this_user_only(db: MigratedDatabase) -> None:
     writer.close()
 
 
+@pytest.mark.parametrize("ending", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_the_spool_of_a_killed_process_is_shipped_by_another(
-    db: MigratedDatabase, fake_providers: FakeProviderServer
+    db: MigratedDatabase, fake_providers: FakeProviderServer, ending: signal.Signals
 ) -> None:
+    """A crash, or a deploy's SIGTERM to a service with no shutdown hook: the rows are on disk
+    and another process ships them. (Its holds: tests/quota/test_concurrency.py.)"""
     allow_planted_keys(fake_providers)
     config = add_config(db, fake_providers, "openai", tasks=["extraction"])
     calls = 20
@@ -135,9 +138,9 @@ def test_the_spool_of_a_killed_process_is_shipped_by_another(
         try:
             answered = seen.recv()  # every call returned to its caller
         finally:
-            os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            os.kill(child.pid, ending)  # type: ignore[arg-type]
             child.join()
-        assert child.exitcode == -signal.SIGKILL
+        assert child.exitcode == -ending
         assert len(spool_files(db)) == 1
     assert answered == calls and usage_rows(db) == []
     # Another process (here: a writer of this test's) finds the dead process's spool.
