@@ -23,8 +23,15 @@ def idle(page: Page) -> None:
 
 
 def press(page: Page, name: str, within: Locator | None = None) -> None:
-    """Click the button named `name` (in `within`, else anywhere) once the page is idle."""
+    """Click the button named `name` (in `within`, else anywhere) once the page is idle.
+
+    A text field that still has the focus is left first. Leaving it on the click itself made
+    the field drop its "Press Enter" hint and the form below it move up between the mouse's
+    press and release, so the button never got the click (seen in a failed run's websocket
+    log: nothing was sent; Streamlit #8725 describes the same with a text area).
+    """
     idle(page)
+    page.evaluate("document.activeElement && document.activeElement.blur()")
     (within or page).get_by_role("button", name=name).click()
 
 
