@@ -152,9 +152,18 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any exception."""
-    with factory() as session, session.begin():
+def session_scope(factory: sessionmaker[Session], *, immediate: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any exception.
+
+    `immediate`: on SQLite, take the write lock at BEGIN, like `write_transaction`, for a unit
+    that reads and then writes everything in one transaction (`keys rotate`). Without it such a
+    unit is refused at once ("database is locked", SQLite's busy snapshot) if a router's usage
+    writer committed in between. (Not the default: a unit that records a refusal in a
+    transaction of its own while it is open would then wait on itself.)"""
+    bind = factory.kw["bind"]
+    if immediate:
+        bind = bind.execution_options(sqlite_begin="immediate")
+    with factory(bind=bind) as session, session.begin():
         yield session
 
 

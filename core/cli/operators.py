@@ -97,7 +97,7 @@ def cmd_keys_generate(_settings: Settings, _args: argparse.Namespace) -> None:
 def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> None:
     box = load_cipher(settings)
     engine = migrated_engine(settings)
-    with session_scope(make_session_factory(engine)) as session:
+    with session_scope(make_session_factory(engine), immediate=True) as session:
         report = rotate_all_secrets(session, box)
         audit.record(
             session,

@@ -2,8 +2,12 @@
 
 Reserving each call's tokens in the database costs a round trip on every limited call; on a fast
 provider that is a fifth of the call. A lease removes it from most calls: a call that finds no
-lease reserves `LEASE_CALLS` times its own size in one ordinary reservation (ledger.py), and
-the calls after it take their share of that block under a lock in this process. A lease serves
+lease reserves a block for many calls like it in one ordinary reservation (ledger.py), and the
+calls after it take their share of that block under a lock in this process. The block adapts
+to what is left: `LEASE_CALLS` calls' worth, or as many as fit in 1/(`LEASE_SHARE` + 1) of the
+tokens neither used nor held, whichever is fewer, so a small limit gets small leases instead of
+none (a 200,000-token limit: leases of about 10 calls of 1,100 tokens, where a fixed 32 calls'
+worth would have needed 560,000 left). A lease serves
 new calls until it runs low, `LEASE_WINDOW_S` has passed, or no call has drawn on it for
 `LEASE_IDLE_S`; then it is retired. The usage writer draws each call's real usage down from the
 lease's row as it settles the call, and gives back what is left once the last one is settled.
@@ -23,8 +27,9 @@ within its sweep interval. (A process that cannot reach the database for longer 
 holds, and those calls count as used only when they settle.)
 
 What it costs: tokens in another process's lease cannot serve this one. A lease is granted only
-while it leaves at least `LEASE_SHARE - 1` times its size for everyone else, so near a limit
-no lease is granted and every call reserves exactly. Further from it, the tokens a process's
+while it leaves at least `LEASE_SHARE - 1` times its size for everyone else, so only when fewer
+than two calls' worth fit in that share (the last ~34 calls' worth of a limit) does every call
+reserve exactly. Further from it, the tokens a process's
 current lease holds beyond its calls in progress (for at most `LEASE_IDLE_S` after its last
 draw) may make a call elsewhere be refused that exact reservations would have let through. A
 retired lease gives back what no call was promised at the writer's next turn, without waiting
@@ -135,15 +140,23 @@ class QuotaLeases:
         """Ask the database for a lease for calls like `demand`, and make it the current one. It
         runs as a task of its own, so a caller cancelled meanwhile leaves no lease stranded."""
         config_id, limits = demand.config_id, demand.limits
-        block = demand.scaled(self._calls)
-        size = block.tokens
-        asked_at = self._clock()  # the row's expiry counts from `now`, so the window does too
-        grant = await self.ledger.reserve(block, self.expiry, margin=(self._share - 1) * size)
+        asked_at = self._clock()
+        # As many calls' worth as fit in a share of what is left (up to `calls`): a small limit
+        # gets small leases instead of none. The reservation checks the share again, so a
+        # race with other processes can only make it refused, never exceed the limit.
+        standing = await self.ledger.standing_now(config_id, demand.now)
+        calls = min(self._calls, standing.left(limits) // ((self._share + 1) * demand.tokens))
+        grant = None
+        if calls >= 2:
+            block = demand.scaled(calls)
+            grant = await self.ledger.reserve(
+                block, self.expiry, margin=(self._share - 1) * block.tokens
+            )
         with self._lock:
             if grant is None:
                 self._refused_until[config_id] = self._clock() + self._window_s
                 return
-            lease = _Lease(grant, limits, asked_at + self._window_s, asked_at, size)
+            lease = _Lease(grant, limits, asked_at + self._window_s, asked_at, grant.tokens)
             if (old := self._current.get(config_id)) is not None:
                 self._retire(old)
             self._current[config_id] = self._open[grant.id] = lease

@@ -19,13 +19,13 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
   text prompts the tokens recorded against a config in a period never exceed its limit. (Images
   have no such bound; their estimate is generous but not a proof.)
 - Leases (leases.py) take the database round trip off most calls: a router holds a
-  larger block, a lease of about 32 calls' worth, and hands it out to its calls in memory. The
+  larger block, a lease of up to 32 calls' worth, and hands it out to its calls in memory. The
   lease is one reservation row like any other; each settled call draws its real usage down from
   it (reserved -> used in the same transaction), and what is left is given back after a few
   seconds. The guarantee is unchanged, because a call draws only what the lease still covers.
   A lease is granted only with the `margin`: it must leave at least 15 times its size for
-  everyone else, so each lease is at most a sixteenth of what remained when it was granted,
-  and near a limit every call reserves exactly, one round trip each.
+  everyone else, so each lease is at most a sixteenth of what remained when it was granted
+  (leases.py sizes it to a seventeenth of what it read, to leave room for concurrent takers).
 - A process that dies mid-call leaves its reservation (or lease) behind; `sweep` (run by every
   router and the console in the background) deletes expired reservations and releases their
   tokens. A live process renews the rows of its holds (`renew`, leases.py), so they can expire
@@ -40,6 +40,7 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -122,6 +123,15 @@ class Standing:
     month_used: int
     month_reserved: int
 
+    def left(self, limits: Limits) -> int:
+        """Tokens neither used nor held under the tighter of `limits` (UNLIMITED: none)."""
+        room = [UNLIMITED]
+        if limits.daily is not None:
+            room.append(limits.daily - self.day_used - self.day_reserved)
+        if limits.monthly is not None:
+            room.append(limits.monthly - self.month_used - self.month_reserved)
+        return min(room)
+
 
 def reservation_size(
     prompt: str, system_prompt: str | None, max_output_tokens: int, images: int = 0
@@ -164,6 +174,7 @@ class QuotaLedger:
         self._down_reason = ""
         self._late: set[asyncio.Future[None]] = set()  # releasing holds granted after a timeout
         self._reserve_sql = str(sql.RESERVE.compile(dialect=engine.dialect))
+        self._standing_sql = str(sql.STANDING.compile(dialect=engine.dialect))
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = (
             weakref.WeakKeyDictionary()
         )
@@ -172,18 +183,42 @@ class QuotaLedger:
         """Hold `demand.tokens` against its limits, if `margin` more tokens would still fit;
         None when they would not. The hold expires after `ttl` (then a sweep releases it)."""
         params = _params(demand, ttl, margin)
+        row = await self._query(
+            self._reserve_sql,
+            self._reserve_sqlite,
+            params,
+            late=functools.partial(self._release_late, demand, params["day"]),
+        )
+        if row is None:
+            return None
+        return Reservation(int(row[0]), demand.config_id, params["day"], demand.tokens)
+
+    async def standing_now(self, config_id: int, now: datetime) -> Standing:
+        """`standing` for the routing path: bounded and failing fast like `reserve`."""
+        row = await self._query(self._standing_sql, self._standing_row, _period(config_id, now))
+        assert row is not None  # an aggregate always has its row
+        return Standing(*(int(value) for value in row))
+
+    async def _query(
+        self,
+        postgres_sql: str,
+        on_sqlite: Callable[[dict[str, Any]], Sequence[Any] | None],
+        params: dict[str, Any],
+        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None = None,
+    ) -> Sequence[Any] | None:
+        """One statement's first row (or None), on PostgreSQL through this loop's pool and
+        bounded by the timeouts, on SQLite in a worker thread; LedgerUnavailable if the
+        database does not answer, at once while it is known to be away."""
         self._admit()
         try:
             if self._postgres:
-                hold_id = await self._bounded(self._reserve_postgres(params), demand, params)
+                row = await self._bounded(self._fetch_postgres(postgres_sql, params), late)
             else:
-                hold_id = await asyncio.to_thread(self._reserve_sqlite, params)
+                row = await asyncio.to_thread(on_sqlite, params)
         except UNAVAILABLE as exc:
             raise self._went_down(exc) from exc
         self._came_up()
-        if hold_id is None:
-            return None
-        return Reservation(hold_id, demand.config_id, params["day"], demand.tokens)
+        return row
 
     def _admit(self) -> None:
         """Fail fast while the database is known to be away; let one call through to try it
@@ -214,31 +249,32 @@ class QuotaLedger:
         log.warning("quota: the database answers token reservations again")
 
     async def _bounded(
-        self, reserving: Awaitable[int | None], demand: Demand, params: dict[str, Any]
-    ) -> int | None:
-        """Wait for a reservation at most `timeouts.wait_s`. The statement is not cancelled
-        (psycopg would wait up to 10 s more on a frozen server for the cancel): it goes on in
-        its own task, and a hold it still gets is released as soon as it arrives."""
+        self,
+        statement: Awaitable[Sequence[Any] | None],
+        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None,
+    ) -> Sequence[Any] | None:
+        """Wait for a statement at most `timeouts.wait_s`. It is not cancelled (psycopg would
+        wait up to 10 s more on a frozen server for the cancel): it goes on in its own task,
+        and `late` deals with what it still returns (a hold is released as soon as it comes)."""
         if self._timeouts is None:
-            return await reserving
-        task = asyncio.ensure_future(reserving)
+            return await statement
+        task = asyncio.ensure_future(statement)
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._timeouts.wait_s)
         except TimeoutError:
-            late = asyncio.ensure_future(self._release_late(task, demand, params["day"]))
-            self._late.add(late)
-            late.add_done_callback(self._late.discard)
+            if late is not None:
+                follow_up = asyncio.ensure_future(late(task))
+                self._late.add(follow_up)
+                follow_up.add_done_callback(self._late.discard)
             raise
 
-    async def _release_late(
-        self, task: asyncio.Future[int | None], demand: Demand, day: date
-    ) -> None:
+    async def _release_late(self, demand: Demand, day: date, task: asyncio.Future[Any]) -> None:
         try:
-            hold_id = await task
+            row = await task
         except Exception:  # no hold was taken
             return
-        if hold_id is not None:
-            hold = Reservation(hold_id, demand.config_id, day, demand.tokens)
+        if row is not None:
+            hold = Reservation(int(row[0]), demand.config_id, day, demand.tokens)
             await asyncio.to_thread(self._release, hold)
 
     def _release(self, hold: Reservation) -> None:
@@ -248,7 +284,7 @@ class QuotaLedger:
         except Exception as exc:  # it expires and is swept
             log.warning("quota: releasing a late hold failed (%s)", failure_reason(exc))
 
-    async def _reserve_postgres(self, params: dict[str, Any]) -> int | None:
+    async def _fetch_postgres(self, statement: str, params: dict[str, Any]) -> Sequence[Any] | None:
         # A server that restarted (or failed over) has ended every pooled connection: the first
         # to fail sends the pool to check them all and drop the dead ones, and the statement is
         # tried once more on a live or new connection. It is atomic, so nothing is doubled.
@@ -256,19 +292,18 @@ class QuotaLedger:
         for attempt in (1, 2):
             try:
                 async with pool.connection() as conn:
-                    row = await (await conn.execute(self._reserve_sql, params)).fetchone()
-                    return None if row is None else int(row[0])
+                    return await (await conn.execute(statement, params)).fetchone()
             except psycopg.OperationalError:
                 if attempt == 2:
                     raise
                 await pool.check()
         return None  # unreachable: the loop returns or raises
 
-    def _reserve_sqlite(self, params: dict[str, Any]) -> int | None:
+    def _reserve_sqlite(self, params: dict[str, Any]) -> Sequence[Any] | None:
         with write_transaction(self._engine) as conn:
             if conn.execute(sql.COUNT, params).first() is None:
                 return None
-            return int(conn.execute(sql.HOLD, params).scalar_one())
+            return conn.execute(sql.HOLD, params).one()
 
     async def _pool(self) -> AsyncConnectionPool:
         loop = asyncio.get_running_loop()
@@ -396,13 +431,16 @@ class QuotaLedger:
 
     def standing(self, config_id: int, now: datetime) -> Standing:
         """Used and reserved tokens today and this month, for explain() and the console."""
-        day = now.date()
+        return Standing(*(int(value) for value in self._standing_row(_period(config_id, now))))
+
+    def _standing_row(self, params: dict[str, Any]) -> Sequence[Any]:
         with self._engine.connect() as conn:
-            row = conn.execute(
-                sql.STANDING,
-                {"config_id": config_id, "day": day, "month_start": month_start(day)},
-            ).one()
-        return Standing(*(int(value) for value in row))
+            return conn.execute(sql.STANDING, params).one()
+
+
+def _period(config_id: int, now: datetime) -> dict[str, Any]:
+    day = now.astimezone(UTC).date()
+    return {"config_id": config_id, "day": day, "month_start": month_start(day)}
 
 
 def _params(demand: Demand, ttl: timedelta, margin: int) -> dict[str, Any]:

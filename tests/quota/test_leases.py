@@ -17,8 +17,14 @@ from sqlalchemy import select, text, update
 from core.config import PROJECT_ROOT
 from core.db import write_transaction
 from core.models import ProviderConfig, QuotaReservation, utcnow
-from core.quota.leases import LEASE_CALLS, LEASE_IDLE_S, LEASE_WINDOW_S, QuotaLeases
-from core.quota.ledger import QuotaLedger, Reservation, Spend, reservation_size
+from core.quota.leases import (
+    LEASE_CALLS,
+    LEASE_IDLE_S,
+    LEASE_SHARE,
+    LEASE_WINDOW_S,
+    QuotaLeases,
+)
+from core.quota.ledger import QuotaLedger, Reservation, Spend, Standing, reservation_size
 from core.usage.writer import UsageRecord, UsageWriter
 from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
@@ -32,13 +38,18 @@ BIG = 10**9
 
 
 class CountingLedger(QuotaLedger):
-    """A real ledger that counts its database reservations."""
+    """A real ledger that counts its database reservations (and reads)."""
 
     round_trips = 0
+    reads = 0  # of what is left, before asking for a lease
 
     async def reserve(self, *args: Any, **kwargs: Any) -> Reservation | None:
         self.round_trips += 1
         return await super().reserve(*args, **kwargs)
+
+    async def standing_now(self, *args: Any, **kwargs: Any) -> Standing:
+        self.reads += 1
+        return await super().standing_now(*args, **kwargs)
 
 
 def stored_config(db: MigratedDatabase, limit: int | None = BIG) -> int:
@@ -92,6 +103,33 @@ def test_calls_in_a_row_share_one_lease_and_closing_gives_it_back(
     assert [tokens for _, tokens in during] == [LEASE_CALLS * size - used]
     # Closed: the rest is given back, and the counter holds just the usage.
     assert holds(db) == []
+    assert counter(db, config) == (used, 0)
+
+
+@pytest.mark.parametrize(("fits", "lease"), [(10, 10), (1, 0)])
+def test_a_small_limit_gets_a_lease_of_what_fits(
+    db: MigratedDatabase, fake: FakeProviderServer, fits: int, lease: int
+) -> None:
+    """A lease is as many calls' worth as fit in 1/(LEASE_SHARE + 1) of what is left: `fits`
+    of them here. A fixed 32 calls' worth would have needed 32 * 17 calls' worth left."""
+    size = reservation_size(PROMPT, None, 100)
+    limit = (LEASE_SHARE + 1) * size * fits + size - 1
+    config = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=limit)
+    router = make_router(db, lease_clock=Clock())
+
+    async def first_call() -> list[int]:
+        try:
+            await router.generate("extraction", PROMPT, max_output_tokens=100)
+            await asyncio.to_thread(router.flush)
+            return [tokens for _, tokens in holds(db)]
+        finally:
+            await router.aclose()
+
+    # Once the call is stored: the lease (its clock stands still, so it is not given back yet)
+    # holds its block less what the call used; a call without one has no hold left.
+    held = asyncio.run(first_call())
+    used = sum(r.total_tokens for r in usage_rows(db))
+    assert held == ([lease * size - used] if lease else [])
     assert counter(db, config) == (used, 0)
 
 
@@ -188,7 +226,8 @@ def test_near_a_limit_every_call_reserves_exactly(db: MigratedDatabase) -> None:
 
     got = asyncio.run(scenario())
     assert [(h.tokens, h.draw) for h in got if h] == [(100, False)] * 3
-    assert ledger.round_trips == 4  # the lease was asked for once, then not again for a while
+    # What is left was read once (no lease fits), and not again for a while: 3 exact ones.
+    assert (ledger.reads, ledger.round_trips) == (1, 3)
     assert counter(db, config) == (0, 300)
 
 
@@ -284,26 +323,28 @@ def test_lease_options_that_would_break_the_limit_are_refused(
 def test_no_call_draws_on_a_lease_after_its_window(db: MigratedDatabase) -> None:
     """A call drawn late could outlast the lease's row, which another process may then sweep
     and reuse: past its window a lease serves nobody, even a call refused otherwise."""
-    config = stored_config(db, limit=450)
+    config = stored_config(db, limit=400)
     clock = Clock()
     ledger = QuotaLedger(db.engine)
     leases = QuotaLeases(ledger, TTL, calls=4, share=1, clock=clock)
 
     async def scenario() -> list[Reservation | None]:
         try:
-            first = await leases.hold(demand(config, 100, 450, None, NOON))
+            first = await leases.hold(demand(config, 100, 400, None, NOON))  # a lease of 200
+            other = await ledger.reserve(demand(config, 150, 400, None, NOON), TTL)
             clock.now += LEASE_WINDOW_S
-            # No new lease fits (400 + 400 > 450), nor this call beside the old lease (400 +
-            # 100): the old lease's unpromised 300 is given back and the call reserves alone.
-            return [first, await leases.hold(demand(config, 100, 450, None, NOON))]
+            # No new lease fits (50 left), nor this call beside the old lease (350 + 100): the
+            # old lease's unpromised 100 is given back and the call reserves alone.
+            return [first, other, await leases.hold(demand(config, 100, 400, None, NOON))]
         finally:
             await ledger.aclose()
 
-    first, second = asyncio.run(scenario())
+    first, other, second = asyncio.run(scenario())
     assert first is not None and first.draw
     assert second is not None and not second.draw
-    assert holds(db) == [(first.id, 100), (second.id, 100)]
-    assert counter(db, config) == (0, 200)
+    assert other is not None
+    assert holds(db) == [(first.id, 100), (other.id, 150), (second.id, 100)]
+    assert counter(db, config) == (0, 350)
 
 
 def test_a_retired_lease_gives_back_its_spare_tokens_before_its_calls_end(
