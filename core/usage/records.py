@@ -4,7 +4,7 @@ with the row's columns, its time as ISO text, and the reservation its settlement
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -39,7 +39,9 @@ COLUMNS = tuple(f.name for f in fields(UsageRecord))
 
 def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
     """The spool entry for an attempt and the hold its settlement finishes."""
-    entry = asdict(record)
+    # Every column is a scalar: read them directly (dataclasses.asdict deep-copies each value,
+    # a third of what spooling cost a call).
+    entry = {name: getattr(record, name) for name in COLUMNS}
     entry["created_at"] = record.created_at.isoformat()
     if hold is not None:
         entry["hold"] = [hold.id, hold.config_id, hold.day.isoformat(), hold.tokens, hold.draw]

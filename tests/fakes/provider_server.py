@@ -415,7 +415,10 @@ class FakeProviderServer:
     tests may replace them, and `reset()` restores the defaults.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        # Tests get a fresh connection per request (nothing carries over between them); the
+        # benches keep connections open, as real providers do.
+        self.keep_alive = keep_alive
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._serial = itertools.count(1)
@@ -669,6 +672,9 @@ def _redact_query(query: dict[str, list[str]]) -> dict[str, list[str]]:
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes: on a kept-alive connection Nagle's algorithm
+    # held the body until the client's delayed ACK, 40 ms later.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -681,10 +687,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(reply.body)))
-        self.send_header("Connection", "close")
+        if not self.server.fake.keep_alive:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(reply.body)
-        self.close_connection = True
+        self.close_connection = not self.server.fake.keep_alive
 
     do_POST = do_GET
 
