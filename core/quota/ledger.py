@@ -30,11 +30,9 @@ Mechanism (the same SQL on PostgreSQL and SQLite):
   router and the console in the background) deletes expired reservations and releases their
   tokens. A live process renews the rows of its holds (`renew`, leases.py), so they can expire
   soon after a process dies (within a minute) however long a call may last.
-- A database that does not answer makes `reserve` raise `LedgerUnavailable`: after at most
-  `timeouts.wait_s` for the first call, then at once for everyone else until a single call
-  finds it back (one try every `RETRY_AFTER_S`). A call never waits longer, so a frozen
-  server cannot hold callers; a hold the server grants after its caller stopped waiting is
-  released as soon as it arrives (else the sweep frees it when it expires).
+- A database that does not answer makes `reserve` raise `LedgerUnavailable` (reach.py: bounded
+  waits, failing fast while it is away); a hold the server grants after its caller stopped
+  waiting is released as soon as it arrives (else the sweep frees it when it expires).
 """
 
 from __future__ import annotations
@@ -42,33 +40,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine
 
 from core.config import DbTimeouts
 from core.db import UNAVAILABLE, failure_reason, write_transaction
 from core.quota import statements as sql
+from core.quota.reach import DatabaseReach
 
 log = logging.getLogger(__name__)
 
 UNLIMITED = 2**62
 MESSAGE_OVERHEAD_TOKENS = 32  # role markers and per-message framing the providers add
 IMAGE_TOKENS_ESTIMATE = 2_000  # generous; providers charge ~250–1,600 for a typical image
-ASYNC_POOL_SIZE = 4  # PostgreSQL connections per event loop, for reservations
-RETRY_AFTER_S = 1.0  # the database did not answer: one call tries it again this often
-
-
-class LedgerUnavailable(Exception):
-    """The database did not answer a reservation (down, restarting, frozen or locked)."""
 
 
 @dataclass(frozen=True)
@@ -150,10 +139,10 @@ class QuotaLedger:
     """Reservations and counters for every config, in the database behind `engine`.
 
     Reserving is on the hot path of every limited call that no lease serves. On PostgreSQL it is
-    one statement (compiled once by SQLAlchemy for psycopg) on a psycopg AsyncConnectionPool per
-    event loop, in autocommit mode: one round trip and no thread hop, ~0.8 ms a reservation on
-    loopback where SQLAlchemy's async engine took ~1.9 ms. On SQLite it is two statements
-    in a write transaction, in a worker thread. Everything else is rare or runs in the usage
+    one statement (compiled once by SQLAlchemy for psycopg) through reach.py's pool, in
+    autocommit mode: one round trip and no thread hop, ~0.8 ms a reservation on loopback where
+    SQLAlchemy's async engine took ~1.9 ms. On SQLite it is two statements in a write
+    transaction, in a worker thread. Everything else is rare or runs in the usage
     writer's thread, so it goes through the one synchronous engine.
     """
 
@@ -165,25 +154,15 @@ class QuotaLedger:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
-        self._postgres = engine.dialect.name == "postgresql"
-        # None (the console, tests): wait as long as the driver does; the router passes its own.
-        self._timeouts = timeouts
-        self._clock = clock
-        self._health = threading.Lock()
-        self._down_until: float | None = None  # while set, reserve fails fast until then
-        self._down_reason = ""
-        self._late: set[asyncio.Future[None]] = set()  # releasing holds granted after a timeout
+        self._reach = DatabaseReach(engine, timeouts, clock=clock)
         self._reserve_sql = str(sql.RESERVE.compile(dialect=engine.dialect))
         self._standing_sql = str(sql.STANDING.compile(dialect=engine.dialect))
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncConnectionPool] = (
-            weakref.WeakKeyDictionary()
-        )
 
     async def reserve(self, demand: Demand, ttl: timedelta, margin: int = 0) -> Reservation | None:
         """Hold `demand.tokens` against its limits, if `margin` more tokens would still fit;
         None when they would not. The hold expires after `ttl` (then a sweep releases it)."""
         params = _params(demand, ttl, margin)
-        row = await self._query(
+        row = await self._reach.query(
             self._reserve_sql,
             self._reserve_sqlite,
             params,
@@ -195,78 +174,11 @@ class QuotaLedger:
 
     async def standing_now(self, config_id: int, now: datetime) -> Standing:
         """`standing` for the routing path: bounded and failing fast like `reserve`."""
-        row = await self._query(self._standing_sql, self._standing_row, _period(config_id, now))
+        row = await self._reach.query(
+            self._standing_sql, self._standing_row, _period(config_id, now)
+        )
         assert row is not None  # an aggregate always has its row
         return Standing(*(int(value) for value in row))
-
-    async def _query(
-        self,
-        postgres_sql: str,
-        on_sqlite: Callable[[dict[str, Any]], Sequence[Any] | None],
-        params: dict[str, Any],
-        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None = None,
-    ) -> Sequence[Any] | None:
-        """One statement's first row (or None), on PostgreSQL through this loop's pool and
-        bounded by the timeouts, on SQLite in a worker thread; LedgerUnavailable if the
-        database does not answer, at once while it is known to be away."""
-        self._admit()
-        try:
-            if self._postgres:
-                row = await self._bounded(self._fetch_postgres(postgres_sql, params), late)
-            else:
-                row = await asyncio.to_thread(on_sqlite, params)
-        except UNAVAILABLE as exc:
-            raise self._went_down(exc) from exc
-        self._came_up()
-        return row
-
-    def _admit(self) -> None:
-        """Fail fast while the database is known to be away; let one call through to try it
-        again every RETRY_AFTER_S."""
-        with self._health:
-            if self._down_until is None:
-                return
-            now = self._clock()
-            if now < self._down_until:
-                raise LedgerUnavailable(self._down_reason)
-            self._down_until = now + RETRY_AFTER_S  # this call tries; the others fail fast
-
-    def _went_down(self, exc: BaseException) -> LedgerUnavailable:
-        reason = f"the database did not answer a token reservation ({failure_reason(exc)})"
-        with self._health:
-            first = self._down_until is None
-            self._down_until = self._clock() + RETRY_AFTER_S
-            self._down_reason = reason
-        if first:
-            log.warning("quota: %s; limited calls fail fast until it answers", reason)
-        return LedgerUnavailable(reason)
-
-    def _came_up(self) -> None:
-        if self._down_until is None:  # the common case: no lock taken
-            return
-        with self._health:
-            self._down_until = None
-        log.warning("quota: the database answers token reservations again")
-
-    async def _bounded(
-        self,
-        statement: Awaitable[Sequence[Any] | None],
-        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None,
-    ) -> Sequence[Any] | None:
-        """Wait for a statement at most `timeouts.wait_s`. It is not cancelled (psycopg would
-        wait up to 10 s more on a frozen server for the cancel): it goes on in its own task,
-        and `late` deals with what it still returns (a hold is released as soon as it comes)."""
-        if self._timeouts is None:
-            return await statement
-        task = asyncio.ensure_future(statement)
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), self._timeouts.wait_s)
-        except TimeoutError:
-            if late is not None:
-                follow_up = asyncio.ensure_future(late(task))
-                self._late.add(follow_up)
-                follow_up.add_done_callback(self._late.discard)
-            raise
 
     async def _release_late(self, demand: Demand, day: date, task: asyncio.Future[Any]) -> None:
         try:
@@ -284,62 +196,16 @@ class QuotaLedger:
         except Exception as exc:  # it expires and is swept
             log.warning("quota: releasing a late hold failed (%s)", failure_reason(exc))
 
-    async def _fetch_postgres(self, statement: str, params: dict[str, Any]) -> Sequence[Any] | None:
-        # A server that restarted (or failed over) has ended every pooled connection: the first
-        # to fail sends the pool to check them all and drop the dead ones, and the statement is
-        # tried once more on a live or new connection. It is atomic, so nothing is doubled.
-        pool = await self._pool()
-        for attempt in (1, 2):
-            try:
-                async with pool.connection() as conn:
-                    return await (await conn.execute(statement, params)).fetchone()
-            except psycopg.OperationalError:
-                if attempt == 2:
-                    raise
-                await pool.check()
-        return None  # unreachable: the loop returns or raises
-
     def _reserve_sqlite(self, params: dict[str, Any]) -> Sequence[Any] | None:
         with write_transaction(self._engine) as conn:
             if conn.execute(sql.COUNT, params).first() is None:
                 return None
             return conn.execute(sql.HOLD, params).one()
 
-    async def _pool(self) -> AsyncConnectionPool:
-        loop = asyncio.get_running_loop()
-        pool = self._pools.get(loop)
-        if pool is None:
-            # synchronous_commit=off: a reservation returns without waiting for the WAL flush.
-            # Only a crash of the database server itself can lose the last few holds, and the
-            # counters then err on the side of the caller (a lost hold settles as released 0).
-            url = self._engine.url.set(drivername="postgresql").render_as_string(False)
-            options = "-c synchronous_commit=off"
-            bounds: dict[str, Any] = {}
-            if self._timeouts is not None:
-                bounds = self._timeouts.libpq()
-                options += " " + str(bounds.pop("options"))
-            pool = self._pools[loop] = AsyncConnectionPool(
-                url,
-                min_size=1,
-                max_size=ASYNC_POOL_SIZE,
-                kwargs={"autocommit": True, "options": options, **bounds},
-                timeout=self._timeouts.wait_s if self._timeouts is not None else 30.0,
-                open=False,
-            )
-        if pool.closed:  # new, or a concurrent first call is still opening it (then a no-op)
-            await pool.open()
-        return pool
-
     async def aclose(self) -> None:
         """Close this event loop's connections (PostgreSQL), after releasing the holds the
-        server granted late (waiting for them up to twice `timeouts.wait_s`)."""
-        loop = asyncio.get_running_loop()
-        if late := [task for task in self._late if task.get_loop() is loop]:
-            assert self._timeouts is not None
-            await asyncio.wait(late, timeout=2 * self._timeouts.wait_s)
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.close()
+        server granted late."""
+        await self._reach.aclose()
 
     async def give_back(self, hold: Reservation, tokens: int) -> bool:
         """Release `tokens` of a lease that no call will draw on, keeping the rest held;
@@ -351,7 +217,7 @@ class QuotaLedger:
             with write_transaction(self._engine) as conn:
                 return self.shrink(conn, hold, tokens)
         except UNAVAILABLE as exc:
-            raise self._went_down(exc) from exc
+            raise self._reach.went_down(exc) from exc
 
     @staticmethod
     def shrink(conn: Connection, hold: Reservation, tokens: int) -> bool:

@@ -42,7 +42,7 @@ from core.routing.errors import (
 )
 from core.routing.plans import CandidatePlan, RoutePlan, explain
 from core.routing.router import Router
-from core.usage.writer import log_provider_usage
+from core.usage.seed import log_provider_usage
 
 __all__ = [
     "LEGACY_PROVIDERS",

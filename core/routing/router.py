@@ -26,7 +26,8 @@ from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
 from core.providers.egress import Allowlist, egress_client
 from core.providers.errors import ProviderTimeout
 from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
-from core.quota.ledger import Demand, LedgerUnavailable, QuotaLedger, reservation_size
+from core.quota.ledger import Demand, QuotaLedger, reservation_size
+from core.quota.reach import LedgerUnavailable
 from core.routing.arguments import check_call, check_image
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (

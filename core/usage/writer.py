@@ -13,7 +13,8 @@ holds. `flush()` waits until everything submitted is stored; `close()` flushes a
 The quota guarantee does not depend on the writer: the reservation made before the call
 already bounds what the call can use.
 
-`log_provider_usage` is the seed's synchronous helper for code that calls a provider itself.
+`log_provider_usage` (core/usage/seed.py) is the seed's synchronous helper for code that
+calls a provider itself.
 
 Analytics live beside it and are never loaded by the router: the seed's three monitoring
 queries in core/usage/monitoring.py, the console's in core/usage/queries.py.
@@ -27,25 +28,22 @@ import threading
 import time
 import weakref
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from sqlalchemy.orm import Session
 
 from core import metrics
 from core.db import write_transaction
 from core.models import ProviderConfig, UsageLog, utcnow
-from core.pricing import estimate_cost_usd, to_micro_usd
 from core.quota.leases import QuotaLeases
 from core.quota.ledger import QuotaLedger, Reservation, Spend
 from core.usage import spool
 from core.usage.records import UsageRecord, decode, encode
 
-__all__ = ["UsageRecord", "UsageWriter", "log_provider_usage"]
+__all__ = ["UsageRecord", "UsageWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -396,48 +394,3 @@ def _reason(exc: BaseException) -> str:
 
 def _size(n: int) -> str:
     return f"{n / 1_048_576:.1f} MiB" if n >= 1_048_576 else f"{n / 1024:.0f} KiB"
-
-
-def log_provider_usage(
-    session: Session,
-    config_id: int | None,
-    user_id: int | None,
-    task: str,
-    *,
-    provider_type: str | None = None,
-    model_name: str | None = None,
-    input_tokens: int = 0,
-    output_tokens: int = 0,
-    total_tokens: int | None = None,
-    cost_usd: Decimal | None = None,
-    status: str = "success",
-    error_message: str | None = None,
-    latency_ms: int = 0,
-    estimated_cost_usd: Decimal | None = None,
-) -> UsageLog:
-    """Add a usage row to `session` (the seed's helper); provider and model default to the
-    config's, and cost to genai-prices' figure for the tokens."""
-    config = session.get(ProviderConfig, config_id) if config_id is not None else None
-    provider_type = provider_type or (config.provider_type if config else None)
-    model_name = model_name or (config.model_name if config else None)
-    if not provider_type or not model_name:
-        raise ValueError("give provider_type and model_name, or the id of a stored config")
-    cost_usd = cost_usd if cost_usd is not None else estimated_cost_usd
-    if cost_usd is None:
-        cost_usd = estimate_cost_usd(provider_type, model_name, input_tokens, output_tokens)
-    row = UsageLog(
-        provider_config_id=config_id,
-        user_id=user_id,
-        provider_type=provider_type,
-        model_name=model_name,
-        task_type=task,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=input_tokens + output_tokens if total_tokens is None else total_tokens,
-        cost_micro_usd=to_micro_usd(cost_usd),
-        status=status,
-        error_message=error_message,
-        latency_ms=latency_ms,
-    )
-    session.add(row)
-    return row

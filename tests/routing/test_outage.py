@@ -19,7 +19,7 @@ from core.config import Settings
 from core.crypto import generate_key
 from core.db import make_engine, upgrade
 from core.models import UsageStatus
-from core.quota.ledger import RETRY_AFTER_S
+from core.quota.reach import RETRY_AFTER_S
 from core.routing import DatabaseUnavailable, LimitsUnavailable, Router
 from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
