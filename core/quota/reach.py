@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 ASYNC_POOL_SIZE = 4  # PostgreSQL connections per event loop, for reservations
 RETRY_AFTER_S = 1.0  # the database did not answer: one call tries it again this often
 
+# What to do with the result of a statement whose caller stopped waiting (a hold to release).
 Late = Callable[[asyncio.Future[Any]], Awaitable[None]]
 
 
@@ -67,7 +68,7 @@ class DatabaseReach:
         postgres_sql: str,
         on_sqlite: Callable[[dict[str, Any]], Sequence[Any] | None],
         params: dict[str, Any],
-        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None = None,
+        late: Late | None = None,
     ) -> Sequence[Any] | None:
         """One statement's first row (or None), on PostgreSQL through this loop's pool and
         bounded by the timeouts, on SQLite in a worker thread; LedgerUnavailable if the
@@ -82,54 +83,6 @@ class DatabaseReach:
             raise self.went_down(exc) from exc
         self._came_up()
         return row
-
-    def _admit(self) -> None:
-        """Fail fast while the database is known to be away; let one call through to try it
-        again every RETRY_AFTER_S."""
-        with self._health:
-            if self._down_until is None:
-                return
-            now = self._clock()
-            if now < self._down_until:
-                raise LedgerUnavailable(self._down_reason)
-            self._down_until = now + RETRY_AFTER_S  # this call tries; the others fail fast
-
-    def _went_down(self, exc: BaseException) -> LedgerUnavailable:
-        reason = f"the database did not answer a token reservation ({failure_reason(exc)})"
-        with self._health:
-            first = self._down_until is None
-            self._down_until = self._clock() + RETRY_AFTER_S
-            self._down_reason = reason
-        if first:
-            log.warning("quota: %s; limited calls fail fast until it answers", reason)
-        return LedgerUnavailable(reason)
-
-    def _came_up(self) -> None:
-        if self._down_until is None:  # the common case: no lock taken
-            return
-        with self._health:
-            self._down_until = None
-        log.warning("quota: the database answers token reservations again")
-
-    async def _bounded(
-        self,
-        statement: Awaitable[Sequence[Any] | None],
-        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None,
-    ) -> Sequence[Any] | None:
-        """Wait for a statement at most `timeouts.wait_s`. It is not cancelled (psycopg would
-        wait up to 10 s more on a frozen server for the cancel): it goes on in its own task,
-        and `late` deals with what it still returns (a hold is released as soon as it comes)."""
-        if self._timeouts is None:
-            return await statement
-        task = asyncio.ensure_future(statement)
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), self._timeouts.wait_s)
-        except TimeoutError:
-            if late is not None:
-                follow_up = asyncio.ensure_future(late(task))
-                self._late.add(follow_up)
-                follow_up.add_done_callback(self._late.discard)
-            raise
 
     def _admit(self) -> None:
         """Fail fast while the database is known to be away; let one call through to try it
@@ -162,7 +115,7 @@ class DatabaseReach:
     async def _bounded(
         self,
         statement: Awaitable[Sequence[Any] | None],
-        late: Callable[[asyncio.Future[Any]], Awaitable[None]] | None,
+        late: Late | None,
     ) -> Sequence[Any] | None:
         """Wait for a statement at most `timeouts.wait_s`. It is not cancelled (psycopg would
         wait up to 10 s more on a frozen server for the cancel): it goes on in its own task,

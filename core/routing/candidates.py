@@ -113,10 +113,7 @@ class ConfigCache:
         if not acquired:  # another thread is re-reading: it may wait, this call does not
             if current.loaded:
                 return current
-            raise DatabaseUnavailable(
-                "the database did not answer, and this router has not read the provider "
-                "configs yet; calls work again once it answers"
-            )
+            raise never_read("a re-read is waiting for it")
         try:
             current = self.snapshot
             if not force and time.monotonic() - current.checked_at <= self._refresh_s:
@@ -131,6 +128,7 @@ class ConfigCache:
             self._lock.release()
 
     def _read(self, current: Snapshot) -> Snapshot:
+        was_unavailable = current.unavailable is not None
         with Session(self._engine) as session:
             fingerprint = tuple(session.execute(_FINGERPRINT).one())
             if fingerprint != current.fingerprint:
@@ -140,22 +138,27 @@ class ConfigCache:
                     fingerprint,
                     generation=current.generation + 1,
                 )
-        if current.unavailable is not None:
+        if was_unavailable:
             log.warning("configs: the database answers again; configs re-read")
         return replace(current, unavailable=None)
 
     @staticmethod
     def _unavailable(current: Snapshot, reason: str) -> Snapshot:
         if not current.loaded:
-            raise DatabaseUnavailable(
-                f"the database did not answer, and this router has not read the provider "
-                f"configs yet ({reason}); calls work again once it answers"
-            )
+            raise never_read(reason)
         if current.unavailable is None:
             log.warning(
                 "configs: the database did not answer (%s); serving the configs read before", reason
             )
         return replace(current, unavailable=reason)
+
+
+def never_read(reason: str) -> DatabaseUnavailable:
+    """What a router that has not read the configs yet raises while the database is away."""
+    return DatabaseUnavailable(
+        "the database did not answer, and this router has not read the provider configs yet "
+        f"({reason}); calls work again once it answers"
+    )
 
 
 def serving_order(

@@ -37,9 +37,9 @@ from core.routing.candidates import (
     candidates_for,
     check_task,
     legacy_from,
+    never_read,
 )
 from core.routing.errors import (
-    DatabaseUnavailable,
     LimitsUnavailable,
     NoProviderAvailable,
     ProviderCallError,
@@ -283,10 +283,7 @@ class Router:
         except TimeoutError:
             if self._configs.snapshot.loaded:
                 return self._configs.snapshot
-            raise DatabaseUnavailable(
-                f"the database did not answer within {self._db_wait_s:g} s, and this router has "
-                "not read the provider configs yet; calls work again once it answers"
-            ) from None
+            raise never_read(f"no answer within {self._db_wait_s:g} s") from None
 
     async def _try(
         self,

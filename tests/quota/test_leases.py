@@ -530,15 +530,16 @@ def test_a_reservation_after_the_server_dropped_its_connection_is_made_once(
     assert counter(db, config) == (0, 500)
 
 
+@pytest.mark.parametrize("lease_calls", [1, 8], ids=["own reservation", "lease"])
 def test_a_running_call_keeps_its_hold_past_the_expiry(
-    db: MigratedDatabase, fake_providers: FakeProviderServer
+    db: MigratedDatabase, fake_providers: FakeProviderServer, lease_calls: int
 ) -> None:
     """The heartbeat: a call that runs longer than HOLD_EXPIRY keeps its hold, because the
     usage writer renews it; a sweep at the row's first expiry leaves it alone."""
     allow_planted_keys(fake_providers)
     config = add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=BIG)
     fake_providers.fail_next("openai", mode="slow", delay=60)
-    router = make_router(db, lease_calls=1, hold_expiry=timedelta(seconds=3))
+    router = make_router(db, lease_calls=lease_calls, hold_expiry=timedelta(seconds=3))
 
     def expiry() -> datetime | None:
         with db.session() as session:

@@ -163,3 +163,38 @@ def test_a_router_that_never_read_the_configs_says_the_database_is_away(pg, fake
 
     asyncio.run(scenario())
     assert [r.status for r in usage_rows(db)] == ["success"]
+
+
+def test_only_the_routing_path_has_a_statement_timeout(pg) -> None:
+    """A router's statements are cancelled by the server after AI_CONSOLE_DB_STATEMENT_TIMEOUT_S;
+    the console's and the CLI's (reports, migrations) are not."""
+    db, _ = pg
+    routing, console = make_engine(db.settings, statement_timeout=True), make_engine(db.settings)
+    try:
+        shown = []
+        for engine in (routing, console):
+            with engine.connect() as conn:
+                shown.append(conn.exec_driver_sql("SHOW statement_timeout").scalar_one())
+        assert shown == ["500ms", "0"]
+    finally:
+        routing.dispose()
+        console.dispose()
+
+
+def test_explain_says_the_limits_cannot_be_checked_while_the_database_is_away(pg, fake) -> None:
+    db, server = pg
+    capped = add_config(db, fake, "openai", tasks=["extraction"], daily_token_limit=10_000_000)
+    router = router_for(db, Clock())
+
+    async def scenario() -> str:
+        await router.generate("extraction", PROMPT)
+        server.stop()
+        [plan] = router.explain("extraction").candidates
+        server.start()
+        await router.aclose()
+        assert plan.config_id == capped and not plan.eligible
+        return plan.reason
+
+    assert asyncio.run(scenario()).startswith(
+        "its token limits cannot be checked: the database did not answer (OperationalError"
+    )
