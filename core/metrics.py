@@ -9,8 +9,6 @@ A backend service exposes them with one line at startup::
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from core.models import UNMEASURED_STATUSES
@@ -24,7 +22,9 @@ TOKENS = Counter(
     "ai_provider_tokens_used_total", "Tokens used (input + output).", ["provider_type"]
 )
 COST = Counter(
-    "ai_provider_cost_usd_total", "Cost in USD of priced calls (genai-prices).", ["provider_type"]
+    "ai_provider_cost_usd_total",
+    "Cost in USD of priced calls (genai-prices), counted as their usage rows are stored.",
+    ["provider_type"],
 )
 LATENCY = Histogram(
     "ai_provider_latency_ms",
@@ -48,17 +48,20 @@ def observe(
     task_type: str,
     status: str,
     total_tokens: int,
-    cost_usd: Decimal | None,
     latency_ms: int,
 ) -> None:
-    """Count one attempt."""
+    """Count one attempt (its cost is counted when its row is stored: `stored_cost`)."""
     REQUESTS.labels(provider_type, task_type, status).inc()
     if total_tokens:
         TOKENS.labels(provider_type).inc(total_tokens)
-    if cost_usd:
-        COST.labels(provider_type).inc(float(cost_usd))
     if status not in UNMEASURED_STATUSES:
         LATENCY.labels(provider_type).observe(latency_ms)
+
+
+def stored_cost(provider_type: str, micro_usd: int | None) -> None:
+    """Count the cost of a usage row just stored (priced by the usage writer)."""
+    if micro_usd:
+        COST.labels(provider_type).inc(micro_usd / 1_000_000)
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from other hosts

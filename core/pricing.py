@@ -2,10 +2,17 @@
 
 Cost is None when the model is unknown to the price data: unknown is not free. Amounts are
 stored as integer micro-dollars on each usage row.
+
+Pricing a call takes genai-prices about 0.1 ms, a fifth of what routing adds to a call, so the
+router does not price on the caller's path: a result and its usage row carry a `Priced` (what
+the price needs), the usage writer's thread prices the row, and `result.cost_usd` is priced on
+first read. Both run `Priced.usd`, so they agree.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -14,6 +21,44 @@ from genai_prices import Usage, calc_price
 # Our provider types to genai-prices' provider ids.
 PRICE_PROVIDERS = {"openai": "openai", "claude": "anthropic", "gemini": "google"}
 MICRO = Decimal(1_000_000)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Priced:
+    """One call's tokens, to be priced at the price in force when it started: by the first of
+    `models` the price data knows (the model that answered, then the configured one, for
+    providers that answer with a dated name genai-prices does not list)."""
+
+    provider_type: str
+    models: tuple[str, ...]
+    input_tokens: int
+    output_tokens: int
+    at: datetime
+
+    @property
+    def usd(self) -> Decimal | None:
+        """genai-prices' figure (worked out once); None when unpriced."""
+        if "_usd" not in self.__dict__:
+            # Not functools.cached_property: on Python 3.11 it holds one lock for every
+            # instance while it computes, so a caller reading its cost would queue behind the
+            # writer pricing other rows.
+            object.__setattr__(self, "_usd", self._price())
+        return self.__dict__["_usd"]
+
+    def _price(self) -> Decimal | None:
+        """Never raises: the call has been made and its usage must still be recorded."""
+        try:
+            for model in dict.fromkeys(self.models):
+                cost = estimate_cost_usd(
+                    self.provider_type, model, self.input_tokens, self.output_tokens, self.at
+                )
+                if cost is not None:
+                    return cost
+        except Exception as exc:
+            log.warning("pricing %s %s failed (%s)", self.provider_type, self.models[0], exc)
+        return None
 
 
 def estimate_cost_usd(

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from core.models import ProviderType
 from core.providers.egress import refusal_in
@@ -30,6 +30,9 @@ from core.providers.errors import (
     UnexpectedResponse,
 )
 from core.providers.redaction import redact
+
+if TYPE_CHECKING:
+    from core.pricing import Priced
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -47,8 +50,8 @@ T = TypeVar("T")
 class GenerationResult:
     """One answer, with the token usage the provider itself reported.
 
-    Adapters fill text, provider, model and usage; core.routing adds config_id, cost_usd and the
-    failed attempts that came before this answer.
+    Adapters fill text, provider, model and usage; core.routing adds config_id, what the cost
+    is worked out from, and the failed attempts that came before this answer.
     """
 
     text: str
@@ -59,8 +62,14 @@ class GenerationResult:
     total_tokens: int
     latency_ms: int
     config_id: int | None = None
-    cost_usd: Decimal | None = None
     attempts: tuple[Any, ...] = field(default=())
+    priced: Priced | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cost_usd(self) -> Decimal | None:
+        """USD at genai-prices' price when the call started (None: unpriced), worked out on
+        first read, the same figure as on the call's usage row (core/pricing.py)."""
+        return self.priced.usd if self.priced is not None else None
 
     @property
     def model(self) -> str:

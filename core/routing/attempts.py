@@ -11,12 +11,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from core import metrics
 from core.models import UsageSource, UsageStatus, utcnow
-from core.pricing import estimate_cost_usd, to_micro_usd
+from core.pricing import Priced
 from core.providers.base import GenerationResult
 from core.providers.errors import ProviderError
 from core.providers.redaction import redact
@@ -80,7 +79,7 @@ class Trial:
     def failed(self, status: str, error_type: str, message: str, latency_ms: int = 0) -> Attempt:
         record = self._row(status, error_type, message, latency_ms)
         self._submit(record)
-        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, None, latency_ms)
+        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, latency_ms)
         c = self.candidate
         return Attempt(
             c.config_id,
@@ -93,19 +92,21 @@ class Trial:
         )
 
     def succeeded(self, result: GenerationResult, before: list[Attempt]) -> GenerationResult:
-        cost = _cost(self.candidate, result, self.started)
-        self._submit(self._row(UsageStatus.SUCCESS, None, None, result.latency_ms, result, cost))
+        c = self.candidate
+        # Priced later, off the caller's path: by the usage writer for the row, on first read
+        # for the result (core/pricing.py).
+        priced = Priced(
+            c.provider_type,
+            (result.model_name, c.model_name),
+            result.input_tokens,
+            result.output_tokens,
+            self.started,
+        )
+        self._submit(self._row(UsageStatus.SUCCESS, None, None, result.latency_ms, result, priced))
         metrics.observe(
-            self.candidate.provider_type,
-            self.task,
-            "success",
-            result.total_tokens,
-            cost,
-            result.latency_ms,
+            c.provider_type, self.task, "success", result.total_tokens, result.latency_ms
         )
-        return replace(
-            result, config_id=self.candidate.config_id, cost_usd=cost, attempts=tuple(before)
-        )
+        return replace(result, config_id=c.config_id, priced=priced, attempts=tuple(before))
 
     def abandoned(self, exc: BaseException) -> None:
         """Ended by the caller (a cancellation) or by an exception of ours: logged as
@@ -122,7 +123,7 @@ class Trial:
             status, error_type, message = UsageStatus.ERROR, "internal", type(exc).__name__
         latency_ms = self.elapsed_ms()
         self._submit(self._row(status, error_type, message, latency_ms))
-        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, None, latency_ms)
+        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, latency_ms)
 
     def _submit(self, record: UsageRecord) -> None:
         self.recorded = True
@@ -135,7 +136,7 @@ class Trial:
         message: str | None,
         latency_ms: int,
         result: GenerationResult | None = None,
-        cost: Decimal | None = None,
+        priced: Priced | None = None,
     ) -> UsageRecord:
         c = self.candidate
         return UsageRecord(
@@ -148,26 +149,10 @@ class Trial:
             input_tokens=result.input_tokens if result else 0,
             output_tokens=result.output_tokens if result else 0,
             total_tokens=result.total_tokens if result else 0,
-            cost_micro_usd=to_micro_usd(cost),
+            priced=priced,
             error_type=error_type,
             error_message=redact(message, [c.secret]) if message else None,
             latency_ms=latency_ms,
             source=UsageSource.LEGACY_ENV if c.legacy else UsageSource.ROUTER,
             created_at=self.started,
         )
-
-
-def _cost(candidate: Candidate, result: GenerationResult, at: datetime) -> Decimal | None:
-    """genai-prices' figure for the model that answered (or the configured one, when the price
-    data knows only that name); None when unpriced. Never raises: the call has been made and
-    its usage must still be recorded against the limit."""
-    try:
-        for model in dict.fromkeys((result.model_name, candidate.model_name)):
-            cost = estimate_cost_usd(
-                candidate.provider_type, model, result.input_tokens, result.output_tokens, at
-            )
-            if cost is not None:
-                return cost
-    except Exception as exc:
-        log.warning("pricing %s %s failed (%s)", candidate.provider_type, result.model_name, exc)
-    return None

@@ -1,5 +1,7 @@
 """A usage row as the router makes it (`UsageRecord`), and as it is spooled: one JSON object
-with the row's columns, its time as ISO text, and the reservation its settlement finishes."""
+with the row's columns, its time as ISO text, the reservation its settlement finishes, and,
+for a row whose cost is still to be worked out, the models to price it by (the writer's thread
+prices it when it reads the entry back: core/pricing.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 from core.models import utcnow
+from core.pricing import Priced, to_micro_usd
 from core.quota.ledger import Reservation
 
 
@@ -32,9 +35,11 @@ class UsageRecord:
     source: str = "router"
     created_at: datetime = field(default_factory=utcnow)
     attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Not a column: when set (and cost_micro_usd is None), the cost is priced from it.
+    priced: Priced | None = field(default=None, repr=False, compare=False)
 
 
-COLUMNS = tuple(f.name for f in fields(UsageRecord))
+COLUMNS = tuple(f.name for f in fields(UsageRecord) if f.name != "priced")
 
 
 def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
@@ -45,6 +50,8 @@ def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
     entry["created_at"] = record.created_at.isoformat()
     if hold is not None:
         entry["hold"] = [hold.id, hold.config_id, hold.day.isoformat(), hold.tokens, hold.draw]
+    if record.priced is not None and record.cost_micro_usd is None:
+        entry["price_by"] = list(record.priced.models)
     return entry
 
 
@@ -61,6 +68,15 @@ def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] |
             hold = Reservation(
                 int(hold_id), int(config_id), date.fromisoformat(day), int(tokens), bool(draw)
             )
+        if (models := entry.get("price_by")) is not None:
+            priced = Priced(
+                row["provider_type"],
+                tuple(str(m) for m in models),
+                row["input_tokens"],
+                row["output_tokens"],
+                row["created_at"],
+            )
+            row["cost_micro_usd"] = to_micro_usd(priced.usd)
     except (KeyError, TypeError, ValueError):
         return None
     return row, hold

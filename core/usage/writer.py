@@ -232,7 +232,7 @@ class UsageWriter:
             return []
         try:
             with write_transaction(self._engine) as conn:
-                self._insert_and_settle(conn, items)
+                stored = self._insert_and_settle(conn, items)
         except _REFUSED as exc:
             if len(items) > 1:
                 half = len(items) // 2
@@ -242,11 +242,15 @@ class UsageWriter:
             self._settle_refused(row, hold)
         except Exception as exc:
             raise _Unavailable(exc) from None
+        else:
+            for row in stored:
+                metrics.stored_cost(row["provider_type"], row["cost_micro_usd"])
         return [hold for _, _, hold in items]
 
-    def _insert_and_settle(self, conn: Connection, items: list[_Item]) -> None:
+    def _insert_and_settle(self, conn: Connection, items: list[_Item]) -> list[dict[str, Any]]:
+        """The rows inserted (a replayed row is not), their holds settled."""
         rows = _rows_for(conn, [row for _, row, _ in items])
-        inserted = set(conn.scalars(_insert_new(conn), rows))  # a replayed row is not
+        inserted = set(conn.scalars(_insert_new(conn), rows))
         self._ledger.settle(
             conn,
             [
@@ -257,6 +261,7 @@ class UsageWriter:
                 if row["attempt_id"] in inserted and row["provider_config_id"] is not None
             ],
         )
+        return [row for row in rows if row["attempt_id"] in inserted]
 
     def _settle_refused(self, row: dict[str, Any], hold: Reservation | None) -> None:
         """Count a refused row's tokens and finish its hold, without the row."""

@@ -514,8 +514,14 @@ def test_every_attempt_updates_the_prometheus_metrics(
     assert sample("ai_provider_tokens_used_total", provider_type="claude") == (
         before["tokens"] + result.total_tokens
     )
+    # Cost is counted as the row is stored, at the row's micro-dollar figure.
+    with db.session() as session:
+        stored = session.scalars(
+            select(UsageLog.cost_micro_usd).where(UsageLog.status == "success")
+        ).one()
+    assert result.cost_usd and stored == round(result.cost_usd * 1_000_000)
     assert sample("ai_provider_cost_usd_total", provider_type="claude") == pytest.approx(
-        before["cost"] + float(result.cost_usd or 0)
+        before["cost"] + stored / 1_000_000
     )
     assert sample("ai_provider_latency_ms_count", provider_type="claude") == before["latency"] + 1
     assert b"ai_provider_latency_ms_bucket" in generate_latest(REGISTRY)

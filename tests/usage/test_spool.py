@@ -10,6 +10,7 @@ import signal
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import make_url, text
 
 from core.db import write_transaction
+from core.pricing import Priced, estimate_cost_usd, to_micro_usd
 from core.quota.ledger import QuotaLedger
 from core.usage import spool
+from core.usage.records import UsageRecord
 from core.usage.writer import UsageWriter
 from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
@@ -149,6 +152,35 @@ def test_the_spool_of_a_killed_process_is_shipped_by_another(
     assert [(r.provider_config_id, r.status) for r in rows] == [(config, "success")] * calls
     assert len({r.attempt_id for r in rows}) == calls
     assert spool_files(db) == []
+    # The dead process spooled its rows unpriced; the shipper priced them as it would have.
+    for r in rows:
+        cost = estimate_cost_usd("openai", r.model_name, r.input_tokens, r.output_tokens)
+        assert r.cost_micro_usd is not None and r.cost_micro_usd == to_micro_usd(cost)
+
+
+def test_a_row_is_priced_as_it_is_stored_at_the_price_when_its_call_started(
+    db: MigratedDatabase,
+) -> None:
+    """The router spools a call's row unpriced (pricing is slow); the writer prices it by the
+    first model the price data knows, at the time the call started, as the result's
+    cost_usd is."""
+    writer = writer_for(db)
+    started = good().created_at
+    calls = {
+        1: ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),  # a dated answer genai-prices knows
+        2: ("ft:gpt-4o-mini:acme::abc", "gpt-4o-mini"),  # unknown: the configured model's
+        3: ("no-such-model", "nor-this"),  # unpriced: None, not 0
+    }
+    priced = {}
+    for user, models in calls.items():
+        priced[user] = Priced("openai", models, 1200, 340, started)
+        row = UsageRecord(None, user, "openai", models[0], "extraction", "success", 1200, 340)
+        writer.submit(replace(row, total_tokens=1540, created_at=started, priced=priced[user]))
+    writer.close()
+    stored = {r.user_id: r.cost_micro_usd for r in usage_rows(db)}
+    expected = to_micro_usd(estimate_cost_usd("openai", "gpt-4o-mini", 1200, 340, started))
+    assert expected and stored == {1: expected, 2: expected, 3: None}
+    assert [to_micro_usd(priced[user].usd) for user in calls] == [expected, expected, None]
 
 
 def test_a_live_process_spool_is_left_to_it(db: MigratedDatabase) -> None:
