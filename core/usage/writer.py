@@ -212,6 +212,11 @@ class UsageWriter:
             if self._failures:
                 log.warning("usage writer: the database is back; storing the spooled rows")
                 self._failures = 0
+            if len(lines) < BATCH_LIMIT:
+                # Caught up. Rows that came in meanwhile wait for the next turn's linger:
+                # shipping them at once would store a busy router's calls a few at a time,
+                # a transaction each (about 1 ms of this process's CPU per call, measured).
+                return True
         return True
 
     def _items(self, lines: list[spool.Line]) -> list[_Item]:
@@ -224,19 +229,23 @@ class UsageWriter:
                 items.append((line, *decoded))
         return items
 
-    def _store(self, items: list[_Item]) -> list[Reservation | None]:
+    def _store(self, items: list[_Item], deleted_configs: bool = False) -> list[Reservation | None]:
         """Insert the rows and settle their holds in one transaction; the holds settled. A
-        batch the database refuses is split until the row it refuses is alone, and that row
-        is dead-lettered (its hold settled without it). _Unavailable: no database."""
+        batch the database refuses is tried again with the configs deleted since their calls
+        looked up (`deleted_configs`, a query that is rarely needed), then split until the row
+        it refuses is alone, and that row is dead-lettered (its hold settled without it).
+        _Unavailable: no database."""
         if not items:
             return []
         try:
             with write_transaction(self._engine) as conn:
-                stored = self._insert_and_settle(conn, items)
+                stored = self._insert_and_settle(conn, items, deleted_configs)
         except _REFUSED as exc:
+            if not deleted_configs:
+                return self._store(items, deleted_configs=True)
             if len(items) > 1:
                 half = len(items) // 2
-                return self._store(items[:half]) + self._store(items[half:])
+                return self._store(items[:half], True) + self._store(items[half:], True)
             line, row, hold = items[0]
             self._reject(line, row["attempt_id"], _reason(exc))
             self._settle_refused(row, hold)
@@ -247,9 +256,13 @@ class UsageWriter:
                 metrics.stored_cost(row["provider_type"], row["cost_micro_usd"])
         return [hold for _, _, hold in items]
 
-    def _insert_and_settle(self, conn: Connection, items: list[_Item]) -> list[dict[str, Any]]:
+    def _insert_and_settle(
+        self, conn: Connection, items: list[_Item], deleted_configs: bool
+    ) -> list[dict[str, Any]]:
         """The rows inserted (a replayed row is not), their holds settled."""
-        rows = _rows_for(conn, [row for _, row, _ in items])
+        rows = [row for _, row, _ in items]
+        if deleted_configs:
+            rows = _without_deleted_configs(conn, rows)
         inserted = set(conn.scalars(_insert_new(conn), rows))
         self._ledger.settle(
             conn,
@@ -376,9 +389,9 @@ def _insert_new(conn: Connection) -> Insert:
     )
 
 
-def _rows_for(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The usage rows to insert; a config deleted since its call is no longer referenced (the
-    row keeps its provider and model, as deleting a config does to older rows)."""
+def _without_deleted_configs(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The usage rows, with a config deleted since its call no longer referenced (the row
+    keeps its provider and model, as deleting a config does to older rows)."""
     ids = {row["provider_config_id"] for row in rows} - {None}
     if ids:
         live = set(conn.scalars(select(ProviderConfig.id).where(ProviderConfig.id.in_(ids))))
