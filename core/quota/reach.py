@@ -130,6 +130,8 @@ class DatabaseReach:
                 follow_up = asyncio.ensure_future(late(task))
                 self._late.add(follow_up)
                 follow_up.add_done_callback(self._late.discard)
+            else:  # of no use any more; retrieved, or asyncio logs its failure with a traceback
+                task.add_done_callback(_retrieve)
             raise
 
     async def _fetch_postgres(self, statement: str, params: dict[str, Any]) -> Sequence[Any] | None:
@@ -182,3 +184,8 @@ class DatabaseReach:
         pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.close()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
