@@ -1,7 +1,7 @@
 """Issue 13's fault figures, measured again the way they were first measured.
 
     .venv/bin/python bench/faults.py [--callers 25] [--outage 10] [only these: restart freeze
-        sigterm sigkill poison cancel rotation]
+        sigterm sigterm-hook sigkill poison cancel rotation]
 
 A PostgreSQL of the script's own (initdb/pg_ctl in a temporary folder, as the fault tests
 use) and the fake provider server. A "service" is a process of its own with
@@ -15,6 +15,7 @@ saw against what the database holds:
   success rows against the successes callers saw; counters against rows; holds left.
 - sigterm / sigkill: a service calling a limited task is killed mid-run. Rows stored against
   successes seen (another process ships its spool), and how long its holds outlive it.
+  sigterm-hook: the same SIGTERM to a service whose shutdown hook closes its router.
 - poison: 200 good calls and one with user_id="abc", together.
 - cancel: 20 calls to an unlimited config, cancelled while the provider is answering.
 - rotation: `keys rotate` and a config edit under a running service started with the old key,
@@ -73,12 +74,16 @@ def service(
     stop: Event,
     successes: Any,
     report: Connection,
+    hook: bool = False,
 ) -> None:
-    """Call `tasks` (round robin over callers) until `stop`; report every outcome."""
+    """Call `tasks` (round robin over callers) until `stop`; report every outcome. With
+    `hook`, SIGTERM stops it as a service's shutdown hook would (README: aclose)."""
     os.environ.update(environ)
 
     async def main() -> None:
         router = Router.from_env(max_retries=0)
+        if hook:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         outcomes: list[tuple[float, float, str, str, bool]] = []
 
         async def caller(n: int) -> None:
@@ -128,11 +133,13 @@ class Bench:
             "AI_CONSOLE_BASE_URL_ALLOWLIST": "127.0.0.1",
         }
 
-    def start(self, environ: dict[str, str], tasks: list[str]) -> tuple[Any, ...]:
+    def start(
+        self, environ: dict[str, str], tasks: list[str], hook: bool = False
+    ) -> tuple[Any, ...]:
         stop, successes = self.spawn.Event(), self.spawn.Value("q", 0)
         ours, theirs = self.spawn.Pipe()
         process = self.spawn.Process(
-            target=service, args=(environ, tasks, self.callers, stop, successes, theirs)
+            target=service, args=(environ, tasks, self.callers, stop, successes, theirs, hook)
         )
         process.start()
         assert ours.recv() == "ready"
@@ -197,12 +204,14 @@ def outage(bench: Bench, kind: str, seconds: float) -> None:
     db.engine.dispose()
 
 
-def killed(bench: Bench, ending: signal.Signals) -> None:
+def killed(bench: Bench, ending: signal.Signals, hook: bool = False) -> None:
     db = bench.database()
     add_config(db, bench.fake, "claude", tasks=["cv_draft"], daily_token_limit=LIMIT)
-    process, _, successes, _ = bench.start(bench.environ(db), ["cv_draft"])
+    process, _, successes, pipe = bench.start(bench.environ(db), ["cv_draft"], hook)
     time.sleep(3)
     os.kill(process.pid, ending)
+    if hook:
+        pipe.recv()
     process.join()
     killed_at = time.monotonic()
     with db.engine.connect() as conn:
@@ -211,7 +220,8 @@ def killed(bench: Bench, ending: signal.Signals) -> None:
             select(func.count(), func.coalesce(func.sum(QuotaReservation.tokens), 0))
         ).one()
     print(
-        f"{ending.name} mid-run ({bench.callers} callers): {successes.value} successes seen, "
+        f"{ending.name}{' to a service with a shutdown hook' if hook else ''} mid-run "
+        f"({bench.callers} callers): {successes.value} successes seen, "
         f"{stored} rows stored when it ended; {held[0]} holds ({held[1]} tokens) left"
     )
     # Another process on the machine (here: the console's writer) ships its spool and sweeps.
@@ -319,15 +329,19 @@ def rotation(bench: Bench) -> None:
     db.engine.dispose()
 
 
-SCENARIOS = ("restart", "freeze", "sigterm", "sigkill", "poison", "cancel", "rotation")
+SCENARIOS = (
+    "restart", "freeze", "sigterm", "sigterm-hook", "sigkill", "poison", "cancel", "rotation"
+)  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--callers", type=int, default=25)
     parser.add_argument("--outage", type=float, default=10.0)
-    parser.add_argument("only", nargs="*", choices=[*SCENARIOS, []])
+    parser.add_argument("only", nargs="*", metavar="scenario", help=", ".join(SCENARIOS))
     args = parser.parse_args()
+    if unknown := set(args.only) - set(SCENARIOS):
+        parser.error(f"no scenario {', '.join(sorted(unknown))}; there are {', '.join(SCENARIOS)}")
     server = OwnPostgres()
     server.start()
     try:
@@ -337,8 +351,9 @@ def main() -> None:
                 pace(fake)
                 if name in ("restart", "freeze"):
                     outage(bench, name, args.outage)
-                elif name in ("sigterm", "sigkill"):
-                    killed(bench, signal.SIGTERM if name == "sigterm" else signal.SIGKILL)
+                elif name.startswith("sig"):
+                    ending = signal.SIGKILL if name == "sigkill" else signal.SIGTERM
+                    killed(bench, ending, hook=name.endswith("hook"))
                 else:
                     {"poison": poison, "cancel": cancel, "rotation": rotation}[name](bench)
     finally:
