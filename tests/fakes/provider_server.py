@@ -4,7 +4,8 @@ Each provider lives under its own path prefix (`/openai`, `/anthropic`, `/gemini
 three use `/v1/models`; the `*_base_url` properties already include it. Replies are
 deterministic: the text is `make_reply(last user text)` and usage comes from `count_tokens`, so
 tests can predict both. Faults are queued per provider with `fail_next` and consumed one per
-request, in order.
+request, in order. Streamed answers speak each provider's server-sent events
+(tests/fakes/streams.py), sent a piece at a time in chunks.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.streams import Event, anthropic_events, gemini_events, openai_events
+
 PROVIDERS = ("openai", "anthropic", "gemini")
 DEFAULT_API_KEYS: dict[str, frozenset[str]] = {
     "openai": frozenset({"sk-test-openai"}),
@@ -36,7 +39,7 @@ DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
 }
 IMAGE_TOKENS = 85
 """Fake input-token cost of one image (or any other inline file)."""
-FAULT_MODES = ("status", "slow", "malformed", "incomplete", "disconnect")
+FAULT_MODES = ("status", "slow", "malformed", "incomplete", "disconnect", "cut")
 REDACTED = "REDACTED"
 _SECRET_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 _MESSAGES = {
@@ -114,16 +117,20 @@ class Fault:
     message: str | None = None
     location: str | None = None
     body: str | None = None
+    pieces: int = 0
 
 
 @dataclass
 class Reply:
-    """What the HTTP handler writes back; `disconnect` means close without answering."""
+    """What the HTTP handler writes back; `disconnect` means close without answering. A
+    streamed reply has `events` instead of a body; `cut_after` pieces of text it hangs up."""
 
     status: int
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     disconnect: bool = False
+    events: list[Event] | None = None
+    cut_after: int | None = None
 
 
 def json_reply(status: int, payload: Any) -> Reply:
@@ -194,6 +201,9 @@ class OpenAIFormat:
             },
             "system_fingerprint": "fp_fake",
         }
+
+    def events(self, done: Completion, body: dict[str, Any]) -> list[Event]:
+        return openai_events(done, bool((body.get("stream_options") or {}).get("include_usage")))
 
     def model_info(self, model: str) -> dict[str, Any]:
         return {"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "openai"}
@@ -275,6 +285,9 @@ class AnthropicFormat:
             },
         }
 
+    def events(self, done: Completion, body: dict[str, Any]) -> list[Event]:
+        return anthropic_events(done)
+
     def model_info(self, model: str) -> dict[str, Any]:
         return {
             "type": "model",
@@ -311,6 +324,7 @@ class GeminiFormat:
     name = "gemini"
     routes = (
         ("POST", re.compile(r"/v1\w*/models/(?P<model>[^/:]+):generateContent"), "generate"),
+        ("POST", re.compile(r"/v1\w*/models/(?P<model>[^/:]+):streamGenerateContent"), "stream"),
         ("GET", re.compile(r"/v1\w*/models"), "list_models"),
         ("GET", re.compile(r"/v1\w*/models/(?P<model>[^/:]+)"), "get_model"),
     )
@@ -361,6 +375,9 @@ class GeminiFormat:
             "modelVersion": done.model,
             "responseId": f"fake{done.serial:06d}",
         }
+
+    def events(self, done: Completion, body: dict[str, Any]) -> list[Event]:
+        return gemini_events(done)
 
     def model_info(self, model: str) -> dict[str, Any]:
         return {
@@ -508,6 +525,7 @@ class FakeProviderServer:
         message: str | None = None,
         location: str | None = None,
         body: str | None = None,
+        pieces: int = 0,
     ) -> None:
         """Queue `times` faults for the provider's next requests (after any already queued).
 
@@ -517,6 +535,8 @@ class FakeProviderServer:
         mode "malformed": 200 whose body is not valid JSON.
         mode "incomplete": 200 with valid JSON that lacks every expected field.
         mode "disconnect": close the connection without any response.
+        mode "cut": answer, but hang up after `pieces` pieces of a streamed answer (or halfway
+        through a blocking one's body): a stream that breaks off mid-answer.
         `delay` also postpones the other modes. `message` replaces the error text (to plant a
         key in it, say, as some providers echo part of the key they refused).
         A 3xx `status` answers a redirect: `Location: location` and a small HTML page.
@@ -529,7 +549,7 @@ class FakeProviderServer:
             raise ValueError(f"give a status or one of modes {FAULT_MODES}, not {mode!r}")
         if status == 429 and retry_after is None:
             retry_after = 1
-        fault = Fault(mode, status or 200, retry_after, delay, message, location, body)
+        fault = Fault(mode, status or 200, retry_after, delay, message, location, body, pieces)
         with self._lock:
             self._faults[provider].extend([fault] * times)
 
@@ -571,7 +591,10 @@ class FakeProviderServer:
         key = fmt.api_key(headers, query)
         if key not in self.api_keys[provider]:
             return fmt.bad_key(key)
-        return self._route(fmt, method, path, body if isinstance(body, dict) else {})
+        reply = self._route(fmt, method, path, body if isinstance(body, dict) else {})
+        if fault is not None and fault.mode == "cut":
+            reply.cut_after = fault.pieces
+        return reply
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -623,7 +646,12 @@ class FakeProviderServer:
             return fmt.unknown_model(model)
         if action == "get_model":
             return json_reply(200, fmt.model_info(model.removeprefix("models/")))
-        return json_reply(200, fmt.completion(self._complete(model, fmt.prompt(body))))
+        done = self._complete(model, fmt.prompt(body))
+        if action == "stream" or body.get("stream") is True:
+            return Reply(
+                200, headers={"Content-Type": "text/event-stream"}, events=fmt.events(done, body)
+            )
+        return json_reply(200, fmt.completion(done))
 
     def _complete(self, model: str, prompt: Prompt) -> Completion:
         text = make_reply(prompt.last_user_text, prompt.max_tokens)
@@ -686,12 +714,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         for name, value in reply.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(reply.body)))
+        if reply.events is None:
+            self.send_header("Content-Length", str(len(reply.body)))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
         if not self.server.fake.keep_alive:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(reply.body)
         self.close_connection = not self.server.fake.keep_alive
+        if reply.events is not None:
+            self._stream(reply.events, reply.cut_after)
+        elif reply.cut_after is not None:
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.close_connection = True
+        else:
+            self.wfile.write(reply.body)
+
+    def _stream(self, events: list[Event], cut_after: int | None) -> None:
+        """Each event in a chunk of its own, flushed as it is written (as providers stream)."""
+        sent = 0
+        for data, piece in events:
+            if piece and cut_after is not None and sent == cut_after:
+                self.close_connection = True  # no last chunk: the client sees the cut
+                return
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+            sent += piece
+        self.wfile.write(b"0\r\n\r\n")
 
     do_POST = do_GET
 
