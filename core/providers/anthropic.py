@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 
 from core.models import ProviderType
-from core.providers.base import Image, Reply, Usage
+from core.providers.base import Ask, Reply, Usage
 from core.providers.errors import UnexpectedResponse
 from core.providers.stainless import StainlessProvider
+from core.providers.streaming import StreamState
 
 
 class ClaudeProvider(StainlessProvider):
@@ -20,38 +22,53 @@ class ClaudeProvider(StainlessProvider):
     max_image_bytes = 5 * 1024 * 1024  # the Messages API's limit per image
     known_models = ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1")
 
-    async def _reply(
-        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
-    ) -> Reply:
-        content: list[dict[str, Any]] = []
-        if image is not None:
-            data = base64.b64encode(image.data).decode("ascii")
-            source = {"type": "base64", "media_type": image.mime_type, "data": data}
-            content.append({"type": "image", "source": source})
-        content.append({"type": "text", "text": prompt})
-        extra: dict[str, Any] = {"system": system_prompt} if system_prompt else {}
-        response = await self.client.messages.create(
-            model=self.model_name,
-            max_tokens=max_output_tokens,
-            messages=[{"role": "user", "content": content}],
-            **extra,
-        )
+    async def _reply(self, ask: Ask) -> Reply:
+        response = await self.client.messages.create(**self._request(ask))
         try:
             text = "".join(block.text for block in response.content if block.type == "text")
-            usage = response.usage
-            # Prompt-cache reads and writes are input too (and billed as such).
-            input_tokens = (
-                usage.input_tokens
-                + (getattr(usage, "cache_creation_input_tokens", None) or 0)
-                + (getattr(usage, "cache_read_input_tokens", None) or 0)
-            )
-            return Reply(
-                text=text,
-                model_name=response.model,
-                usage=Usage(input_tokens, usage.output_tokens, input_tokens + usage.output_tokens),
-            )
+            return Reply(text=text, model_name=response.model, usage=_usage(response.usage))
         except (AttributeError, TypeError):
             raise UnexpectedResponse("claude", "the answer had no content or no usage") from None
 
+    async def _stream(self, ask: Ask, state: StreamState) -> AsyncIterator[str]:
+        request = self._request(ask)
+        async with self.client.messages.stream(**request) as stream:  # closes when left
+            async for event in stream:
+                if event.type == "message_start":
+                    state.model_name = event.message.model or state.model_name
+                    state.input_tokens = _usage(event.message.usage).input_tokens
+                elif event.type == "text" and event.text:
+                    yield event.text
+            final = await stream.get_final_message()
+        try:
+            state.usage = _usage(final.usage)
+        except (AttributeError, TypeError):
+            raise UnexpectedResponse("claude", "the stream ended without usage") from None
+
+    def _request(self, ask: Ask) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        if ask.image is not None:
+            data = base64.b64encode(ask.image.data).decode("ascii")
+            source = {"type": "base64", "media_type": ask.image.mime_type, "data": data}
+            content.append({"type": "image", "source": source})
+        content.append({"type": "text", "text": ask.prompt})
+        extra: dict[str, Any] = {"system": ask.system_prompt} if ask.system_prompt else {}
+        return {
+            "model": self.model_name,
+            "max_tokens": ask.max_output_tokens,
+            "messages": [{"role": "user", "content": content}],
+            **extra,
+        }
+
     async def _check_key(self) -> None:
         await self.client.models.list(limit=1)
+
+
+def _usage(usage: Any) -> Usage:
+    """The Messages API's usage; prompt-cache reads and writes are input too (billed as such)."""
+    input_tokens = (
+        usage.input_tokens
+        + (getattr(usage, "cache_creation_input_tokens", None) or 0)
+        + (getattr(usage, "cache_read_input_tokens", None) or 0)
+    )
+    return Usage(input_tokens, usage.output_tokens, input_tokens + usage.output_tokens)

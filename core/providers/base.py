@@ -30,8 +30,11 @@ from core.providers.errors import (
     UnexpectedResponse,
 )
 from core.providers.redaction import redact
+from core.providers.streaming import ProviderStream, StreamState
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from core.pricing import Priced
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -110,6 +113,16 @@ class Image:
     mime_type: str
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One request, in provider-neutral terms (each adapter builds its SDK's call from it)."""
+
+    prompt: str
+    system_prompt: str | None = None
+    image: Image | None = None
+    max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+
+
 class AIProvider(ABC):
     """One provider's API behind a common, async interface.
 
@@ -168,6 +181,25 @@ class AIProvider(ABC):
         self._check_image(image)
         return await self._generate(prompt, system_prompt, image, max_output_tokens)
 
+    def stream_content(
+        self,
+        prompt: str,
+        system_prompt: str | None = None,
+        max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        image: tuple[bytes, str] | None = None,
+    ) -> ProviderStream:
+        """Stream the answer to a prompt (and an optional (bytes, mime type) image) through
+        the SDK's streaming API: core/providers/streaming.py. Nothing is sent until the first
+        piece is asked for; bad input is refused here, before any call."""
+        if max_output_tokens < 1:
+            raise BadRequest(self.provider_type.value, "max_output_tokens must be at least 1")
+        picture = None if image is None else Image(image[0], image[1].lower())
+        if picture is not None:
+            self._check_image(picture)
+        state = StreamState(self.model_name)
+        pieces = self._stream(Ask(prompt, system_prompt, picture, max_output_tokens), state)
+        return ProviderStream(self, pieces, state)
+
     async def validate_credentials(self) -> CredentialCheck:
         """The cheapest real call proving the key works for this model (fetch the model)."""
         ok = f"Key accepted; model {self.model_name} is available."
@@ -197,7 +229,7 @@ class AIProvider(ABC):
             raise BadRequest(self.provider_type.value, "max_output_tokens must be at least 1")
         started = time.perf_counter()
         reply = await self._call(
-            lambda: self._reply(prompt, system_prompt, image, max_output_tokens)
+            lambda: self._reply(Ask(prompt, system_prompt, image, max_output_tokens))
         )
         return GenerationResult(
             text=reply.text,
@@ -267,10 +299,13 @@ class AIProvider(ABC):
             )
 
     @abstractmethod
-    async def _reply(
-        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
-    ) -> Reply:
+    async def _reply(self, ask: Ask) -> Reply:
         """Make the SDK call and extract text, model and usage."""
+
+    @abstractmethod
+    def _stream(self, ask: Ask, state: StreamState) -> AsyncIterator[str]:
+        """An async generator over the SDK's stream: yields the text pieces and fills `state`
+        (model, usage) from the events; closing it closes the SDK's stream."""
 
     @abstractmethod
     async def _check_model(self) -> None:

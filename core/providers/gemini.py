@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx2
 from google import genai
 from google.genai import errors, types
 
 from core.models import ProviderType
-from core.providers.base import AIProvider, Image, Reply, Usage
+from core.providers.base import AIProvider, Ask, Reply, Usage
 from core.providers.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -21,6 +23,7 @@ from core.providers.errors import (
     response_body,
     status_error,
 )
+from core.providers.streaming import StreamState
 
 # Google answers a bad key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not 401.
 _BAD_KEY_MARKERS = ("API_KEY_INVALID", "API key not valid", "API_KEY_")
@@ -61,30 +64,43 @@ class GeminiProvider(AIProvider):
         )
         return genai.Client(api_key=api_key, http_options=options)
 
-    async def _reply(
-        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
-    ) -> Reply:
-        contents: list[types.Part | str] = [prompt]
-        if image is not None:
-            contents.append(types.Part.from_bytes(data=image.data, mime_type=image.mime_type))
-        response = await self.client.aio.models.generate_content(
-            model=self.model_name,
-            contents=contents,
-            config=types.GenerateContentConfig(
-                system_instruction=system_prompt, max_output_tokens=max_output_tokens
-            ),
-        )
-        meta = response.usage_metadata
-        if meta is None or meta.prompt_token_count is None:
+    async def _reply(self, ask: Ask) -> Reply:
+        response = await self.client.aio.models.generate_content(**self._request(ask))
+        usage = _usage(response.usage_metadata)
+        if usage is None:
             raise UnexpectedResponse("gemini", "the answer carried no usage metadata")
-        # Thinking tokens are billed as output.
-        output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
-        total = meta.total_token_count or meta.prompt_token_count + output
         return Reply(
             text=response.text or "",
             model_name=response.model_version or self.model_name,
-            usage=Usage(meta.prompt_token_count, output, total),
+            usage=usage,
         )
+
+    async def _stream(self, ask: Ask, state: StreamState) -> AsyncIterator[str]:
+        request = self._request(ask)
+        stream = await self.client.aio.models.generate_content_stream(**request)
+        try:
+            async for chunk in stream:
+                state.model_name = chunk.model_version or state.model_name
+                meta = chunk.usage_metadata
+                if meta is not None and meta.prompt_token_count is not None:
+                    state.input_tokens = meta.prompt_token_count
+                    # Every chunk carries the usage so far; the last one's is the whole answer's.
+                    state.usage = _usage(meta)
+                if chunk.text:
+                    yield chunk.text
+        finally:
+            await stream.aclose()  # leaving early closes the response
+
+    def _request(self, ask: Ask) -> dict[str, Any]:
+        contents: list[types.Part | str] = [ask.prompt]
+        if ask.image is not None:
+            contents.append(
+                types.Part.from_bytes(data=ask.image.data, mime_type=ask.image.mime_type)
+            )
+        config = types.GenerateContentConfig(
+            system_instruction=ask.system_prompt, max_output_tokens=ask.max_output_tokens
+        )
+        return {"model": self.model_name, "contents": contents, "config": config}
 
     async def _check_model(self) -> None:
         await self.client.aio.models.get(model=self.model_name)
@@ -119,3 +135,12 @@ class GeminiProvider(AIProvider):
         if isinstance(exc, UnexpectedResponse):
             return exc
         return UnexpectedResponse("gemini", f"unexpected failure ({type(exc).__name__})")
+
+
+def _usage(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage | None:
+    """Gemini's usage; thinking tokens are billed as output. None if it reported none."""
+    if meta is None or meta.prompt_token_count is None:
+        return None
+    output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+    total = meta.total_token_count or meta.prompt_token_count + output
+    return Usage(meta.prompt_token_count, output, total)

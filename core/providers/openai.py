@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 
 from core.models import ProviderType
-from core.providers.base import Image, Reply, Usage
+from core.providers.base import Ask, Reply, Usage
 from core.providers.errors import UnexpectedResponse
 from core.providers.stainless import StainlessProvider
+from core.providers.streaming import StreamState
 
 
 class OpenAIProvider(StainlessProvider):
@@ -19,35 +21,51 @@ class OpenAIProvider(StainlessProvider):
     provider_type = ProviderType.OPENAI
     known_models = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "o4-mini", "gpt-5-mini")
 
-    async def _reply(
-        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
-    ) -> Reply:
-        messages: list[dict[str, Any]] = []
-        if system_prompt:
-            messages.append({"role": "system", "content": system_prompt})
-        if image is None:  # a plain string: the same request, less for the SDK to walk
-            messages.append({"role": "user", "content": prompt})
-        else:
-            data = base64.b64encode(image.data).decode("ascii")
-            url = f"data:{image.mime_type};base64,{data}"
-            parts = [
-                {"type": "text", "text": prompt},
-                {"type": "image_url", "image_url": {"url": url}},
-            ]
-            messages.append({"role": "user", "content": parts})
-        response = await self.client.chat.completions.create(
-            model=self.model_name, messages=messages, max_completion_tokens=max_output_tokens
-        )
+    async def _reply(self, ask: Ask) -> Reply:
+        response = await self.client.chat.completions.create(**self._request(ask))
         try:
             text = response.choices[0].message.content
-            usage = response.usage
-            return Reply(
-                text=text or "",
-                model_name=response.model,
-                usage=Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens),
-            )
+            return Reply(text=text or "", model_name=response.model, usage=_usage(response.usage))
         except (AttributeError, IndexError, TypeError):
             raise UnexpectedResponse("openai", "the answer had no message or no usage") from None
 
+    async def _stream(self, ask: Ask, state: StreamState) -> AsyncIterator[str]:
+        stream = await self.client.chat.completions.create(
+            **self._request(ask),
+            stream=True,
+            stream_options={"include_usage": True},  # a last chunk with the usage
+        )
+        async with stream:  # leaving early closes the response
+            async for chunk in stream:
+                state.model_name = chunk.model or state.model_name
+                if chunk.usage is not None:
+                    state.usage = _usage(chunk.usage)
+                if chunk.choices and (text := chunk.choices[0].delta.content):
+                    yield text
+
+    def _request(self, ask: Ask) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        if ask.system_prompt:
+            messages.append({"role": "system", "content": ask.system_prompt})
+        if ask.image is None:  # a plain string: the same request, less for the SDK to walk
+            messages.append({"role": "user", "content": ask.prompt})
+        else:
+            data = base64.b64encode(ask.image.data).decode("ascii")
+            url = f"data:{ask.image.mime_type};base64,{data}"
+            parts = [
+                {"type": "text", "text": ask.prompt},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]
+            messages.append({"role": "user", "content": parts})
+        return {
+            "model": self.model_name,
+            "messages": messages,
+            "max_completion_tokens": ask.max_output_tokens,
+        }
+
     async def _check_key(self) -> None:
         await self.client.models.list()
+
+
+def _usage(usage: Any) -> Usage:
+    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)

@@ -75,6 +75,10 @@ def map_stainless_error(
         return status_error(
             provider, exc.status_code, response.headers, response_body(response), secrets
         )
+    if isinstance(exc, httpx2.TimeoutException):  # mid-stream, Anthropic's SDK lets these out
+        return ProviderTimeout(provider, "no answer before the timeout")
+    if isinstance(exc, httpx2.TransportError):
+        return ProviderUnavailable(provider, "the connection to the API broke off")
     if isinstance(exc, sdk.APIResponseValidationError | json.JSONDecodeError):
         return UnexpectedResponse(provider, "the answer was not valid JSON of the expected shape")
     if isinstance(exc, UnexpectedResponse):

@@ -6,15 +6,12 @@ import asyncio
 import json
 import logging
 import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 import pytest
 
 from core.providers import (
-    AIProvider,
     AuthenticationFailed,
     BadRequest,
     EndpointRefused,
@@ -35,58 +32,10 @@ from core.providers.egress import Allowlist
 from core.providers.errors import MESSAGE_LIMIT, provider_message
 from tests.fakes import IMAGE_TOKENS, AttackerServer, FakeProviderServer, count_tokens, make_reply
 from tests.fakes.leak_check import assert_clean
+from tests.support.adapters import Case, call
 
 T = TypeVar("T")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
-
-
-@dataclass(frozen=True)
-class Case:
-    provider_type: str  # ours
-    fake: str  # the fake server's name for it
-    model: str
-    key: str  # planted: valid on the fake server, must never leak
-
-    def base_url(self, server: FakeProviderServer) -> str:
-        return getattr(server, f"{self.fake}_base_url")
-
-
-CASES = [
-    Case("openai", "openai", "gpt-4o-mini", "sk-proj-PLANTEDopenai0123456789"),
-    Case("claude", "anthropic", "claude-3-5-haiku-latest", "sk-ant-api03-PLANTEDclaude012345"),
-    Case("gemini", "gemini", "gemini-2.5-flash", "AIzaSyPLANTEDgemini0123456789abcd"),
-]
-
-
-@pytest.fixture(params=CASES, ids=[c.provider_type for c in CASES])
-def case(request: pytest.FixtureRequest, fake_providers: FakeProviderServer) -> Case:
-    case: Case = request.param
-    fake_providers.api_keys[case.fake] = {case.key}
-    return case
-
-
-def call(
-    case: Case,
-    server: FakeProviderServer,
-    action: Callable[[AIProvider], Awaitable[T]],
-    **options: Any,
-) -> T:
-    """Run `action` on a fresh adapter pointed at the fake server, then close it."""
-
-    async def run() -> T:
-        provider = ProviderFactory.create_provider(
-            case.provider_type,
-            options.pop("api_key", case.key),
-            options.pop("model", case.model),
-            case.base_url(server),
-            **({"max_retries": 0} | options),
-        )
-        try:
-            return await action(provider)
-        finally:
-            await provider.aclose()
-
-    return asyncio.run(run())
 
 
 def fails(case: Case, server: FakeProviderServer, **options: Any) -> ProviderError:
