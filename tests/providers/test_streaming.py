@@ -73,17 +73,22 @@ def test_a_stream_that_breaks_off_raises_unavailable_and_keeps_what_came(
     assert case.key not in "".join(traceback.format_exception(error))
 
 
-def test_a_failure_before_the_first_piece_is_the_usual_error(
+def test_a_failure_before_the_first_piece_is_the_usual_error_without_the_key(
     case: Case, fake_providers: FakeProviderServer
 ) -> None:
-    async def action(provider: AIProvider) -> ProviderStream:
-        stream = provider.stream_content(PROMPT)
-        with pytest.raises(AuthenticationFailed):
-            await read(stream)
-        return stream
+    """Also when the provider echoes the key back in its 401, as some do."""
+    fake_providers.fail_next(case.fake, 401, message=f"Incorrect API key provided: {case.key}")
 
-    stream = call(case, fake_providers, action, api_key=case.key[:-4] + "XXXX")
+    async def action(provider: AIProvider) -> tuple[ProviderStream, BaseException]:
+        stream = provider.stream_content(PROMPT)
+        with pytest.raises(AuthenticationFailed) as caught:
+            await read(stream)
+        return stream, caught.value
+
+    stream, error = call(case, fake_providers, action)
     assert stream.text == "" and not stream.ended
+    assert case.key not in "".join(traceback.format_exception(error)) + repr(error)
+    assert error.__cause__ is None and error.__context__ is None
 
 
 def test_leaving_early_closes_the_stream(case: Case, fake_providers: FakeProviderServer) -> None:
