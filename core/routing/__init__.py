@@ -4,6 +4,11 @@
     router = Router.from_env()
     result = await router.generate("extraction", "Extract the job title from ...", user_id=42)
 
+    async with router.stream("cv_draft", "Draft a CV summary for ...", user_id=42) as stream:
+        async for text in stream:        # pieces as the provider sends them (streams.py)
+            ...
+    result = stream.result
+
 For task T the candidates are the active configs flagged for T (lowest priority number, then
 lowest id, first), then the active default config (candidates.py: the one place that rule is
 written). With no config stored at all, the legacy environment variables (GEMINI_API_KEY with
@@ -42,6 +47,7 @@ from core.routing.errors import (
 )
 from core.routing.plans import CandidatePlan, RoutePlan, explain
 from core.routing.router import Router
+from core.routing.streams import RoutedStream, SyncStream
 from core.usage.seed import log_provider_usage
 
 __all__ = [
@@ -56,8 +62,10 @@ __all__ = [
     "ProviderCallError",
     "QuotaExceeded",
     "RoutePlan",
+    "RoutedStream",
     "Router",
     "RoutingError",
+    "SyncStream",
     "TaskType",
     "UnknownTask",
     "estimate_cost_usd",

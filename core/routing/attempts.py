@@ -76,10 +76,21 @@ class Trial:
         """No limit left for this call."""
         return self.failed(UsageStatus.REJECTED, "quota", "daily or monthly token limit reached")
 
-    def failed(self, status: str, error_type: str, message: str, latency_ms: int = 0) -> Attempt:
-        record = self._row(status, error_type, message, latency_ms)
+    def failed(
+        self,
+        status: str,
+        error_type: str,
+        message: str,
+        latency_ms: int = 0,
+        used: tuple[int, int] = (0, 0),
+    ) -> Attempt:
+        """Ended without an answer; `used`: the (input, output) tokens it had already cost
+        (a stream that broke off), priced like an answer's."""
+        record = self._row(status, error_type, message, latency_ms, None, used)
         self._submit(record)
-        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, latency_ms)
+        metrics.observe(
+            self.candidate.provider_type, self.task, str(status), record.total_tokens, latency_ms
+        )
         c = self.candidate
         return Attempt(
             c.config_id,
@@ -93,27 +104,24 @@ class Trial:
 
     def succeeded(self, result: GenerationResult, before: list[Attempt]) -> GenerationResult:
         c = self.candidate
-        # Priced later, off the caller's path: by the usage writer for the row, on first read
-        # for the result (core/pricing.py).
-        priced = Priced(
-            c.provider_type,
-            (result.model_name, c.model_name),
-            result.input_tokens,
-            result.output_tokens,
-            self.started,
-        )
-        self._submit(self._row(UsageStatus.SUCCESS, None, None, result.latency_ms, result, priced))
+        used = (result.input_tokens, result.output_tokens)
+        record = self._row(UsageStatus.SUCCESS, None, None, result.latency_ms, result, used)
+        priced = record.priced
+        self._submit(record)
         metrics.observe(
             c.provider_type, self.task, "success", result.total_tokens, result.latency_ms
         )
         return replace(result, config_id=c.config_id, priced=priced, attempts=tuple(before))
 
-    def abandoned(self, exc: BaseException) -> None:
-        """Ended by the caller (a cancellation) or by an exception of ours: logged as
-        cancelled or as an internal error, with the time it ran, and its hold released."""
+    def abandoned(
+        self, exc: BaseException | None, used: tuple[int, int] = (0, 0), note: str = ""
+    ) -> None:
+        """Ended by the caller (a cancellation, or `exc` None: it stopped reading a stream)
+        or by an exception of ours: logged as cancelled or as an internal error, with the
+        time it ran and the tokens it had `used`, and its hold settled."""
         if self.recorded:
             return
-        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+        if exc is None or isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
             status, error_type, message = (
                 UsageStatus.CANCELLED,
                 "cancelled",
@@ -122,8 +130,11 @@ class Trial:
         else:
             status, error_type, message = UsageStatus.ERROR, "internal", type(exc).__name__
         latency_ms = self.elapsed_ms()
-        self._submit(self._row(status, error_type, message, latency_ms))
-        metrics.observe(self.candidate.provider_type, self.task, str(status), 0, latency_ms)
+        record = self._row(status, error_type, message + note, latency_ms, None, used)
+        self._submit(record)
+        metrics.observe(
+            self.candidate.provider_type, self.task, str(status), record.total_tokens, latency_ms
+        )
 
     def _submit(self, record: UsageRecord) -> None:
         self.recorded = True
@@ -136,19 +147,27 @@ class Trial:
         message: str | None,
         latency_ms: int,
         result: GenerationResult | None = None,
-        priced: Priced | None = None,
+        used: tuple[int, int] = (0, 0),
     ) -> UsageRecord:
         c = self.candidate
+        model = result.model_name if result else c.model_name
+        # Priced later, off the caller's path: by the usage writer for the row, on first read
+        # for a result (core/pricing.py).
+        priced = (
+            Priced(c.provider_type, (model, c.model_name), *used, self.started)
+            if result is not None or any(used)
+            else None
+        )
         return UsageRecord(
             provider_config_id=c.config_id,
             user_id=self.user_id,
             provider_type=c.provider_type,
-            model_name=result.model_name if result else c.model_name,
+            model_name=model,
             task_type=self.task,
             status=str(status),
-            input_tokens=result.input_tokens if result else 0,
-            output_tokens=result.output_tokens if result else 0,
-            total_tokens=result.total_tokens if result else 0,
+            input_tokens=used[0],
+            output_tokens=used[1],
+            total_tokens=result.total_tokens if result else sum(used),
             priced=priced,
             error_type=error_type,
             error_message=redact(message, [c.secret]) if message else None,

@@ -51,9 +51,17 @@ class ProviderCallError(RoutingError):
     """The call failed: a bad request (raised at once), or every candidate failed.
 
     `error` is the last provider's error (provider-neutral, redacted); `attempts` lists all.
+    A stream that broke off after its first piece keeps what it had sent in `partial_text`.
     """
 
-    def __init__(self, message: str, error: ProviderError | None, attempts: Sequence[Attempt]):
+    def __init__(
+        self,
+        message: str,
+        error: ProviderError | None,
+        attempts: Sequence[Attempt],
+        partial_text: str = "",
+    ):
         super().__init__(message)
         self.error = error
         self.attempts = tuple(attempts)
+        self.partial_text = partial_text

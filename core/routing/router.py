@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from sqlalchemy import Engine
@@ -47,9 +47,13 @@ from core.routing.errors import (
 )
 from core.routing.keyring import Keyring, restart_hint
 from core.routing.plans import RoutePlan, plan
+from core.routing.streams import Opened, RoutedStream, StreamCall, SyncStream, open_stream
 from core.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 LIMITS_UNAVAILABLE = "limits_unavailable"  # the usage row's error_type for such an attempt
 
@@ -178,14 +182,42 @@ class Router:
             ),
         )
 
+    def stream(
+        self,
+        task: str | TaskType,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        user_id: int | None = None,
+        max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    ) -> StreamCall:
+        """Stream the answer: `async with router.stream(task, prompt) as stream: async for
+        text in stream`, then `stream.result` (core/routing/streams.py)."""
+        check_call(prompt, system_prompt, user_id, max_output_tokens)
+        size = reservation_size(prompt, system_prompt, max_output_tokens)
+
+        def begin(trial: Trial, opened: Opened, attempts: list[Attempt]) -> RoutedStream:
+            return RoutedStream(trial, opened, attempts, size - max_output_tokens)
+
+        return StreamCall(
+            lambda: self._route(
+                task,
+                user_id,
+                size,
+                lambda p: open_stream(p.stream_content(prompt, system_prompt, max_output_tokens)),
+                begin,
+            )
+        )
+
+    def stream_sync(self, task: str | TaskType, prompt: str, **options: Any) -> SyncStream:
+        """`stream` for synchronous callers: `with router.stream_sync(task, prompt) as stream:
+        for text in stream`, then `stream.result`."""
+        _refuse_inside_a_loop("stream_sync", "async with router.stream(...)")
+        return SyncStream(self.stream(task, prompt, **options), self._background_loop())
+
     def generate_sync(self, task: str | TaskType, prompt: str, **options: Any) -> GenerationResult:
         """`generate` for synchronous callers (runs on the router's own event loop thread)."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise RuntimeError("generate_sync() inside an event loop: use `await generate()`")
+        _refuse_inside_a_loop("generate_sync", "await generate()")
         future = asyncio.run_coroutine_threadsafe(
             self.generate(task, prompt, **options), self._background_loop()
         )
@@ -234,8 +266,12 @@ class Router:
         task: str | TaskType,
         user_id: int | None,
         size: int,
-        send: Callable[[AIProvider], Awaitable[GenerationResult]],
-    ) -> GenerationResult:
+        send: Callable[[AIProvider], Awaitable[T]],
+        finish: Callable[[Trial, T, list[Attempt]], R] | None = None,
+    ) -> R:
+        """Try the candidates in order until one answers: `send` is the call (for a stream,
+        up to its first piece), `finish` makes the answer the caller gets (default: the
+        GenerationResult, recorded as a success)."""
         task_name = check_task(task)
         candidates = candidates_for(task_name, await self._snapshot(), self._environ)
         attempts: list[Attempt] = []
@@ -249,8 +285,10 @@ class Router:
             except BaseException as exc:
                 trial.abandoned(exc)
                 raise
-            if isinstance(outcome, GenerationResult):
-                return trial.succeeded(outcome, attempts)
+            if not isinstance(outcome, Attempt):
+                if finish is None:
+                    return trial.succeeded(outcome, attempts)  # type: ignore[arg-type, return-value]
+                return finish(trial, outcome, attempts)
             attempts.append(outcome)
             if trial.error is not None:
                 last_error = trial.error
@@ -286,11 +324,8 @@ class Router:
             raise never_read(f"no answer within {self._db_wait_s:g} s") from None
 
     async def _try(
-        self,
-        trial: Trial,
-        size: int,
-        send: Callable[[AIProvider], Awaitable[GenerationResult]],
-    ) -> GenerationResult | Attempt:
+        self, trial: Trial, size: int, send: Callable[[AIProvider], Awaitable[T]]
+    ) -> T | Attempt:
         """One candidate: hold its tokens, call it. A result, or the attempt that failed."""
         candidate = trial.candidate
         if candidate.limited:
@@ -397,3 +432,11 @@ def _raise_if_limits_unavailable(task: str, attempts: Sequence[Attempt]) -> None
             [a.config_id for a in down if a.config_id is not None],
             attempts,
         )
+
+
+def _refuse_inside_a_loop(name: str, instead: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"{name}() inside an event loop: use `{instead}`")

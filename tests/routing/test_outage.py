@@ -22,11 +22,10 @@ from core.db import make_engine, upgrade
 from core.models import UsageStatus
 from core.quota.reach import RETRY_AFTER_S
 from core.routing import DatabaseUnavailable, LimitsUnavailable, Router
-from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
 from tests.support.own_postgres import OwnPostgres, own_postgres
 from tests.support.quota import Clock, counter, holds
-from tests.support.routing import add_config, allow_planted_keys, usage_rows
+from tests.support.routing import add_config, usage_rows
 
 PROMPT = "Extract the job title from: Staff Engineer, Lisbon"
 CALLERS = 20
@@ -56,12 +55,6 @@ def pg(server: OwnPostgres, tmp_path: Path) -> Iterator[tuple[MigratedDatabase, 
         if not (server.data / "postmaster.pid").exists():
             server.start()
         engine.dispose()
-
-
-@pytest.fixture
-def fake(fake_providers: FakeProviderServer) -> FakeProviderServer:
-    allow_planted_keys(fake_providers)
-    return fake_providers
 
 
 def router_for(db: MigratedDatabase, clock: Clock, **options: object) -> Router:

@@ -15,21 +15,18 @@ from tests.support.database import MigratedDatabase
 from tests.support.routing import add_config, allow_planted_keys, usage_rows
 
 
-def readme_example() -> str:
+def readme_example(marker: str) -> str:
+    """The README's one core.routing example that contains `marker`."""
     readme = (PROJECT_ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    [example] = [block for block in blocks if "Router.from_env()" in block]
+    [example] = [block for block in blocks if "Router.from_env()" in block and marker in block]
     return example
 
 
-@pytest.mark.slow
-def test_the_readme_example_runs(
-    db: MigratedDatabase, fake_providers: FakeProviderServer, tmp_path
-) -> None:
-    allow_planted_keys(fake_providers)
-    add_config(db, fake_providers, "openai", tasks=["extraction"])
+def run_example(db: MigratedDatabase, example: str, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """Run it as a service would, in a process of its own; its standard output."""
     script = tmp_path / "example.py"
-    script.write_text(readme_example())
+    script.write_text(example)
     env = {
         "PATH": os.environ["PATH"],
         "PYTHONPATH": str(PROJECT_ROOT),
@@ -47,9 +44,33 @@ def test_the_readme_example_runs(
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(
+    db: MigratedDatabase, fake_providers: FakeProviderServer, tmp_path
+) -> None:
+    allow_planted_keys(fake_providers)
+    add_config(db, fake_providers, "openai", tasks=["extraction"])
+    out = run_example(db, readme_example("router.generate("), tmp_path)
     prompt = "Extract the job title: Senior Data Engineer, Berlin"
-    first, second = done.stdout.splitlines()
+    first, second = out.splitlines()
     assert first == f"{make_reply(prompt)} openai gpt-4o-mini"
     assert second.endswith(" ms") and " USD, " in second
     [row] = usage_rows(db)
     assert (row.user_id, row.status) == (42, "success")
+
+
+@pytest.mark.slow
+def test_the_readme_streaming_example_runs(
+    db: MigratedDatabase, fake_providers: FakeProviderServer, tmp_path
+) -> None:
+    allow_planted_keys(fake_providers)
+    add_config(db, fake_providers, "claude", tasks=["cv_draft"])
+    out = run_example(db, readme_example("router.stream("), tmp_path)
+    text, totals = out.splitlines()
+    assert text == make_reply("Draft a two-line CV summary for a data engineer")
+    assert totals.endswith(" USD") and " tokens, " in totals
+    [row] = usage_rows(db)
+    assert (row.user_id, row.status, row.task_type) == (42, "success", "cv_draft")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -33,31 +32,12 @@ from tests.support.routing import (
     FAKE_NAME,
     KEYS,
     add_config,
-    allow_planted_keys,
     make_router,
+    run,
     usage_rows,
 )
 
-T = TypeVar("T")
 PROMPT = "Extract the job title from: Staff Engineer, Lisbon"
-
-
-@pytest.fixture
-def fake(fake_providers: FakeProviderServer) -> FakeProviderServer:
-    allow_planted_keys(fake_providers)
-    return fake_providers
-
-
-def run(router: Router, scenario: Callable[[Router], Awaitable[T]]) -> T:
-    """Run a scenario on one event loop, then close the router (flushing usage rows)."""
-
-    async def main() -> T:
-        try:
-            return await scenario(router)
-        finally:
-            await router.aclose()
-
-    return asyncio.run(main())
 
 
 def generate(router: Router, task: str = "extraction", **kwargs: Any) -> GenerationResult:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -12,6 +13,8 @@ from core.models import ProviderConfig, UsageLog
 from core.routing import Router
 from tests.fakes import FakeProviderServer
 from tests.support.database import MigratedDatabase
+
+T = TypeVar("T")
 
 KEYS = {
     "openai": "sk-proj-PLANTEDroute0123456789",
@@ -64,6 +67,18 @@ def make_router(db: MigratedDatabase, **options: Any) -> Router:
         "environ": {},
     }
     return Router(**(defaults | options))
+
+
+def run(router: Router, scenario: Callable[[Router], Awaitable[T]]) -> T:
+    """Run a scenario on one event loop, then close the router (flushing usage rows)."""
+
+    async def main() -> T:
+        try:
+            return await scenario(router)
+        finally:
+            await router.aclose()
+
+    return asyncio.run(main())
 
 
 def close(router: Router) -> None:
