@@ -125,7 +125,7 @@ class DatabaseReach:
         task = asyncio.ensure_future(statement)
         try:
             return await asyncio.wait_for(asyncio.shield(task), self._timeouts.wait_s)
-        except TimeoutError:
+        except (TimeoutError, asyncio.CancelledError):  # waited too long, or the caller left
             if late is not None:
                 follow_up = asyncio.ensure_future(late(task))
                 self._late.add(follow_up)

@@ -77,6 +77,6 @@ def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] |
                 row["created_at"],
             )
             row["cost_micro_usd"] = to_micro_usd(priced.usd)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, ArithmeticError):  # ArithmeticError: absurd tokens
         return None
     return row, hold

@@ -84,6 +84,26 @@ def test_a_row_the_database_refuses_is_dead_lettered_and_the_others_are_stored(
     assert spool_files(db) == []  # shipped whole: the closed writer's file is gone
 
 
+def test_a_row_too_absurd_to_price_is_dead_lettered_and_the_others_are_stored(
+    db: MigratedDatabase,
+) -> None:
+    """Pricing happens in the writer: a row it cannot price must not stop it."""
+    writer = writer_for(db)
+    huge = 10**40
+    absurd = replace(
+        good(13, input_tokens=huge, total_tokens=huge + 5),
+        priced=Priced("openai", ("gpt-4o-mini",), huge, 5, good().created_at),
+    )
+    writer.submit(good(1))
+    writer.submit(absurd)
+    writer.submit(good(2))
+    assert writer.flush(timeout=10)
+    writer.close()
+    assert sorted(row.user_id for row in usage_rows(db)) == [1, 2]
+    [kept] = (writer.spool_dir / spool.DEAD_LETTER).read_text().splitlines()
+    assert json.loads(json.loads(kept)["line"])["attempt_id"] == absurd.attempt_id
+
+
 def test_a_replayed_spool_stores_each_row_once(db: MigratedDatabase) -> None:
     writer = writer_for(db)
     for n in range(30):
