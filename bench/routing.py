@@ -11,8 +11,10 @@ openai.AsyncOpenAI client. The two take turns in blocks of BLOCK calls, so drift
 alike, and neither shares an interpreter with the other. (An earlier version ran both in one
 process against a fake that closed every connection: the router's threads slowed the direct
 calls too, and connection set-up hid the rest.) Prints p50/p99 of each and the ratio
-routed/direct (issue 13's target on PostgreSQL: p50 ratio <= 1.10, p99 overhead <= 1 ms). The
-last row turns quota leases off (lease_calls=1), so every call reserves in the database.
+routed/direct (issue 13's target on PostgreSQL: p50 ratio <= 1.10, p99 overhead <= 1 ms).
+"PG, streamed" streams the same calls (router.stream against the SDK's stream=True) and
+measures the time to the first piece and to the end of the answer. The last row turns quota
+leases off (lease_calls=1), so every call reserves in the database.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -60,9 +64,12 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def caller(kind: str, base_url: str, environ: dict[str, str], lease_calls: int, conn) -> None:  # type: ignore[no-untyped-def]
+def caller(  # type: ignore[no-untyped-def]
+    kind: str, base_url: str, environ: dict[str, str], lease_calls: int, stream: bool, conn
+) -> None:
     """A process that makes the calls it is asked for, `BLOCK` at a time, and sends back their
-    latencies in ms: through Router.from_env() ("routed") or a bare SDK client ("direct")."""
+    latencies in ms: through Router.from_env() ("routed") or a bare SDK client ("direct").
+    With `stream`, each call is streamed and the latency is (to the first piece, to the end)."""
     os.environ.update(environ)
 
     async def main() -> None:
@@ -72,24 +79,46 @@ def caller(kind: str, base_url: str, environ: dict[str, str], lease_calls: int, 
             async def call() -> None:
                 await router.generate("extraction", PROMPT, max_output_tokens=64)
 
+            async def streamed() -> AsyncIterator[str]:
+                async with router.stream("extraction", PROMPT, max_output_tokens=64) as pieces:
+                    async for piece in pieces:
+                        yield piece
+
             close = router.aclose
         else:
             direct = openai.AsyncOpenAI(api_key=KEY, base_url=base_url, max_retries=0)
+            request: dict[str, Any] = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": PROMPT}],
+                "max_completion_tokens": 64,
+            }
 
             async def call() -> None:
-                await direct.chat.completions.create(
-                    model="gpt-4o-mini",
-                    messages=[{"role": "user", "content": PROMPT}],
-                    max_completion_tokens=64,
+                await direct.chat.completions.create(**request)
+
+            async def streamed() -> AsyncIterator[str]:
+                chunks = await direct.chat.completions.create(
+                    **request, stream=True, stream_options={"include_usage": True}
                 )
+                async with chunks:
+                    async for chunk in chunks:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            yield chunk.choices[0].delta.content
 
             close = direct.close
         while (n := conn.recv()) is not None:
-            latencies = []
+            latencies: list[Any] = []
             for _ in range(n):
                 started = time.perf_counter()
-                await call()
-                latencies.append((time.perf_counter() - started) * 1000)
+                if not stream:
+                    await call()
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    continue
+                first = None
+                async for _piece in streamed():
+                    first = first or time.perf_counter()
+                ended = time.perf_counter()
+                latencies.append((((first or ended) - started) * 1000, (ended - started) * 1000))
             conn.send(latencies)
         await close()
 
@@ -97,8 +126,13 @@ def caller(kind: str, base_url: str, environ: dict[str, str], lease_calls: int, 
 
 
 def measure(
-    url: str, base_url: str, calls: int, warmup: int, lease_calls: int = LEASE_CALLS
-) -> tuple[list[float], ...]:
+    url: str,
+    base_url: str,
+    calls: int,
+    warmup: int,
+    lease_calls: int = LEASE_CALLS,
+    stream: bool = False,
+) -> tuple[list[Any], ...]:
     key = generate_key()
     data_dir = Path(tempfile.mkdtemp(prefix="bench-routing-"))  # its usage spool
     engine = make_engine(Settings(database_url=url, fernet_keys=(key,), data_dir=data_dir))
@@ -134,11 +168,13 @@ def measure(
     pipes, processes = {}, []
     for kind in ("routed", "direct"):
         ours, theirs = spawn.Pipe()
-        process = spawn.Process(target=caller, args=(kind, base_url, environ, lease_calls, theirs))
+        process = spawn.Process(
+            target=caller, args=(kind, base_url, environ, lease_calls, stream, theirs)
+        )
         process.start()
         pipes[kind] = ours
         processes.append(process)
-    results: dict[str, list[float]] = {"routed": [], "direct": []}
+    results: dict[str, list[Any]] = {"routed": [], "direct": []}
     try:
         for pipe in pipes.values():
             pipe.send(warmup)
@@ -165,6 +201,11 @@ def report(name: str, routed: list[float], bare: list[float]) -> None:
         f"ratio p50 {r50 / b50:4.2f}  p99 {r99 / b99:4.2f}  "
         f"(+{r50 - b50:.2f} ms at p50, +{r99 - b99:.2f} ms at p99)"
     )
+
+
+def report_stream(routed: list[tuple[float, float]], bare: list[tuple[float, float]]) -> None:
+    for n, what in ((0, "first piece"), (1, "whole")):
+        report(f"  {what}", [r[n] for r in routed], [b[n] for b in bare])
 
 
 def main() -> None:
@@ -195,6 +236,12 @@ def main() -> None:
         pg_url = pg.create()
         try:
             report("PostgreSQL", *measure(pg_url, base_url, args.calls, args.warmup))
+        finally:
+            pg.drop(pg_url)
+        pg_url = pg.create()
+        try:
+            print("PG, streamed (an answer of 8 pieces)")
+            report_stream(*measure(pg_url, base_url, args.calls, args.warmup, stream=True))
         finally:
             pg.drop(pg_url)
         pg_url = pg.create()
