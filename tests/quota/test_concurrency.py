@@ -39,9 +39,11 @@ LIMIT = 18_000
 # Exact: every call reserves its own tokens. Leased: leases of 4 calls, each at most half of
 # what is left, so most of the run is served by leases and its end, near the limit, by exact
 # reservations again: both paths and the switch between them.
+# Streamed: the same through router.stream, which reserves and settles the same way.
 LEASES = {
     "exact": {"lease_calls": 1},
     "leased": {"lease_calls": 4, "lease_share": 2},
+    "streamed": {"lease_calls": 4, "lease_share": 2, "stream": 1},
 }
 
 

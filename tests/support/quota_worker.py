@@ -24,7 +24,9 @@ def hammer(
 ) -> dict[str, int]:
     """Make `calls` calls, `concurrency` at a time; count the outcomes by exception type, and
     under "round_trips" the reservations this process made in the database. `leases` holds the
-    router's lease_calls and lease_share."""
+    router's lease_calls and lease_share, and `stream` (true: stream each call)."""
+    leases = dict(leases)
+    stream = bool(leases.pop("stream", False))
     round_trips = 0
     reserve = QuotaLedger.reserve
 
@@ -42,7 +44,16 @@ def hammer(
         async def one() -> str:
             async with slots:
                 try:
-                    await router.generate("extraction", PROMPT, max_output_tokens=max_output_tokens)
+                    if stream:
+                        async with router.stream(
+                            "extraction", PROMPT, max_output_tokens=max_output_tokens
+                        ) as pieces:
+                            async for _ in pieces:
+                                pass
+                    else:
+                        await router.generate(
+                            "extraction", PROMPT, max_output_tokens=max_output_tokens
+                        )
                 except Exception as exc:
                     return type(exc).__name__
                 return "ok"
