@@ -39,12 +39,12 @@ LIMIT = 18_000
 # Exact: every call reserves its own tokens. Leased: leases of 4 calls, each at most half of
 # what is left, so most of the run is served by leases and its end, near the limit, by exact
 # reservations again: both paths and the switch between them.
-# Streamed: the same through router.stream, which reserves and settles the same way.
 LEASES = {
     "exact": {"lease_calls": 1},
     "leased": {"lease_calls": 4, "lease_share": 2},
-    "streamed": {"lease_calls": 4, "lease_share": 2, "stream": 1},
 }
+# Streamed: the same through router.stream, which reserves and settles the same way.
+CALLS = LEASES | {"streamed": {"lease_calls": 4, "lease_share": 2, "stream": 1}}
 
 
 @pytest.fixture(params=sorted(LEASES))
@@ -53,9 +53,11 @@ def leases(request: pytest.FixtureRequest) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", sorted(CALLS))
 def test_many_processes_never_overspend_a_daily_limit(
-    db: MigratedDatabase, fake_providers: FakeProviderServer, leases: dict[str, int]
+    db: MigratedDatabase, fake_providers: FakeProviderServer, how: str
 ) -> None:
+    leases = CALLS[how]
     allow_planted_keys(fake_providers)
     config = add_config(db, fake_providers, "openai", tasks=["extraction"], daily_token_limit=LIMIT)
     per_call = reservation_size(PROMPT, None, MAX_OUTPUT)
