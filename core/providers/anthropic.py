@@ -53,10 +53,11 @@ class ClaudeProvider(StainlessProvider):
             content.append({"type": "image", "source": source})
         content.append({"type": "text", "text": ask.prompt})
         extra: dict[str, Any] = {"system": ask.system_prompt} if ask.system_prompt else {}
+        history = [{"role": role, "content": text} for role, text in ask.history]
         return {
             "model": self.model_name,
             "max_tokens": ask.max_output_tokens,
-            "messages": [{"role": "user", "content": content}],
+            "messages": [*history, {"role": "user", "content": content}],
             **extra,
         }
 

@@ -117,10 +117,11 @@ class Image:
 class Ask:
     """One request, in provider-neutral terms (each adapter builds its SDK's call from it)."""
 
-    prompt: str
+    prompt: str  # the last user turn, which the answer answers
     system_prompt: str | None = None
-    image: Image | None = None
+    image: Image | None = None  # sent with the prompt
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
+    history: tuple[tuple[str, str], ...] = ()  # (role "user" | "assistant", text) before it
 
 
 class AIProvider(ABC):
@@ -164,9 +165,11 @@ class AIProvider(ABC):
         prompt: str,
         system_prompt: str | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        history: tuple[tuple[str, str], ...] = (),
     ) -> GenerationResult:
-        """Answer a text prompt."""
-        return await self._generate(prompt, system_prompt, None, max_output_tokens)
+        """Answer a text prompt, after the conversation so far (`history`: (role, text) turns,
+        role "user" or "assistant")."""
+        return await self._generate(Ask(prompt, system_prompt, None, max_output_tokens, history))
 
     async def generate_content_with_image(
         self,
@@ -179,7 +182,7 @@ class AIProvider(ABC):
         """Answer a prompt about one image; bad images are refused before any call."""
         image = Image(image_data, mime_type.lower())
         self._check_image(image)
-        return await self._generate(prompt, system_prompt, image, max_output_tokens)
+        return await self._generate(Ask(prompt, system_prompt, image, max_output_tokens))
 
     def stream_content(
         self,
@@ -187,6 +190,7 @@ class AIProvider(ABC):
         system_prompt: str | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         image: tuple[bytes, str] | None = None,
+        history: tuple[tuple[str, str], ...] = (),
     ) -> ProviderStream:
         """Stream the answer to a prompt (and an optional (bytes, mime type) image) through
         the SDK's streaming API: core/providers/streaming.py. Nothing is sent until the first
@@ -197,7 +201,8 @@ class AIProvider(ABC):
         if picture is not None:
             self._check_image(picture)
         state = StreamState(self.model_name)
-        pieces = self._stream(Ask(prompt, system_prompt, picture, max_output_tokens), state)
+        ask = Ask(prompt, system_prompt, picture, max_output_tokens, history)
+        pieces = self._stream(ask, state)
         return ProviderStream(self, pieces, state)
 
     async def validate_credentials(self) -> CredentialCheck:
@@ -222,15 +227,11 @@ class AIProvider(ABC):
 
     # --- shared machinery ---
 
-    async def _generate(
-        self, prompt: str, system_prompt: str | None, image: Image | None, max_output_tokens: int
-    ) -> GenerationResult:
-        if max_output_tokens < 1:
+    async def _generate(self, ask: Ask) -> GenerationResult:
+        if ask.max_output_tokens < 1:
             raise BadRequest(self.provider_type.value, "max_output_tokens must be at least 1")
         started = time.perf_counter()
-        reply = await self._call(
-            lambda: self._reply(Ask(prompt, system_prompt, image, max_output_tokens))
-        )
+        reply = await self._call(lambda: self._reply(ask))
         return GenerationResult(
             text=reply.text,
             provider_type=self.provider_type.value,

@@ -28,6 +28,7 @@ from core.providers.streaming import StreamState
 # Google answers a bad key with 400 INVALID_ARGUMENT (reason API_KEY_INVALID), not 401.
 _BAD_KEY_MARKERS = ("API_KEY_INVALID", "API key not valid", "API_KEY_")
 _RETRY_STATUSES = [408, 429, 500, 502, 503, 504]
+_ROLES = {"user": "user", "assistant": "model"}  # Gemini calls the assistant "model"
 
 
 @functools.cache
@@ -92,11 +93,14 @@ class GeminiProvider(AIProvider):
             await stream.aclose()  # leaving early closes the response
 
     def _request(self, ask: Ask) -> dict[str, Any]:
-        contents: list[types.Part | str] = [ask.prompt]
+        parts = [types.Part.from_text(text=ask.prompt)]
         if ask.image is not None:
-            contents.append(
-                types.Part.from_bytes(data=ask.image.data, mime_type=ask.image.mime_type)
-            )
+            parts.append(types.Part.from_bytes(data=ask.image.data, mime_type=ask.image.mime_type))
+        contents = [
+            types.Content(role=_ROLES[role], parts=[types.Part.from_text(text=text)])
+            for role, text in ask.history
+        ]
+        contents.append(types.Content(role="user", parts=parts))
         config = types.GenerateContentConfig(
             system_instruction=ask.system_prompt, max_output_tokens=ask.max_output_tokens
         )

@@ -47,6 +47,7 @@ class OpenAIProvider(StainlessProvider):
         messages: list[dict[str, Any]] = []
         if ask.system_prompt:
             messages.append({"role": "system", "content": ask.system_prompt})
+        messages += [{"role": role, "content": text} for role, text in ask.history]
         if ask.image is None:  # a plain string: the same request, less for the SDK to walk
             messages.append({"role": "user", "content": ask.prompt})
         else:

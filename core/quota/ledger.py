@@ -123,11 +123,17 @@ class Standing:
 
 
 def reservation_size(
-    prompt: str, system_prompt: str | None, max_output_tokens: int, images: int = 0
+    prompt: str,
+    system_prompt: str | None,
+    max_output_tokens: int,
+    images: int = 0,
+    history: Sequence[tuple[str, str]] = (),
 ) -> int:
-    """An upper bound on the tokens a text call can use (see the module docstring)."""
-    prompt_bytes = len(prompt.encode()) + len((system_prompt or "").encode())
-    overhead = MESSAGE_OVERHEAD_TOKENS * (2 if system_prompt else 1)
+    """An upper bound on the tokens a text call can use (see the module docstring); `history`:
+    the conversation's earlier (role, text) turns."""
+    texts = [prompt, system_prompt or "", *(text for _, text in history)]
+    prompt_bytes = sum(len(text.encode()) for text in texts)
+    overhead = MESSAGE_OVERHEAD_TOKENS * (1 + bool(system_prompt) + len(history))
     return prompt_bytes + overhead + images * IMAGE_TOKENS_ESTIMATE + max_output_tokens
 
 

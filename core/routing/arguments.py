@@ -43,6 +43,38 @@ def check_call(
         )
 
 
+ROLES = ("user", "assistant")
+
+
+def conversation(prompt: object, messages: object) -> tuple[object, tuple[tuple[str, str], ...]]:
+    """(the prompt to answer, the turns before it) from `prompt=` or `messages=`: exactly one
+    of them. `messages` is a non-empty list of {"role": "user" | "assistant", "content": str},
+    the last from the user (the one the answer answers)."""
+    if messages is None:
+        return prompt, ()
+    if prompt is not None:
+        raise TypeError("give prompt or messages, not both")
+    if not isinstance(messages, list | tuple):
+        raise TypeError(f"messages must be a list, not {type(messages).__name__}")
+    if not messages:
+        raise ValueError("messages is empty")
+    turns = []
+    for n, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise TypeError(f"messages[{n}] must be a dict with exactly 'role' and 'content'")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise ValueError(f"messages[{n}]['role'] must be 'user' or 'assistant', not {role!r}")
+        if not isinstance(content, str):
+            raise TypeError(f"messages[{n}]['content'] must be a str")
+        if not content.strip():
+            raise ValueError(f"messages[{n}]['content'] is empty")
+        turns.append((role, content))
+    if turns[-1][0] != "user":
+        raise ValueError("the last message must be the user's (it is the one answered)")
+    return turns[-1][1], tuple(turns[:-1])
+
+
 def check_image(image_bytes: object, mime_type: object) -> None:
     """Refuse an image whose bytes are not of the type it claims (or are no bytes at all).
     Which types and sizes a provider accepts is its adapter's check, made before its call."""

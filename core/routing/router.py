@@ -28,7 +28,7 @@ from core.providers.errors import ProviderTimeout
 from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import Demand, QuotaLedger, reservation_size
 from core.quota.reach import LedgerUnavailable
-from core.routing.arguments import check_call, check_image
+from core.routing.arguments import check_call, check_image, conversation
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (
     Candidate,
@@ -142,20 +142,24 @@ class Router:
     async def generate(
         self,
         task: str | TaskType,
-        prompt: str,
+        prompt: str | None = None,
         *,
+        messages: Sequence[dict[str, str]] | None = None,
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> GenerationResult:
-        """Answer `prompt` with the provider that serves `task` (see the module docstring)."""
-        check_call(prompt, system_prompt, user_id, max_output_tokens)
-        size = reservation_size(prompt, system_prompt, max_output_tokens)
+        """Answer `prompt`, or the conversation so far (`messages`: [{"role": "user" |
+        "assistant", "content": ...}], the last the user's), with the provider that serves
+        `task` (see the module docstring)."""
+        text, history = conversation(prompt, messages)
+        check_call(text, system_prompt, user_id, max_output_tokens)
+        size = reservation_size(text, system_prompt, max_output_tokens, history=history)
         return await self._route(
             task,
             user_id,
             size,
-            lambda p: p.generate_content(prompt, system_prompt, max_output_tokens),
+            lambda p: p.generate_content(text, system_prompt, max_output_tokens, history),
         )
 
     async def generate_with_image(
@@ -185,16 +189,19 @@ class Router:
     def stream(
         self,
         task: str | TaskType,
-        prompt: str,
+        prompt: str | None = None,
         *,
+        messages: Sequence[dict[str, str]] | None = None,
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> StreamCall:
-        """Stream the answer: `async with router.stream(task, prompt) as stream: async for
-        text in stream`, then `stream.result` (core/routing/streams.py)."""
-        check_call(prompt, system_prompt, user_id, max_output_tokens)
-        size = reservation_size(prompt, system_prompt, max_output_tokens)
+        """Stream the answer (to `prompt` or `messages`, as for `generate`): `async with
+        router.stream(task, prompt) as stream: async for text in stream`, then
+        `stream.result` (core/routing/streams.py)."""
+        text, history = conversation(prompt, messages)
+        check_call(text, system_prompt, user_id, max_output_tokens)
+        size = reservation_size(text, system_prompt, max_output_tokens, history=history)
 
         def begin(trial: Trial, opened: Opened, attempts: list[Attempt]) -> RoutedStream:
             return RoutedStream(trial, opened, attempts, size - max_output_tokens)
@@ -204,18 +211,24 @@ class Router:
                 task,
                 user_id,
                 size,
-                lambda p: open_stream(p.stream_content(prompt, system_prompt, max_output_tokens)),
+                lambda p: open_stream(
+                    p.stream_content(text, system_prompt, max_output_tokens, history=history)
+                ),
                 begin,
             )
         )
 
-    def stream_sync(self, task: str | TaskType, prompt: str, **options: Any) -> SyncStream:
+    def stream_sync(
+        self, task: str | TaskType, prompt: str | None = None, **options: Any
+    ) -> SyncStream:
         """`stream` for synchronous callers: `with router.stream_sync(task, prompt) as stream:
         for text in stream`, then `stream.result`."""
         _refuse_inside_a_loop("stream_sync", "async with router.stream(...)")
         return SyncStream(self.stream(task, prompt, **options), self._background_loop())
 
-    def generate_sync(self, task: str | TaskType, prompt: str, **options: Any) -> GenerationResult:
+    def generate_sync(
+        self, task: str | TaskType, prompt: str | None = None, **options: Any
+    ) -> GenerationResult:
         """`generate` for synchronous callers (runs on the router's own event loop thread)."""
         _refuse_inside_a_loop("generate_sync", "await generate()")
         future = asyncio.run_coroutine_threadsafe(
