@@ -67,9 +67,13 @@ class ClaudeProvider(StainlessProvider):
 
 def _usage(usage: Any) -> Usage:
     """The Messages API's usage; prompt-cache reads and writes are input too (billed as such)."""
-    input_tokens = (
-        usage.input_tokens
-        + (getattr(usage, "cache_creation_input_tokens", None) or 0)
-        + (getattr(usage, "cache_read_input_tokens", None) or 0)
+    written = getattr(usage, "cache_creation_input_tokens", None) or 0
+    read = getattr(usage, "cache_read_input_tokens", None) or 0
+    input_tokens = usage.input_tokens + written + read
+    return Usage(
+        input_tokens,
+        usage.output_tokens,
+        input_tokens + usage.output_tokens,
+        cached_input_tokens=read,
+        cache_write_tokens=written,
     )
-    return Usage(input_tokens, usage.output_tokens, input_tokens + usage.output_tokens)

@@ -67,6 +67,11 @@ class GenerationResult:
     config_id: int | None = None
     attempts: tuple[Any, ...] = field(default=())
     priced: Priced | None = field(default=None, repr=False, compare=False)
+    # Of input_tokens: read from / written to the provider's prompt cache; of output_tokens:
+    # thinking (0 where the provider does not say).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def cost_usd(self) -> Decimal | None:
@@ -93,9 +98,16 @@ class CredentialCheck:
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens as the provider reported them. input_tokens counts all input, cached or not;
+    cached_input_tokens of it were read from the provider's prompt cache, cache_write_tokens
+    written to it; reasoning_tokens of output_tokens were thinking."""
+
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,9 @@ class AIProvider(ABC):
             output_tokens=reply.usage.output_tokens,
             total_tokens=reply.usage.total_tokens,
             latency_ms=_ms_since(started),
+            cached_input_tokens=reply.usage.cached_input_tokens,
+            cache_write_tokens=reply.usage.cache_write_tokens,
+            reasoning_tokens=reply.usage.reasoning_tokens,
         )
 
     async def _timed_check(

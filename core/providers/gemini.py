@@ -145,6 +145,13 @@ def _usage(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage | N
     """Gemini's usage; thinking tokens are billed as output. None if it reported none."""
     if meta is None or meta.prompt_token_count is None:
         return None
-    output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+    thoughts = meta.thoughts_token_count or 0
+    output = (meta.candidates_token_count or 0) + thoughts
     total = meta.total_token_count or meta.prompt_token_count + output
-    return Usage(meta.prompt_token_count, output, total)
+    return Usage(
+        meta.prompt_token_count,
+        output,
+        total,
+        cached_input_tokens=meta.cached_content_token_count or 0,
+        reasoning_tokens=thoughts,
+    )

@@ -69,4 +69,14 @@ class OpenAIProvider(StainlessProvider):
 
 
 def _usage(usage: Any) -> Usage:
-    return Usage(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    """prompt_tokens includes the cached ones; the details say how many (and the reasoning
+    tokens within completion_tokens)."""
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    completion = getattr(usage, "completion_tokens_details", None)
+    return Usage(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        cached_input_tokens=getattr(prompt, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(completion, "reasoning_tokens", None) or 0,
+    )

@@ -123,6 +123,9 @@ class RoutedStream:
             output_tokens=reply.usage.output_tokens,
             total_tokens=reply.usage.total_tokens,
             latency_ms=round((time.perf_counter() - self._opened.started) * 1000),
+            cached_input_tokens=reply.usage.cached_input_tokens,
+            cache_write_tokens=reply.usage.cache_write_tokens,
+            reasoning_tokens=reply.usage.reasoning_tokens,
         )
         self.result = self._trial.succeeded(answer, self._attempts)
 

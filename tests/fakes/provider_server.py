@@ -24,7 +24,15 @@ from socketserver import TCPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.streams import Event, anthropic_events, gemini_events, openai_events
+from tests.fakes.streams import (
+    Event,
+    anthropic_events,
+    anthropic_usage,
+    gemini_events,
+    gemini_usage,
+    openai_events,
+    openai_usage,
+)
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 DEFAULT_API_KEYS: dict[str, frozenset[str]] = {
@@ -89,9 +97,10 @@ class Completion:
     serial: int
     model: str
     text: str
-    input_tokens: int
+    input_tokens: int  # all of it, cached or not
     output_tokens: int
     truncated: bool
+    cached_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
 
 
 @dataclass(frozen=True)
@@ -194,11 +203,7 @@ class OpenAIFormat:
                     "finish_reason": "length" if done.truncated else "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": done.input_tokens,
-                "completion_tokens": done.output_tokens,
-                "total_tokens": done.input_tokens + done.output_tokens,
-            },
+            "usage": openai_usage(done),
             "system_fingerprint": "fp_fake",
         }
 
@@ -277,12 +282,7 @@ class AnthropicFormat:
             "content": [{"type": "text", "text": done.text}],
             "stop_reason": "max_tokens" if done.truncated else "end_turn",
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": done.input_tokens,
-                "output_tokens": done.output_tokens,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": anthropic_usage(done, done.output_tokens),
         }
 
     def events(self, done: Completion, body: dict[str, Any]) -> list[Event]:
@@ -367,11 +367,7 @@ class GeminiFormat:
                     "index": 0,
                 }
             ],
-            "usageMetadata": {
-                "promptTokenCount": done.input_tokens,
-                "candidatesTokenCount": done.output_tokens,
-                "totalTokenCount": done.input_tokens + done.output_tokens,
-            },
+            "usageMetadata": gemini_usage(done, final=True),
             "modelVersion": done.model,
             "responseId": f"fake{done.serial:06d}",
         }
@@ -445,6 +441,9 @@ class FakeProviderServer:
         self._faults: dict[str, deque[Fault]] = {p: deque() for p in PROVIDERS}
         self.api_keys: dict[str, set[str]] = {}
         self.models: dict[str, list[str]] = {}
+        # How many of each request's input tokens the fake says it read from its prompt cache
+        # (capped at the input), reported in each provider's own usage fields.
+        self.cached_tokens = 0
         self.reset()
 
     # lifecycle
@@ -512,6 +511,7 @@ class FakeProviderServer:
                 queue.clear()
             self.api_keys = {p: set(keys) for p, keys in DEFAULT_API_KEYS.items()}
             self.models = {p: list(models) for p, models in DEFAULT_MODELS.items()}
+            self.cached_tokens = 0
 
     def fail_next(
         self,
@@ -662,6 +662,7 @@ class FakeProviderServer:
             input_tokens=count_tokens(prompt.texts, prompt.images),
             output_tokens=count_tokens([text]),
             truncated=text != make_reply(prompt.last_user_text),
+            cached_tokens=min(self.cached_tokens, count_tokens(prompt.texts, prompt.images)),
         )
 
 

@@ -37,6 +37,40 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return (f"event: {event}\n" if event else "").encode() + f"data: {payload}\n\n".encode()
 
 
+def openai_usage(done: Completion) -> dict[str, Any]:
+    """prompt_tokens counts the cached ones too; prompt_tokens_details says how many."""
+    return {
+        "prompt_tokens": done.input_tokens,
+        "completion_tokens": done.output_tokens,
+        "total_tokens": done.input_tokens + done.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": done.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+def anthropic_usage(done: Completion, output_tokens: int) -> dict[str, Any]:
+    """input_tokens are those after the cache; cache reads are counted apart."""
+    return {
+        "input_tokens": done.input_tokens - done.cached_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": done.cached_tokens,
+    }
+
+
+def gemini_usage(done: Completion, final: bool) -> dict[str, Any]:
+    """promptTokenCount counts the cached ones too; cachedContentTokenCount says how many."""
+    usage: dict[str, Any] = {"promptTokenCount": done.input_tokens}
+    if done.cached_tokens:
+        usage["cachedContentTokenCount"] = done.cached_tokens
+    if final:
+        usage |= {
+            "candidatesTokenCount": done.output_tokens,
+            "totalTokenCount": done.input_tokens + done.output_tokens,
+        }
+    return usage
+
+
 def openai_events(done: Completion, include_usage: bool) -> list[Event]:
     base = {
         "id": f"chatcmpl-fake{done.serial:06d}",
@@ -54,12 +88,7 @@ def openai_events(done: Completion, include_usage: bool) -> list[Event]:
     events += [(chunk({"content": piece}), True) for piece in pieces(done.text)]
     events.append((chunk({}, "length" if done.truncated else "stop"), False))
     if include_usage:
-        usage = {
-            "prompt_tokens": done.input_tokens,
-            "completion_tokens": done.output_tokens,
-            "total_tokens": done.input_tokens + done.output_tokens,
-        }
-        events.append((_sse(base | {"choices": [], "usage": usage}), False))
+        events.append((_sse(base | {"choices": [], "usage": openai_usage(done)}), False))
     events.append((_sse("[DONE]"), False))
     return events
 
@@ -73,12 +102,7 @@ def anthropic_events(done: Completion) -> list[Event]:
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": done.input_tokens,
-            "output_tokens": 1,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
+        "usage": anthropic_usage(done, 1),
     }
     events: list[Event] = [
         (_sse({"type": "message_start", "message": message}, "message_start"), False),
@@ -130,16 +154,11 @@ def gemini_events(done: Completion) -> list[Event]:
             "content": {"role": "model", "parts": [{"text": piece}]},
             "index": 0,
         }
-        usage: dict[str, Any] = {"promptTokenCount": done.input_tokens}
         if last:
             candidate["finishReason"] = "MAX_TOKENS" if done.truncated else "STOP"
-            usage |= {
-                "candidatesTokenCount": done.output_tokens,
-                "totalTokenCount": done.input_tokens + done.output_tokens,
-            }
         response = {
             "candidates": [candidate],
-            "usageMetadata": usage,
+            "usageMetadata": gemini_usage(done, final=last),
             "modelVersion": done.model,
             "responseId": f"fake{done.serial:06d}",
         }

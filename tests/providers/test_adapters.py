@@ -60,6 +60,17 @@ def test_text_answer_with_the_providers_own_usage(case: Case, fake_providers) ->
     assert result.latency_ms >= 0
 
 
+def test_cached_input_tokens_are_reported_within_the_input(case: Case, fake_providers) -> None:
+    """Each provider says it differently (OpenAI and Gemini count cached tokens inside the
+    prompt's, Anthropic apart from them); the result says it one way."""
+    prompt = "Extract the job title from: Senior Data Engineer, Berlin, hybrid, Python"
+    fake_providers.cached_tokens = 4
+    result = call(case, fake_providers, lambda p: p.generate_content(prompt))
+    assert result.input_tokens == count_tokens([prompt])
+    assert (result.cached_input_tokens, result.cache_write_tokens) == (4, 0)
+    assert result.total_tokens == result.input_tokens + result.output_tokens
+
+
 def test_the_system_prompt_arrives_where_the_provider_expects_it(
     case: Case, fake_providers
 ) -> None:

@@ -39,6 +39,20 @@ def test_pieces_join_to_the_answer_and_the_usage_is_the_providers(
     assert reply.usage.total_tokens == reply.usage.input_tokens + reply.usage.output_tokens
 
 
+def test_a_stream_reports_cached_input_tokens_as_a_blocking_call_does(
+    case: Case, fake_providers: FakeProviderServer
+) -> None:
+    fake_providers.cached_tokens = 4
+
+    async def action(provider: AIProvider) -> ProviderStream:
+        stream = provider.stream_content(PROMPT)
+        await read(stream)
+        return stream
+
+    usage = call(case, fake_providers, action).reply.usage
+    assert (usage.input_tokens, usage.cached_input_tokens) == (count_tokens([PROMPT]), 4)
+
+
 def test_max_output_tokens_reaches_the_provider(
     case: Case, fake_providers: FakeProviderServer
 ) -> None:
