@@ -4,7 +4,7 @@ the console, the CLI and `Router.explain`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +15,7 @@ from core.crypto import SecretBox
 from core.db import UNAVAILABLE, failure_reason
 from core.models import ProviderConfig, TaskType, utcnow
 from core.quota.ledger import QuotaLedger, Standing
+from core.quota.reach import LedgerUnavailable
 from core.routing.candidates import (
     Candidate,
     candidate_from,
@@ -71,7 +72,7 @@ def explain(
         candidates,
         legacy_from(os.environ if environ is None else environ),
         Keyring(cipher),
-        QuotaLedger(engine),
+        QuotaLedger(engine).standing,
     )
 
 
@@ -80,7 +81,7 @@ def plan(
     candidates: Sequence[Candidate],
     legacy: Sequence[Candidate],
     keys: Keyring,
-    ledger: QuotaLedger,
+    standing: Callable[[int, datetime], Standing],
 ) -> RoutePlan:
     """Every candidate that could serve `task`, in order, eligible or not and why (the legacy
     ones when no config is stored)."""
@@ -101,7 +102,7 @@ def plan(
                 c.display_name,
                 c.provider_type,
                 c.model_name,
-                *_eligibility(c, keys, ledger, now),
+                *_eligibility(c, keys, standing, now),
             )
             for c in considered
         ),
@@ -109,7 +110,10 @@ def plan(
 
 
 def _eligibility(
-    candidate: Candidate, keys: Keyring, ledger: QuotaLedger, now: datetime
+    candidate: Candidate,
+    keys: Keyring,
+    standing_of: Callable[[int, datetime], Standing],
+    now: datetime,
 ) -> tuple[bool, str]:
     if not candidate.is_active:
         return False, "inactive"
@@ -119,8 +123,8 @@ def _eligibility(
     if candidate.limited:
         assert candidate.config_id is not None
         try:
-            standing = ledger.standing(candidate.config_id, now)
-        except UNAVAILABLE as exc:
+            standing = standing_of(candidate.config_id, now)
+        except (*UNAVAILABLE, LedgerUnavailable) as exc:
             return False, (
                 "its token limits cannot be checked: the database did not answer "
                 f"({failure_reason(exc)}); it serves only what this process's leases hold"

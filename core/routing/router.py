@@ -239,14 +239,21 @@ class Router:
     # --- explaining ---
 
     def explain(self, task: str | TaskType) -> RoutePlan:
-        """The candidates for `task` in order, each with why it is or is not eligible now."""
-        snapshot = self._configs.refresh(force=True)
+        """The candidates for `task` in order, each with why it is or is not eligible now.
+        Its reads wait no longer than a call's (on the router's event-loop thread), so a
+        frozen database makes it say so instead of hanging."""
+        loop = self._background_loop()
+
+        def on_loop(step: Awaitable[T]) -> T:
+            return asyncio.run_coroutine_threadsafe(_awaited(step), loop).result()
+
+        snapshot = on_loop(self._snapshot(force=True))
         return plan(
             check_task(task),
             snapshot.candidates,
             legacy_from(self._environ),
             self._keys,
-            self._ledger,
+            lambda config_id, now: on_loop(self._ledger.standing_now(config_id, now)),
         )
 
     # --- closing ---
@@ -324,13 +331,16 @@ class Router:
             f"Every provider for {task_name!r} failed: {tried}", last_error, attempts
         )
 
-    async def _snapshot(self) -> Snapshot:
-        """The configs, re-read when due. A database that does not answer in time leaves the
-        re-read to its thread and the call to the configs read before (candidates.py)."""
-        if not self._configs.stale():
+    async def _snapshot(self, force: bool = False) -> Snapshot:
+        """The configs, re-read when due (or now, `force`). A database that does not answer in
+        time leaves the re-read to its thread and the call to the configs read before
+        (candidates.py)."""
+        if not force and not self._configs.stale():
             return self._configs.snapshot
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._configs.refresh), self._db_wait_s)
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._configs.refresh, force), self._db_wait_s
+            )
         except TimeoutError:
             if self._configs.snapshot.loaded:
                 return self._configs.snapshot
@@ -453,3 +463,7 @@ def _refuse_inside_a_loop(name: str, instead: str) -> None:
     except RuntimeError:
         return
     raise RuntimeError(f"{name}() inside an event loop: use `{instead}`")
+
+
+async def _awaited(step: Awaitable[T]) -> T:
+    return await step
