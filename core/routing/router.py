@@ -6,24 +6,21 @@ import asyncio
 import atexit
 import logging
 import os
-import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import httpx2
 from sqlalchemy import Engine
 
 from core.config import Settings
 from core.crypto import load_cipher
 from core.db import make_engine
 from core.models import TaskType, UsageStatus
-from core.providers import AIProvider, GenerationResult, ProviderError, ProviderFactory
+from core.providers import AIProvider, GenerationResult, ProviderError
 from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
-from core.providers.egress import Allowlist, egress_client
+from core.providers.egress import Allowlist
 from core.providers.errors import ProviderTimeout
 from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import Demand, QuotaLedger, reservation_size
@@ -39,6 +36,7 @@ from core.routing.candidates import (
     legacy_from,
     never_read,
 )
+from core.routing.clients import Clients
 from core.routing.errors import (
     LimitsUnavailable,
     NoProviderAvailable,
@@ -48,6 +46,7 @@ from core.routing.errors import (
 from core.routing.keyring import Keyring, restart_hint
 from core.routing.plans import RoutePlan, plan
 from core.routing.streams import Opened, RoutedStream, StreamCall, SyncStream, open_stream
+from core.routing.sync_loop import SyncLoop, refuse_inside_a_loop
 from core.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -56,13 +55,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LIMITS_UNAVAILABLE = "limits_unavailable"  # the usage row's error_type for such an attempt
-
-
-@dataclass
-class _LoopState:
-    http: httpx2.AsyncClient
-    adapters: dict[tuple[Any, ...], AIProvider] = field(default_factory=dict)
-    generation: int = -1
 
 
 class Router:
@@ -99,9 +91,9 @@ class Router:
         timeouts = settings.db_timeouts if self._engine.dialect.name == "postgresql" else None
         self._db_wait_s = timeouts.wait_s if timeouts is not None else None
         self._keys = Keyring(load_cipher(settings))
-        self._allowlist = Allowlist.from_entries(settings.base_url_allowlist)
-        self._timeout_s = timeout_s
-        self._max_retries = max_retries
+        self._clients = Clients(
+            Allowlist.from_entries(settings.base_url_allowlist), timeout_s, max_retries
+        )
         # The longest a call can last: every attempt timing out, plus backoff. A lease is given
         # back this long after its window whatever its calls do.
         self._ttl = reservation_ttl or timedelta(seconds=timeout_s * (max_retries + 1) + 120)
@@ -126,11 +118,7 @@ class Router:
         # the leases, so the writer's final flush gives back what they hold.
         atexit.register(self._leases.retire_all)
         self._configs = ConfigCache(self._engine, config_refresh_s, self._db_wait_s)
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._sync_loop: asyncio.AbstractEventLoop | None = None
-        self._sync_lock = threading.Lock()
+        self._sync = SyncLoop()
 
     @classmethod
     def from_env(cls, **options: Any) -> Router:
@@ -152,9 +140,7 @@ class Router:
         """Answer `prompt`, or the conversation so far (`messages`: [{"role": "user" |
         "assistant", "content": ...}], the last the user's), with the provider that serves
         `task` (see the module docstring)."""
-        text, history = conversation(prompt, messages)
-        check_call(text, system_prompt, user_id, max_output_tokens)
-        size = reservation_size(text, system_prompt, max_output_tokens, history=history)
+        text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
         return await self._route(
             task,
             user_id,
@@ -199,9 +185,7 @@ class Router:
         """Stream the answer (to `prompt` or `messages`, as for `generate`): `async with
         router.stream(task, prompt) as stream: async for text in stream`, then
         `stream.result` (core/routing/streams.py)."""
-        text, history = conversation(prompt, messages)
-        check_call(text, system_prompt, user_id, max_output_tokens)
-        size = reservation_size(text, system_prompt, max_output_tokens, history=history)
+        text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
 
         def begin(trial: Trial, opened: Opened, attempts: list[Attempt]) -> RoutedStream:
             return RoutedStream(trial, opened, attempts, size - max_output_tokens)
@@ -223,18 +207,15 @@ class Router:
     ) -> SyncStream:
         """`stream` for synchronous callers: `with router.stream_sync(task, prompt) as stream:
         for text in stream`, then `stream.result`."""
-        _refuse_inside_a_loop("stream_sync", "async with router.stream(...)")
-        return SyncStream(self.stream(task, prompt, **options), self._background_loop())
+        refuse_inside_a_loop("stream_sync", "async with router.stream(...)")
+        return SyncStream(self.stream(task, prompt, **options), self._sync.run)
 
     def generate_sync(
         self, task: str | TaskType, prompt: str | None = None, **options: Any
     ) -> GenerationResult:
         """`generate` for synchronous callers (runs on the router's own event loop thread)."""
-        _refuse_inside_a_loop("generate_sync", "await generate()")
-        future = asyncio.run_coroutine_threadsafe(
-            self.generate(task, prompt, **options), self._background_loop()
-        )
-        return future.result()
+        refuse_inside_a_loop("generate_sync", "await generate()")
+        return self._sync.run(self.generate(task, prompt, **options))
 
     # --- explaining ---
 
@@ -242,18 +223,13 @@ class Router:
         """The candidates for `task` in order, each with why it is or is not eligible now.
         Its reads wait no longer than a call's (on the router's event-loop thread), so a
         frozen database makes it say so instead of hanging."""
-        loop = self._background_loop()
-
-        def on_loop(step: Awaitable[T]) -> T:
-            return asyncio.run_coroutine_threadsafe(_awaited(step), loop).result()
-
-        snapshot = on_loop(self._snapshot(force=True))
+        snapshot = self._sync.run(self._snapshot(force=True))
         return plan(
             check_task(task),
             snapshot.candidates,
             legacy_from(self._environ),
             self._keys,
-            lambda config_id, now: on_loop(self._ledger.standing_now(config_id, now)),
+            lambda config_id, now: self._sync.run(self._ledger.standing_now(config_id, now)),
         )
 
     # --- closing ---
@@ -264,10 +240,8 @@ class Router:
         atexit.unregister(self._leases.retire_all)
         await asyncio.to_thread(self._writer.close)
         await self._ledger.aclose()
-        state = self._loops.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state.http.aclose()
-        self._stop_background_loop()
+        await self._clients.aclose()
+        self._sync.stop(self._close_loop)
         if self._owns_engine:
             self._engine.dispose()
 
@@ -371,75 +345,14 @@ class Router:
             return trial.failed(status, error.kind, error.message, trial.elapsed_ms())
 
     def _provider(self, candidate: Candidate) -> AIProvider:
-        """The adapter for a candidate, built once per config version and event loop.
+        key = self._keys.key_for(candidate)
+        assert key is not None  # _route skips a candidate without one
+        return self._clients.adapter(candidate, key, self._configs.snapshot.generation)
 
-        Building an SDK client costs more than the routing itself (~0.3 ms of lazy set-up on
-        its first request), so each one is kept while its config is unchanged, like any service
-        keeps its own credentials; a config edit or key rotation builds a fresh one.
-        """
-        state = self._loop_state()
-        generation = self._configs.snapshot.generation
-        if state.generation != generation:
-            state.adapters.clear()
-            state.generation = generation
-        cache_key = (
-            candidate.config_id,
-            candidate.provider_type,
-            candidate.model_name,
-            candidate.base_url,
-            candidate.secret,
-        )
-        adapter = state.adapters.get(cache_key)
-        if adapter is None:
-            key = self._keys.key_for(candidate)
-            assert key is not None  # _route skips a candidate without one
-            adapter = ProviderFactory.create_provider(
-                candidate.provider_type,
-                key,
-                candidate.model_name,
-                candidate.base_url,
-                timeout_s=self._timeout_s,
-                max_retries=self._max_retries,
-                http_client=state.http,
-            )
-            state.adapters[cache_key] = adapter
-        return adapter
-
-    def _loop_state(self) -> _LoopState:
-        """This event loop's connection pool (shared by every provider) and adapters."""
-        loop = asyncio.get_running_loop()
-        state = self._loops.get(loop)
-        if state is None:
-            # No redirects, no proxies, every connection's address vetted (core.providers.egress).
-            http = egress_client(
-                self._allowlist,
-                limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
-            )
-            state = self._loops[loop] = _LoopState(http)
-        return state
-
-    def _background_loop(self) -> asyncio.AbstractEventLoop:
-        with self._sync_lock:
-            if self._sync_loop is None:
-                loop = asyncio.new_event_loop()
-                threading.Thread(target=loop.run_forever, name="router-sync", daemon=True).start()
-                self._sync_loop = loop
-            return self._sync_loop
-
-    def _stop_background_loop(self) -> None:
-        with self._sync_lock:
-            loop, self._sync_loop = self._sync_loop, None
-        if loop is None:
-            return
-
-        async def close_client() -> None:
-            await self._ledger.aclose()
-            state = self._loops.pop(loop, None)
-            if state is not None:
-                await state.http.aclose()
-
-        asyncio.run_coroutine_threadsafe(close_client(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
+    async def _close_loop(self) -> None:
+        """What belongs to the sync loop's thread: its connections."""
+        await self._ledger.aclose()
+        await self._clients.aclose()
 
 
 def _raise_if_limits_unavailable(task: str, attempts: Sequence[Attempt]) -> None:
@@ -457,13 +370,16 @@ def _raise_if_limits_unavailable(task: str, attempts: Sequence[Attempt]) -> None
         )
 
 
-def _refuse_inside_a_loop(name: str, instead: str) -> None:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    raise RuntimeError(f"{name}() inside an event loop: use `{instead}`")
-
-
-async def _awaited(step: Awaitable[T]) -> T:
-    return await step
+def _checked(
+    prompt: str | None,
+    messages: Sequence[dict[str, str]] | None,
+    system_prompt: str | None,
+    user_id: int | None,
+    max_output_tokens: int,
+) -> tuple[str, tuple[tuple[str, str], ...], int]:
+    """The prompt, the turns before it and the tokens to hold, once the arguments pass
+    (arguments.py: TypeError / ValueError before anything is held or sent)."""
+    text, history = conversation(prompt, messages)
+    check_call(text, system_prompt, user_id, max_output_tokens)
+    assert isinstance(text, str)
+    return text, history, reservation_size(text, system_prompt, max_output_tokens, history=history)

@@ -19,7 +19,6 @@ The synchronous form runs the same stream on the router's event-loop thread, a p
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -184,9 +183,9 @@ class SyncStream:
     """`router.stream_sync(...)`: the same stream for synchronous code, a piece at a time on
     the router's event-loop thread. Use it in a `with` block and iterate it."""
 
-    def __init__(self, call: StreamCall, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, call: StreamCall, run: Callable[[Awaitable[Any]], Any]) -> None:
         self._call = call
-        self._loop = loop
+        self._run = run  # on the router's own loop (sync_loop.py)
         self._stream: RoutedStream | None = None
 
     @property
@@ -196,9 +195,6 @@ class SyncStream:
     @property
     def text(self) -> str:
         return self._stream.text if self._stream is not None else ""
-
-    def _run(self, step: Awaitable[Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(_awaited(step), self._loop).result()
 
     def __enter__(self) -> SyncStream:
         self._stream = self._run(self._call.__aenter__())
@@ -219,7 +215,3 @@ class SyncStream:
         traceback: TracebackType | None,
     ) -> None:
         self._run(self._call.__aexit__(exc_type, exc, traceback))
-
-
-async def _awaited(step: Awaitable[Any]) -> Any:
-    return await step
