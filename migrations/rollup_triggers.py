@@ -1,0 +1,235 @@
+"""The SQL of the triggers that keep the usage rollups equal to the raw rows, for the migrations
+that install them (215e8de742e8 first, then each migration that adds a sum).
+
+Each migration passes its own frozen `Rollups` (the sums and the latency bucket bounds of its
+revision), so a later migration's sums change no earlier migration's SQL. A sum is a rollup
+column and the value one usage row adds to it, as SQL over the row's columns (`{r}` is where a
+row qualifier goes: `NEW.`, `OLD.` or nothing); the latency histogram is always there.
+
+- PostgreSQL: statement-level triggers with transition tables, so a batch or a COPY is folded
+  in with one aggregated upsert per statement, taking the rollup rows' locks in key order;
+  TRUNCATE empties the rollups.
+- SQLite: row-level triggers (SQLite has no statement-level ones) doing the same upserts.
+"""
+
+# ruff: noqa: S608 (every SQL string here is built from the migrations' constants, never input)
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alembic import op
+
+USAGE = "ai_provider_usage_logs"
+HOURLY = "ai_provider_usage_hourly"
+DAILY = "ai_provider_usage_daily"
+KEY = ("provider_type", "config_id", "model_name", "task_type", "status", "source")
+EVENTS = ("insert", "delete", "update")
+_PG_HOUR = "date_trunc('hour', {c} AT TIME ZONE 'UTC')"  # a UTC wall-clock timestamp
+_SQLITE_PERIODS = {
+    HOURLY: ("hour", "substr({r}created_at, 1, 13) || ':00:00.000000'"),
+    DAILY: ("day", "substr({r}created_at, 1, 10)"),
+}
+
+
+@dataclass(frozen=True)
+class Rollups:
+    """One revision's rollup triggers: its sums (column, value per usage row) and the latency
+    histogram's bucket bounds; `watched` are the usage columns an UPDATE must re-count."""
+
+    sums: tuple[tuple[str, str], ...]
+    bounds: tuple[int, ...]
+    watched: tuple[str, ...]
+
+    @property
+    def latency(self) -> tuple[str, ...]:
+        return tuple(f"lat_{k:02d}" for k in range(len(self.bounds)))
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every summed rollup column, in order."""
+        return (*(name for name, _ in self.sums), *self.latency)
+
+    def create(self, postgres: bool) -> None:
+        if postgres:
+            self._pg_create()
+        else:
+            self._sqlite_create()
+
+    def drop(self, postgres: bool) -> None:
+        for event in EVENTS:
+            if postgres:
+                op.execute(f"DROP TRIGGER IF EXISTS ai_usage_rollup_{event} ON {USAGE}")
+                op.execute(f"DROP FUNCTION IF EXISTS ai_usage_rollup_on_{event}()")
+            else:
+                op.execute(f"DROP TRIGGER IF EXISTS ai_usage_rollup_{event}")
+        if postgres:
+            op.execute(f"DROP TRIGGER IF EXISTS ai_usage_rollup_truncate ON {USAGE}")
+            op.execute("DROP FUNCTION IF EXISTS ai_usage_rollup_on_truncate()")
+
+    def backfill(self, postgres: bool) -> None:
+        """Sum the existing usage rows into the (empty) rollups."""
+        hour = (
+            _PG_HOUR.format(c="created_at") + " AT TIME ZONE 'UTC'"
+            if postgres
+            else "substr(created_at, 1, 13) || ':00:00.000000'"
+        )
+        values = [f"SUM({value.format(r='')})" for _, value in self.sums]
+        values += [
+            f"SUM(CASE WHEN {self._in_bucket(k, 'latency_ms')} THEN 1 ELSE 0 END)"
+            for k in self._buckets()
+        ]
+        op.execute(
+            f"INSERT INTO {HOURLY} ({self._list('hour')}) "
+            f"SELECT {hour}, provider_type, COALESCE(provider_config_id, 0), model_name, "
+            f"task_type, status, source, {', '.join(values)} FROM {USAGE} "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        )
+        day = "CAST(hour AT TIME ZONE 'UTC' AS date)" if postgres else "substr(hour, 1, 10)"
+        sums = ", ".join(f"SUM({c})" for c in self.columns)
+        op.execute(
+            f"INSERT INTO {DAILY} ({self._list('day')}) "
+            f"SELECT {day}, {', '.join(KEY)}, {sums} FROM {HOURLY} GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        )
+
+    # --- shared -------------------------------------------------------------------------------
+
+    def _buckets(self) -> range:
+        return range(len(self.bounds))
+
+    def _in_bucket(self, k: int, x: str) -> str:
+        """SQL truth value: latency expression `x` falls in histogram bucket k."""
+        if k == 0:
+            return f"{x} < {self.bounds[1]}"
+        if k == len(self.bounds) - 1:
+            return f"{x} >= {self.bounds[k]}"
+        return f"{x} >= {self.bounds[k]} AND {x} < {self.bounds[k + 1]}"
+
+    def _list(self, period: str) -> str:
+        return ", ".join((period, *KEY, *self.columns))
+
+    def _add_excluded(self, alias: str = "") -> str:
+        prefix = f"{alias}." if alias else ""
+        return ", ".join(f"{c} = {prefix}{c} + excluded.{c}" for c in self.columns)
+
+    # --- PostgreSQL: statement-level triggers ---------------------------------------------------
+
+    def _pg_apply(self, rows: str) -> str:
+        """One statement folding signed usage rows (`rows`: usage columns plus `sign`) into both
+        rollups, keys in a fixed order so concurrent writers lock rollup rows in the same order."""
+        thresholds = ", ".join(str(b) for b in self.bounds[1:])
+        deltas = [f"SUM(sign * ({value.format(r='')})) AS {name}" for name, value in self.sums]
+        deltas += [
+            f"COALESCE(SUM(sign) FILTER (WHERE b = {k}), 0) AS {c}"
+            for k, c in enumerate(self.latency)
+        ]
+        keys = ", ".join(KEY)
+        sums = ", ".join(f"SUM({c})" for c in self.columns)
+        measures = ",\n        ".join(deltas)
+        return f"""
+WITH changed AS ({rows}),
+delta AS (
+    SELECT {_PG_HOUR.format(c="created_at")} AS hour_utc, provider_type,
+        COALESCE(provider_config_id, 0) AS config_id, model_name, task_type, status, source,
+        {measures}
+    FROM (SELECT c.*, width_bucket(c.latency_ms, ARRAY[{thresholds}]) AS b FROM changed c) x
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+),
+hourly AS (
+    INSERT INTO {HOURLY} AS r ({self._list("hour")})
+    SELECT hour_utc AT TIME ZONE 'UTC', {keys}, {", ".join(self.columns)} FROM delta
+    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (hour, {keys}) DO UPDATE SET {self._add_excluded("r")}
+    RETURNING 1
+)
+INSERT INTO {DAILY} AS r ({self._list("day")})
+SELECT CAST(hour_utc AS date), {keys}, {sums} FROM delta
+GROUP BY 1, 2, 3, 4, 5, 6, 7
+ORDER BY 1, 2, 3, 4, 5, 6, 7
+ON CONFLICT (day, {keys}) DO UPDATE SET {self._add_excluded("r")}"""
+
+    def _pg_create(self) -> None:
+        drop_empty = f"""
+DELETE FROM {HOURLY} WHERE calls = 0 AND hour IN (
+    SELECT DISTINCT {_PG_HOUR.format(c="created_at")} AT TIME ZONE 'UTC' FROM old_rows);
+DELETE FROM {DAILY} WHERE calls = 0 AND day IN (
+    SELECT DISTINCT CAST(created_at AT TIME ZONE 'UTC' AS date) FROM old_rows);"""
+        changed = {
+            "insert": ("SELECT n.*, 1 AS sign FROM new_rows n", "NEW TABLE AS new_rows"),
+            "delete": ("SELECT o.*, -1 AS sign FROM old_rows o", "OLD TABLE AS old_rows"),
+            "update": (
+                "SELECT n.*, 1 AS sign FROM new_rows n UNION ALL SELECT o.*, -1 FROM old_rows o",
+                "OLD TABLE AS old_rows NEW TABLE AS new_rows",
+            ),
+        }
+        for event, (rows, transition) in changed.items():
+            body = self._pg_apply(rows) + ";" + ("" if event == "insert" else drop_empty)
+            op.execute(
+                f"CREATE FUNCTION ai_usage_rollup_on_{event}() RETURNS trigger LANGUAGE plpgsql "
+                f"AS $$\nBEGIN{body}\nRETURN NULL;\nEND\n$$"
+            )
+            op.execute(
+                f"CREATE TRIGGER ai_usage_rollup_{event} AFTER {event.upper()} ON {USAGE} "
+                f"REFERENCING {transition} FOR EACH STATEMENT "
+                f"EXECUTE FUNCTION ai_usage_rollup_on_{event}()"
+            )
+        # DELETE, not TRUNCATE: the rollups may be named in the same TRUNCATE statement.
+        op.execute(
+            "CREATE FUNCTION ai_usage_rollup_on_truncate() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$\nBEGIN DELETE FROM {HOURLY}; DELETE FROM {DAILY}; RETURN NULL; END\n$$"
+        )
+        op.execute(
+            f"CREATE TRIGGER ai_usage_rollup_truncate AFTER TRUNCATE ON {USAGE} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION ai_usage_rollup_on_truncate()"
+        )
+
+    # --- SQLite: row-level triggers -------------------------------------------------------------
+
+    def _sqlite_values(self, r: str) -> list[str]:
+        x = f"{r}.latency_ms"
+        return [
+            f"{r}.provider_type", f"COALESCE({r}.provider_config_id, 0)", f"{r}.model_name",
+            f"{r}.task_type", f"{r}.status", f"{r}.source",
+            *(f"({value.format(r=r + '.')})" for _, value in self.sums),
+            *(f"({self._in_bucket(k, x)})" for k in self._buckets()),
+        ]  # fmt: skip
+
+    def _sqlite_add(self, table: str, r: str = "NEW") -> str:
+        period, expr = _SQLITE_PERIODS[table]
+        values = ", ".join([expr.format(r=r + "."), *self._sqlite_values(r)])
+        return (
+            f"INSERT INTO {table} ({self._list(period)}) VALUES ({values}) "
+            f"ON CONFLICT ({period}, {', '.join(KEY)}) DO UPDATE SET {self._add_excluded()};"
+        )
+
+    def _sqlite_subtract(self, table: str, r: str = "OLD") -> str:
+        period, expr = _SQLITE_PERIODS[table]
+        values = self._sqlite_values(r)
+        sets = ", ".join(
+            f"{c} = {c} - {v}" for c, v in zip(self.columns, values[len(KEY) :], strict=True)
+        )
+        match = " AND ".join(
+            [f"{period} = {expr.format(r=r + '.')}"]
+            + [f"{c} = {v}" for c, v in zip(KEY, values, strict=False)]
+        )
+        return (
+            f"UPDATE {table} SET {sets} WHERE {match}; "
+            f"DELETE FROM {table} WHERE {match} AND calls = 0;"
+        )
+
+    def _sqlite_create(self) -> None:
+        both = (HOURLY, DAILY)
+        bodies = {
+            "insert": ("AFTER INSERT", [self._sqlite_add(t) for t in both]),
+            "delete": ("AFTER DELETE", [self._sqlite_subtract(t) for t in both]),
+            "update": (
+                f"AFTER UPDATE OF {', '.join(self.watched)}",
+                [self._sqlite_subtract(t) for t in both] + [self._sqlite_add(t) for t in both],
+            ),
+        }
+        for event, (when, statements) in bodies.items():
+            op.execute(
+                f"CREATE TRIGGER ai_usage_rollup_{event} {when} ON {USAGE} FOR EACH ROW BEGIN\n"
+                + "\n".join(statements)
+                + "\nEND"
+            )
