@@ -290,6 +290,12 @@ class UsageLog(Base):
         ),
         CheckConstraint("cost_micro_usd IS NULL OR cost_micro_usd >= 0", name="cost_non_negative"),
         CheckConstraint("latency_ms >= 0", name="latency_non_negative"),
+        CheckConstraint(
+            "(cached_input_tokens IS NULL OR cached_input_tokens >= 0)"
+            " AND (cache_write_tokens IS NULL OR cache_write_tokens >= 0)"
+            " AND (reasoning_tokens IS NULL OR reasoning_tokens >= 0)",
+            name="token_details_non_negative",
+        ),
         # Analytics read time ranges, filtered by provider, task or config.
         Index("ix_ai_provider_usage_logs_provider_created", "provider_type", "created_at"),
         Index("ix_ai_provider_usage_logs_task_created", "task_type", "created_at"),
@@ -309,8 +315,17 @@ class UsageLog(Base):
     input_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
     output_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
     total_tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Of input_tokens: read from and written to the provider's prompt cache; of output_tokens:
+    # thinking. NULL on rows stored before they were recorded.
+    cached_input_tokens: Mapped[int | None] = mapped_column()
+    cache_write_tokens: Mapped[int | None] = mapped_column()
+    reasoning_tokens: Mapped[int | None] = mapped_column()
     # Integer micro-dollars; NULL when the model cannot be priced (unknown is not free).
     cost_micro_usd: Mapped[int | None] = mapped_column(BigInteger)
+    # What the prompt cache saved: the cost of the same tokens with none of them cached, less
+    # cost_micro_usd (negative when cache writes cost more than reads saved); NULL when the
+    # call used no cache or cannot be priced.
+    cache_savings_micro_usd: Mapped[int | None] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16))
     error_type: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -425,6 +440,10 @@ def _usage_rollup(name: str, period: Column[Any]) -> Table:
         Column("total_tokens", BigInteger(), nullable=False, server_default="0"),
         Column("latency_ms_sum", BigInteger(), nullable=False, server_default="0"),
         *(Column(name, Integer(), nullable=False, server_default="0") for name in LATENCY_COLUMNS),
+        Column("cached_input_tokens", BigInteger(), nullable=False, server_default="0"),
+        Column("cache_write_tokens", BigInteger(), nullable=False, server_default="0"),
+        Column("reasoning_tokens", BigInteger(), nullable=False, server_default="0"),
+        Column("cache_savings_micro_usd", BigInteger(), nullable=False, server_default="0"),
     )
 
 

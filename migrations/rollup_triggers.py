@@ -2,7 +2,8 @@
 that install them (215e8de742e8 first, then each migration that adds a sum).
 
 Each migration passes its own frozen `Rollups` (the sums and the latency bucket bounds of its
-revision), so a later migration's sums change no earlier migration's SQL. A sum is a rollup
+revision: `FIRST`, or `FIRST.plus(...)` for a migration that adds sums), so a later
+migration's sums change no earlier migration's SQL. A sum is a rollup
 column and the value one usage row adds to it, as SQL over the row's columns (`{r}` is where a
 row qualifier goes: `NEW.`, `OLD.` or nothing); the latency histogram is always there.
 
@@ -49,6 +50,11 @@ class Rollups:
     def columns(self) -> tuple[str, ...]:
         """Every summed rollup column, in order."""
         return (*(name for name, _ in self.sums), *self.latency)
+
+    def plus(self, *columns: str) -> Rollups:
+        """These rollups, also summing each of `columns` of the usage rows (NULL adds 0)."""
+        sums = tuple((name, f"COALESCE({{r}}{name}, 0)") for name in columns)
+        return Rollups(self.sums + sums, self.bounds, self.watched + columns)
 
     def create(self, postgres: bool) -> None:
         if postgres:
@@ -233,3 +239,27 @@ DELETE FROM {DAILY} WHERE calls = 0 AND day IN (
                 + "\n".join(statements)
                 + "\nEND"
             )
+
+
+# The rollups as migration 215e8de742e8 made them; later migrations add to them (`plus`).
+FIRST = Rollups(
+    sums=(
+        ("calls", "1"),
+        ("priced_calls", "CASE WHEN {r}cost_micro_usd IS NULL THEN 0 ELSE 1 END"),
+        ("cost_micro_usd", "COALESCE({r}cost_micro_usd, 0)"),
+        ("input_tokens", "{r}input_tokens"),
+        ("output_tokens", "{r}output_tokens"),
+        ("total_tokens", "{r}total_tokens"),
+        ("latency_ms_sum", "{r}latency_ms"),
+    ),
+    bounds=(
+        0, 10, 25, 50, 60, 72, 86, 104, 124, 149, 179, 215, 258, 310, 372, 446, 535, 642, 770,
+        924, 1109, 1331, 1597, 1917, 2300, 2760, 3312, 3975, 4770, 5724, 6869, 8242, 9891, 11869,
+        14243, 17091, 20509, 24611, 29533, 35440, 42528, 51034, 61240, 73489, 88186, 105824,
+        126988, 300000,
+    ),
+    watched=(
+        "created_at", "provider_type", "provider_config_id", "model_name", "task_type", "status",
+        "source", "input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "latency_ms",
+    ),
+)  # fmt: skip

@@ -4,9 +4,11 @@ Mechanism
 ---------
 `ai_provider_usage_hourly` and `ai_provider_usage_daily` (core.models) hold, per UTC hour or UTC
 day and per key (provider_type, config_id, model_name, task_type, status, source), the number of
-calls, priced calls, cost, input/output/total tokens, the latency sum and a 48-bucket latency
-histogram. Database triggers on ai_provider_usage_logs (installed by migration 215e8de742e8)
-keep them equal to the raw rows inside the transaction that changes the raw rows:
+calls, priced calls, cost, input/output/total tokens, the latency sum, a 48-bucket latency
+histogram, and the cached, cache-write and reasoning tokens and what the cache saved. Database
+triggers on ai_provider_usage_logs (installed by migration 215e8de742e8, made again with more
+sums by 3b8e1f0c6a27; their SQL is migrations/rollup_triggers.py) keep them equal to the raw
+rows inside the transaction that changes the raw rows:
 
 - every INSERT adds the new rows, every DELETE subtracts the old ones, every UPDATE does both
   (a config deleted later turns its rows' config into "none" through ON DELETE SET NULL, and
@@ -74,9 +76,16 @@ from core.models import (
 Grain = Literal["hour", "day"]
 RAW = UsageLog.__table__
 KEY = ("provider_type", "config_id", "model_name", "task_type", "status", "source")
+# Of input tokens: cached and cache-write; of output: reasoning; and what the cache saved.
+DETAILS = (
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cache_savings_micro_usd",
+)
 SUMS = (
     "calls", "priced_calls", "cost_micro_usd", "input_tokens", "output_tokens", "total_tokens",
-    "latency_ms_sum", *LATENCY_COLUMNS,
+    "latency_ms_sum", *LATENCY_COLUMNS, *DETAILS,
 )  # fmt: skip
 
 
@@ -205,6 +214,8 @@ def _raw_measure(name: str) -> ColumnElement[Any]:
         return c.latency_ms
     if name in LATENCY_COLUMNS:
         return case((_in_bucket(LATENCY_COLUMNS.index(name), c.latency_ms), 1), else_=0)
+    if name in DETAILS:  # NULL on rows stored before they were recorded
+        return func.coalesce(c[name], 0)
     return c[name]
 
 
@@ -312,6 +323,7 @@ def rebuild(conn: Connection) -> None:
         func.sum(c.total_tokens),
         func.sum(c.latency_ms),
         *(func.sum(case((_in_bucket(k, c.latency_ms), 1), else_=0)) for k in _buckets()),
+        *(func.coalesce(func.sum(c[name]), 0) for name in DETAILS),
     ]
     keys = [c.provider_type, func.coalesce(c.provider_config_id, 0), c.model_name]
     keys += [c.task_type, c.status, c.source]

@@ -22,8 +22,8 @@ lock, so no row is missed or counted twice).
 Hand-checked: server defaults are portable; on SQLite only ai_provider_usage_logs is rebuilt by
 batch mode (for its source CHECK), before its triggers exist. A later migration that rebuilds
 that table on SQLite drops these triggers and must create them again
-(tests/test_usage_rollup.py fails if they are missing). The bucket bounds below are a frozen
-copy of core.models.LATENCY_BUCKETS_MS.
+(tests/test_usage_rollup.py fails if they are missing). The bucket bounds in
+rollup_triggers.FIRST are a frozen copy of core.models.LATENCY_BUCKETS_MS.
 """
 
 from collections.abc import Sequence
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.rollup_triggers import Rollups
+from migrations.rollup_triggers import FIRST
 
 revision: str = "215e8de742e8"
 down_revision: str | Sequence[str] | None = "098ddb2ed151"
@@ -41,30 +41,9 @@ depends_on: str | Sequence[str] | None = None
 USAGE = "ai_provider_usage_logs"
 HOURLY = "ai_provider_usage_hourly"
 DAILY = "ai_provider_usage_daily"
-BOUNDS = (
-    0, 10, 25, 50, 60, 72, 86, 104, 124, 149, 179, 215, 258, 310, 372, 446, 535, 642, 770, 924,
-    1109, 1331, 1597, 1917, 2300, 2760, 3312, 3975, 4770, 5724, 6869, 8242, 9891, 11869, 14243,
-    17091, 20509, 24611, 29533, 35440, 42528, 51034, 61240, 73489, 88186, 105824, 126988, 300000,
-)  # fmt: skip
-LAT = tuple(f"lat_{k:02d}" for k in range(len(BOUNDS)))
+LAT = FIRST.latency
 KEY = ("provider_type", "config_id", "model_name", "task_type", "status", "source")
-# This revision's sums: the value one usage row adds to each (rollup_triggers.py).
-ROLLUPS = Rollups(
-    sums=(
-        ("calls", "1"),
-        ("priced_calls", "CASE WHEN {r}cost_micro_usd IS NULL THEN 0 ELSE 1 END"),
-        ("cost_micro_usd", "COALESCE({r}cost_micro_usd, 0)"),
-        ("input_tokens", "{r}input_tokens"),
-        ("output_tokens", "{r}output_tokens"),
-        ("total_tokens", "{r}total_tokens"),
-        ("latency_ms_sum", "{r}latency_ms"),
-    ),
-    bounds=BOUNDS,
-    watched=(
-        "created_at", "provider_type", "provider_config_id", "model_name", "task_type", "status",
-        "source", "input_tokens", "output_tokens", "total_tokens", "cost_micro_usd", "latency_ms",
-    ),
-)  # fmt: skip
+ROLLUPS = FIRST  # this revision's sums and bounds (rollup_triggers.py)
 OLD_SOURCES = "source IN ('router', 'legacy_env')"
 NEW_SOURCES = "source IN ('router', 'legacy_env', 'demo')"
 

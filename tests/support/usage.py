@@ -200,14 +200,26 @@ def expected_rollup(
         sums["cost_micro_usd"] += r["cost_micro_usd"] or 0
         for name in ("input_tokens", "output_tokens", "total_tokens"):
             sums[name] += r[name]
+        for name in DETAILS:
+            sums[name] += r[name] or 0
         sums["latency_ms_sum"] += r["latency_ms"]
         low, _ = bucket_bounds(r["latency_ms"])
         sums[LATENCY_COLUMNS[LATENCY_BUCKETS_MS.index(low)]] += 1
     return {
         key: {name: sums.get(name, 0) for name in ("calls", "priced_calls", "cost_micro_usd",
-              "input_tokens", "output_tokens", "total_tokens", "latency_ms_sum", *LATENCY_COLUMNS)}
+              "input_tokens", "output_tokens", "total_tokens", "latency_ms_sum", *LATENCY_COLUMNS,
+              *DETAILS)}
         for key, sums in out.items()
     }  # fmt: skip
+
+
+# The usage columns summed as they are (NULL adds 0).
+DETAILS = (
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cache_savings_micro_usd",
+)
 
 
 def assert_rollups_match(db: MigratedDatabase) -> None:
