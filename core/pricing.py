@@ -29,36 +29,59 @@ log = logging.getLogger(__name__)
 class Priced:
     """One call's tokens, to be priced at the price in force when it started: by the first of
     `models` the price data knows (the model that answered, then the configured one, for
-    providers that answer with a dated name genai-prices does not list)."""
+    providers that answer with a dated name genai-prices does not list).
+
+    input_tokens counts all input; `cached_input_tokens` of it were read from the provider's
+    prompt cache and `cache_write_tokens` written to it, each at genai-prices' price for that
+    (cache reads are cheaper, Anthropic's cache writes dearer)."""
 
     provider_type: str
     models: tuple[str, ...]
     input_tokens: int
     output_tokens: int
     at: datetime
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def usd(self) -> Decimal | None:
         """genai-prices' figure (worked out once); None when unpriced."""
-        if "_usd" not in self.__dict__:
+        return self._prices()[0]
+
+    @property
+    def savings_usd(self) -> Decimal | None:
+        """What the prompt cache saved: the same tokens' cost with none of them cached, less
+        `usd` (negative when cache writes cost more than the reads saved); None when the call
+        used no cache or is unpriced."""
+        return self._prices()[1]
+
+    def _prices(self) -> tuple[Decimal | None, Decimal | None]:
+        if "_memo" not in self.__dict__:
             # Not functools.cached_property: on Python 3.11 it holds one lock for every
             # instance while it computes, so a caller reading its cost would queue behind the
             # writer pricing other rows.
-            object.__setattr__(self, "_usd", self._price())
-        return self.__dict__["_usd"]
+            object.__setattr__(self, "_memo", self._price())
+        return self.__dict__["_memo"]
 
-    def _price(self) -> Decimal | None:
+    def _price(self) -> tuple[Decimal | None, Decimal | None]:
         """Never raises: the call has been made and its usage must still be recorded."""
+        tokens = (self.input_tokens, self.output_tokens, self.at)
+        cache = {
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+        }
         try:
             for model in dict.fromkeys(self.models):
-                cost = estimate_cost_usd(
-                    self.provider_type, model, self.input_tokens, self.output_tokens, self.at
-                )
-                if cost is not None:
-                    return cost
+                cost = estimate_cost_usd(self.provider_type, model, *tokens, **cache)
+                if cost is None:
+                    continue
+                if not any(cache.values()):
+                    return cost, None
+                uncached = estimate_cost_usd(self.provider_type, model, *tokens)
+                return cost, None if uncached is None else uncached - cost
         except Exception as exc:
             log.warning("pricing %s %s failed (%s)", self.provider_type, self.models[0], exc)
-        return None
+        return None, None
 
 
 def estimate_cost_usd(
@@ -67,12 +90,21 @@ def estimate_cost_usd(
     input_tokens: int,
     output_tokens: int,
     at: datetime | None = None,
+    *,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> Decimal | None:
-    """USD for the tokens at the price in force at `at` (default now); None if unpriced."""
+    """USD for the tokens at the price in force at `at` (default now); None if unpriced.
+    input_tokens counts all input, the cached and cache-write tokens among it."""
     provider_id = PRICE_PROVIDERS.get(str(provider_type))
     if provider_id is None or not model_name:
         return None
-    usage = Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cached_input_tokens or None,
+        cache_write_tokens=cache_write_tokens or None,
+    )
     try:
         price = calc_price(
             usage,

@@ -5,6 +5,7 @@ and a CSV export of it all. Figures come from core.usage_queries (aggregated in 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import plotly.express as px
@@ -16,7 +17,7 @@ import ui
 from core.access import Actor
 from core.models import UserRole, utcnow
 from core.usage import export, queries
-from core.usage.report import FilterOptions, Headline, UsageQuery, UsageReport
+from core.usage.report import FilterOptions, Headline, Totals, UsageQuery, UsageReport
 
 ANY = "(any)"
 RANGES = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
@@ -92,6 +93,12 @@ def _headline(both: Headline) -> None:
             _percent(change("output_tokens")),
             "off",
         ),
+        (
+            "Saved by caching",
+            _money(now.cache_savings_usd),
+            _percent(change("cache_savings_usd")),
+            "normal",
+        ),
         ("Avg latency", _ms(now.avg_latency_ms), _percent(change("avg_latency_ms")), "inverse"),
         (f"{approx}p50 latency", _ms(now.latency.p50), _percent(change("p50")), "inverse"),
         (f"{approx}p95 latency", _ms(now.latency.p95), _percent(change("p95")), "inverse"),
@@ -100,8 +107,33 @@ def _headline(both: Headline) -> None:
     for row in (cells[:5], cells[5:]):
         for column, (label, value, delta, colour) in zip(st.columns(5), row, strict=False):
             column.metric(label, value, delta, delta_color=colour, border=True)  # type: ignore[arg-type]
+    st.caption(_cache_line(now))
     if now.unpriced_calls:
         st.caption(f"{now.unpriced_calls:,} call(s) had no price (unknown model or no answer).")
+
+
+def _money(amount: Decimal) -> str:
+    """Dollars to the cent, or to a tenth of a cent below a dollar (cache savings are small)."""
+    sign = "−" if amount < 0 else ""
+    cents = f"{abs(amount):,.2f}" if abs(amount) >= 1 or amount == 0 else f"{abs(amount):.3f}"
+    return f"{sign}${cents}"
+
+
+def _cache_line(now: Totals) -> str:
+    """What the providers' prompt caches did in the range, in one sentence."""
+    if not now.cached_input_tokens and not now.cache_write_tokens:
+        return "Prompt cache: no input tokens were read from a provider's cache in this range."
+    share = now.cached_share or 0.0
+    line = (
+        f"Prompt cache: {now.cached_input_tokens:,} of {now.input_tokens:,} input tokens "
+        f"({share:.1%}) were read from a provider's cache"
+    )
+    if now.cache_write_tokens:
+        line += f" and {now.cache_write_tokens:,} written to it"
+    return line + (
+        f"; at each model's prices that saved {_money(now.cache_savings_usd)} "
+        "against the same calls without the cache."
+    )
 
 
 def _rate(value: float | None) -> str:

@@ -80,6 +80,12 @@ class GenerationResult:
         return self.priced.usd if self.priced is not None else None
 
     @property
+    def cache_savings_usd(self) -> Decimal | None:
+        """What the provider's prompt cache saved on this call (None: no cache used, or
+        unpriced); negative when writing the cache cost more than reading it saved."""
+        return self.priced.savings_usd if self.priced is not None else None
+
+    @property
     def model(self) -> str:
         return self.model_name
 

@@ -151,10 +151,12 @@ class Trial:
     ) -> UsageRecord:
         c = self.candidate
         model = result.model_name if result else c.model_name
+        cached = result.cached_input_tokens if result else 0
+        written = result.cache_write_tokens if result else 0
         # Priced later, off the caller's path: by the usage writer for the row, on first read
         # for a result (core/pricing.py).
         priced = (
-            Priced(c.provider_type, (model, c.model_name), *used, self.started)
+            Priced(c.provider_type, (model, c.model_name), *used, self.started, cached, written)
             if result is not None or any(used)
             else None
         )
@@ -174,4 +176,7 @@ class Trial:
             latency_ms=latency_ms,
             source=UsageSource.LEGACY_ENV if c.legacy else UsageSource.ROUTER,
             created_at=self.started,
+            cached_input_tokens=cached,
+            cache_write_tokens=written,
+            reasoning_tokens=result.reasoning_tokens if result else 0,
         )

@@ -4,6 +4,7 @@ genai-prices (core.pricing). core/usage/demo.py stores them."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,7 @@ CHUNK = 200_000  # rows generated at a time
 COLUMNS = (
     "user_id", "provider_config_id", "provider_type", "model_name", "task_type", "input_tokens",
     "output_tokens", "total_tokens", "cost_micro_usd", "status", "error_type", "error_message",
-    "latency_ms", "source", "created_at",
+    "latency_ms", "source", "created_at", "cached_input_tokens", "cache_savings_micro_usd",
 )  # fmt: skip
 
 
@@ -76,6 +77,12 @@ WEEKEND_WEIGHT = 0.4
 REJECTED_RATE = 0.004  # only for models with a limit
 
 
+# Share of a task's calls whose prompt starts with a prefix the provider has cached (the same
+# long instructions each time), and how much of their input that prefix is.
+CACHE_HITS = {"extraction": 0.55, "validation": 0.5, "cv_draft": 0.2, "cover_letter": 0.25}
+CACHED_SHARE = (0.5, 0.9)
+
+
 def generate(
     days: float,
     calls: int,
@@ -116,14 +123,18 @@ def _hours(days: float, now: datetime) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return starts, lengths, weights
 
 
-def _rates(model: DemoModel) -> tuple[float, float] | None:
-    """Micro-dollars per input and per output token, from genai-prices (None: unpriced)."""
+Rates = tuple[float, float, float]
+
+
+def _rates(model: DemoModel) -> Rates | None:
+    """Micro-dollars per input, output and cached input token, from genai-prices (None:
+    unpriced)."""
     probe = 10_000  # below every long-context tier
-    cost_in = estimate_cost_usd(model.provider_type, model.model_name, probe, 0)
-    cost_out = estimate_cost_usd(model.provider_type, model.model_name, 0, probe)
-    if cost_in is None or cost_out is None:
+    price = functools.partial(estimate_cost_usd, model.provider_type, model.model_name)
+    costs = (price(probe, 0), price(0, probe), price(probe, 0, cached_input_tokens=probe))
+    if any(cost is None for cost in costs):
         return None
-    return float(cost_in) * 1e6 / probe, float(cost_out) * 1e6 / probe
+    return tuple(float(cost) * 1e6 / probe for cost in costs)  # type: ignore[return-value, arg-type]
 
 
 def _frame(
@@ -132,7 +143,7 @@ def _frame(
     days: float,
     now: datetime,
     config_ids: dict[str, int | None],
-    rates: dict[str, tuple[float, float] | None],
+    rates: dict[str, Rates | None],
 ) -> pd.DataFrame:
     size = micros.size
     which = rng.choice(len(MODELS), size=size, p=[m.share for m in MODELS])
@@ -140,7 +151,9 @@ def _frame(
     latency, outcome = _outcomes(rng, which, micros, days, now, tokens_out)
     ok, failed, timed_out, rejected = outcome
     tokens_in, tokens_out = np.where(ok, tokens_in, 0), np.where(ok, tokens_out, 0)
-    cost = _costs(which, ok, tokens_in, tokens_out, rates)
+    hit = rng.random(size) < np.array([CACHE_HITS[t] for t in task])
+    cached = np.where(hit, tokens_in * rng.uniform(*CACHED_SHARE, size), 0).astype(np.int64)
+    cost, savings = _costs(which, ok, (tokens_in, tokens_out, cached), rates)
     status = np.select([ok, failed, timed_out], ["success", "error", "timeout"], "rejected")
     error_type, message = _errors(rng, failed, timed_out, rejected)
     ids = pd.array([config_ids.get(m.model_name) for m in MODELS], dtype="Int64")[which]
@@ -161,6 +174,8 @@ def _frame(
             "latency_ms": np.rint(latency).astype(np.int64),
             "source": UsageSource.DEMO.value,
             "created_at": pd.to_datetime(micros, unit="us", utc=True),
+            "cached_input_tokens": cached,
+            "cache_savings_micro_usd": savings,
         },
         columns=list(COLUMNS),
     )
@@ -223,19 +238,26 @@ def _outcomes(
 def _costs(
     which: np.ndarray,
     ok: np.ndarray,
-    tokens_in: np.ndarray,
-    tokens_out: np.ndarray,
-    rates: dict[str, tuple[float, float] | None],
-) -> Any:
-    """Micro-dollars per call at genai-prices' rates; NA for calls of unpriced models."""
+    tokens: tuple[np.ndarray, np.ndarray, np.ndarray],
+    rates: dict[str, Rates | None],
+) -> tuple[Any, Any]:
+    """Micro-dollars per call at genai-prices' rates (`tokens`: input, output and cached
+    input), and what the cache saved on calls that read from it; NA for calls of unpriced
+    models (and for savings, calls that read no cache)."""
+    tokens_in, tokens_out, cached = tokens
     cost = pd.array(np.zeros(which.size, dtype=np.int64), dtype="Int64")
     cost[:] = pd.NA
+    savings = cost.copy()
     for i, model in enumerate(MODELS):
         rate = rates[model.model_name]
         mine = (which == i) & ok
         if rate is not None:
-            cost[mine] = np.rint(tokens_in[mine] * rate[0] + tokens_out[mine] * rate[1])
-    return cost
+            full, out, read = rate
+            uncached = tokens_in[mine] * full + tokens_out[mine] * out
+            cost[mine] = np.rint(uncached - cached[mine] * (full - read))
+            hits = mine & (cached > 0)
+            savings[hits] = np.rint(tokens_in[hits] * full + tokens_out[hits] * out) - cost[hits]
+    return cost, savings
 
 
 def _errors(

@@ -24,7 +24,8 @@ COLUMNS = ("section", "period_start", "provider_type", "task_type", "config", "m
 COLUMNS += ("basis",)
 TOTALS = (
     "calls", "succeeded", "failed", "rejected", "success_rate", "error_rate", "cost_usd",
-    "unpriced_calls", "input_tokens", "output_tokens", "total_tokens", "avg_latency_ms",
+    "unpriced_calls", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens", "cache_savings_usd", "avg_latency_ms",
 )  # fmt: skip
 
 

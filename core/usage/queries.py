@@ -57,7 +57,7 @@ from core.usage.report import (
     UsageQuery,
     UsageReport,
 )
-from core.usage.rollup import aggregate, connection, floor_day, floor_hour, run
+from core.usage.rollup import DETAILS, aggregate, connection, floor_day, floor_hour, run
 
 READERS = (UserRole.SUPER_ADMIN, UserRole.ANALYST)
 
@@ -68,7 +68,7 @@ FAILED = (UsageStatus.ERROR.value, UsageStatus.TIMEOUT.value)
 OK, REJECTED = UsageStatus.SUCCESS.value, UsageStatus.REJECTED.value
 CANCELLED = UsageStatus.CANCELLED.value
 COUNTS = ("calls", "priced_calls", "cost_micro_usd", "input_tokens", "output_tokens")
-COUNTS += ("total_tokens",)
+COUNTS += ("total_tokens", *DETAILS)
 
 
 def totals(session: Session, actor: Actor, query: UsageQuery) -> Totals:

@@ -1,7 +1,9 @@
 """A usage row as the router makes it (`UsageRecord`), and as it is spooled: one JSON object
 with the row's columns, its time as ISO text, the reservation its settlement finishes, and,
 for a row whose cost is still to be worked out, the models to price it by (the writer's thread
-prices it when it reads the entry back: core/pricing.py)."""
+prices it, and what the prompt cache saved, when it reads the entry back: core/pricing.py).
+An entry spooled by an earlier version (without the cache and reasoning columns) is stored with
+them NULL."""
 
 from __future__ import annotations
 
@@ -33,6 +35,10 @@ class UsageRecord:
     error_message: str | None = None
     latency_ms: int = 0
     source: str = "router"
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cache_savings_micro_usd: int | None = None
     created_at: datetime = field(default_factory=utcnow)
     attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Not a column: when set (and cost_micro_usd is None), the cost is priced from it.
@@ -40,6 +46,8 @@ class UsageRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord) if f.name != "priced")
+# Columns a spool written by an earlier version lacks (its rows are stored with them NULL).
+LATER = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "cache_savings_micro_usd")
 
 
 def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
@@ -58,7 +66,7 @@ def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
 def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] | None:
     """The row (column -> value) and hold of a spool entry; None if it is not one."""
     try:
-        row = {name: entry[name] for name in COLUMNS}
+        row = {name: entry[name] if name not in LATER else entry.get(name) for name in COLUMNS}
         row["created_at"] = datetime.fromisoformat(entry["created_at"])
         if row["created_at"].utcoffset() is None or not isinstance(row["attempt_id"], str):
             return None
@@ -75,8 +83,11 @@ def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] |
                 row["input_tokens"],
                 row["output_tokens"],
                 row["created_at"],
+                row["cached_input_tokens"] or 0,
+                row["cache_write_tokens"] or 0,
             )
             row["cost_micro_usd"] = to_micro_usd(priced.usd)
+            row["cache_savings_micro_usd"] = to_micro_usd(priced.savings_usd)
     except (KeyError, TypeError, ValueError, ArithmeticError):  # ArithmeticError: absurd tokens
         return None
     return row, hold

@@ -103,6 +103,12 @@ class Totals:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    # Of input_tokens: read from / written to the providers' prompt caches; of output_tokens:
+    # thinking; and what the cache saved (negative: cache writes cost more than reads saved).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_savings_micro_usd: int = 0
     measured_calls: int = 0  # reached a provider: the latency figures' base
     latency_ms_sum: int = 0
     demo_calls: int = 0
@@ -111,6 +117,15 @@ class Totals:
     @property
     def cost_usd(self) -> Decimal:
         return from_micro_usd(self.cost_micro_usd) or Decimal(0)
+
+    @property
+    def cache_savings_usd(self) -> Decimal:
+        return from_micro_usd(self.cache_savings_micro_usd) or Decimal(0)
+
+    @property
+    def cached_share(self) -> float | None:
+        """The part of the input read from a prompt cache (None without input)."""
+        return self.cached_input_tokens / self.input_tokens if self.input_tokens else None
 
     @property
     def unpriced_calls(self) -> int:

@@ -9,6 +9,7 @@ import random
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tests.support.pages import Console
 from tests.support.usage import add_configs, in_range, insert_out_of_order, random_rows, raw_rows
 
 PAGE = "pages/usage.py"
+DAYS_30 = timedelta(days=30)
 
 
 @pytest.fixture(autouse=True)
@@ -163,3 +165,43 @@ def test_big_token_counts_fit_their_tile() -> None:
         "19.6 M",
         "2.50 B",
     ]
+
+
+def test_the_page_says_what_the_prompt_cache_read_and_saved(console: Console) -> None:
+    now = utcnow()
+    configs = add_configs(console.db)
+    rows = random_rows(random.Random(5), 60, now - timedelta(days=3), now, configs)
+    for row in rows:
+        row |= {"cached_input_tokens": 0, "cache_savings_micro_usd": None}
+    for n, row in enumerate(r for r in rows if r["status"] == "success" and r["input_tokens"]):
+        if n % 2:  # every other answered call read part of its prompt from a cache
+            row["cached_input_tokens"] = row["input_tokens"] // 2
+            row["cache_savings_micro_usd"] = 1_250
+    insert_out_of_order(console.db, [r for r in rows if r["created_at"] < now])
+    stored = raw_rows(console.db)
+    cached = sum(r["cached_input_tokens"] or 0 for r in stored)
+    saved = sum(r["cache_savings_micro_usd"] or 0 for r in stored) / 1_000_000
+    total_in = sum(r["input_tokens"] for r in stored)
+    assert cached and saved
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    assert not at.exception
+    assert metric(at, "Saved by caching") == (f"${saved:,.2f}" if saved >= 1 else f"${saved:.3f}")
+    line = next(c.value for c in at.caption if c.value.startswith("Prompt cache:"))
+    assert f"{cached:,} of {total_in:,} input tokens ({cached / total_in:.1%})" in line
+    assert line.endswith(f"that saved ${saved:.3f} against the same calls without the cache.")
+    actor = Actor(label="ann", user_id=analyst)
+    with console.db.session() as session, session.begin():
+        text = export_csv(session, actor, usage_report(session, actor, UsageQuery.last(DAYS_30)))
+    exported = {r["metric"]: r["value"] for r in csv.DictReader(io.StringIO(text))
+                if r["section"] == "range"}  # fmt: skip
+    assert int(exported["cached_input_tokens"]) == cached
+    assert Decimal(exported["cache_savings_usd"]) == Decimal(round(saved * 1_000_000)) / 1_000_000
+
+
+def test_a_range_without_cache_hits_says_so(console: Console) -> None:
+    seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    assert metric(at, "Saved by caching") == "$0.00"
+    assert any(c.value.startswith("Prompt cache: no input tokens") for c in at.caption)

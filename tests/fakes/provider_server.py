@@ -101,6 +101,8 @@ class Completion:
     output_tokens: int
     truncated: bool
     cached_tokens: int = 0  # of input_tokens, read from the provider's prompt cache
+    cache_write_tokens: int = 0  # of input_tokens, written to it (Anthropic reports these)
+    reasoning_tokens: int = 0  # of output_tokens, thinking (OpenAI and Gemini report these)
 
 
 @dataclass(frozen=True)
@@ -442,8 +444,11 @@ class FakeProviderServer:
         self.api_keys: dict[str, set[str]] = {}
         self.models: dict[str, list[str]] = {}
         # How many of each request's input tokens the fake says it read from its prompt cache
-        # (capped at the input), reported in each provider's own usage fields.
+        # and wrote to it, and of its output tokens were thinking (each capped at what there
+        # is), reported in each provider's own usage fields.
         self.cached_tokens = 0
+        self.cache_write_tokens = 0
+        self.reasoning_tokens = 0
         self.reset()
 
     # lifecycle
@@ -511,7 +516,7 @@ class FakeProviderServer:
                 queue.clear()
             self.api_keys = {p: set(keys) for p, keys in DEFAULT_API_KEYS.items()}
             self.models = {p: list(models) for p, models in DEFAULT_MODELS.items()}
-            self.cached_tokens = 0
+            self.cached_tokens = self.cache_write_tokens = self.reasoning_tokens = 0
 
     def fail_next(
         self,
@@ -655,14 +660,19 @@ class FakeProviderServer:
 
     def _complete(self, model: str, prompt: Prompt) -> Completion:
         text = make_reply(prompt.last_user_text, prompt.max_tokens)
+        input_tokens = count_tokens(prompt.texts, prompt.images)
+        output_tokens = count_tokens([text])
+        cached = min(self.cached_tokens, input_tokens)
         return Completion(
             serial=next(self._serial),
             model=model,
             text=text,
-            input_tokens=count_tokens(prompt.texts, prompt.images),
-            output_tokens=count_tokens([text]),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             truncated=text != make_reply(prompt.last_user_text),
-            cached_tokens=min(self.cached_tokens, count_tokens(prompt.texts, prompt.images)),
+            cached_tokens=cached,
+            cache_write_tokens=min(self.cache_write_tokens, input_tokens - cached),
+            reasoning_tokens=min(self.reasoning_tokens, max(output_tokens - 1, 0)),
         )
 
 

@@ -44,30 +44,36 @@ def openai_usage(done: Completion) -> dict[str, Any]:
         "completion_tokens": done.output_tokens,
         "total_tokens": done.input_tokens + done.output_tokens,
         "prompt_tokens_details": {"cached_tokens": done.cached_tokens, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": done.reasoning_tokens,
+            "audio_tokens": 0,
+        },
     }
 
 
 def anthropic_usage(done: Completion, output_tokens: int) -> dict[str, Any]:
-    """input_tokens are those after the cache; cache reads are counted apart."""
+    """input_tokens are those after the cache; cache reads and writes are counted apart."""
     return {
-        "input_tokens": done.input_tokens - done.cached_tokens,
+        "input_tokens": done.input_tokens - done.cached_tokens - done.cache_write_tokens,
         "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": done.cache_write_tokens,
         "cache_read_input_tokens": done.cached_tokens,
     }
 
 
 def gemini_usage(done: Completion, final: bool) -> dict[str, Any]:
-    """promptTokenCount counts the cached ones too; cachedContentTokenCount says how many."""
+    """promptTokenCount counts the cached ones too; cachedContentTokenCount says how many.
+    Thinking is counted apart from the answer (thoughtsTokenCount)."""
     usage: dict[str, Any] = {"promptTokenCount": done.input_tokens}
     if done.cached_tokens:
         usage["cachedContentTokenCount"] = done.cached_tokens
     if final:
         usage |= {
-            "candidatesTokenCount": done.output_tokens,
+            "candidatesTokenCount": done.output_tokens - done.reasoning_tokens,
             "totalTokenCount": done.input_tokens + done.output_tokens,
         }
+        if done.reasoning_tokens:
+            usage["thoughtsTokenCount"] = done.reasoning_tokens
     return usage
 
 

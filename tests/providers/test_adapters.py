@@ -65,9 +65,15 @@ def test_cached_input_tokens_are_reported_within_the_input(case: Case, fake_prov
     prompt's, Anthropic apart from them); the result says it one way."""
     prompt = "Extract the job title from: Senior Data Engineer, Berlin, hybrid, Python"
     fake_providers.cached_tokens = 4
+    fake_providers.cache_write_tokens = 3  # reported by Anthropic only
+    fake_providers.reasoning_tokens = 2  # reported by OpenAI and Gemini
     result = call(case, fake_providers, lambda p: p.generate_content(prompt))
     assert result.input_tokens == count_tokens([prompt])
-    assert (result.cached_input_tokens, result.cache_write_tokens) == (4, 0)
+    assert result.output_tokens == count_tokens([make_reply(prompt)])
+    claude = case.fake == "anthropic"
+    assert (result.cached_input_tokens, result.cache_write_tokens, result.reasoning_tokens) == (
+        (4, 3, 0) if claude else (4, 0, 2)
+    )
     assert result.total_tokens == result.input_tokens + result.output_tokens
 
 

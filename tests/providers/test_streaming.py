@@ -43,6 +43,8 @@ def test_a_stream_reports_cached_input_tokens_as_a_blocking_call_does(
     case: Case, fake_providers: FakeProviderServer
 ) -> None:
     fake_providers.cached_tokens = 4
+    fake_providers.cache_write_tokens = 3  # reported by Anthropic only
+    fake_providers.reasoning_tokens = 2  # reported by OpenAI and Gemini
 
     async def action(provider: AIProvider) -> ProviderStream:
         stream = provider.stream_content(PROMPT)
@@ -50,7 +52,14 @@ def test_a_stream_reports_cached_input_tokens_as_a_blocking_call_does(
         return stream
 
     usage = call(case, fake_providers, action).reply.usage
-    assert (usage.input_tokens, usage.cached_input_tokens) == (count_tokens([PROMPT]), 4)
+    assert (usage.input_tokens, usage.output_tokens) == (
+        count_tokens([PROMPT]),
+        count_tokens([make_reply(PROMPT)]),
+    )
+    claude = case.fake == "anthropic"
+    assert (usage.cached_input_tokens, usage.cache_write_tokens, usage.reasoning_tokens) == (
+        (4, 3, 0) if claude else (4, 0, 2)
+    )
 
 
 def test_max_output_tokens_reaches_the_provider(

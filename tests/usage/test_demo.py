@@ -46,15 +46,21 @@ def test_demo_data_looks_real_and_purge_removes_it(
     }
     for r in rows:
         if r["status"] == "success":  # priced by genai-prices, to the micro-dollar (rounding)
-            price = estimate_cost_usd(
-                r["provider_type"], r["model_name"], r["input_tokens"], r["output_tokens"]
-            )
+            tokens = (r["provider_type"], r["model_name"], r["input_tokens"], r["output_tokens"])
+            cached = r["cached_input_tokens"]
+            price = estimate_cost_usd(*tokens, cached_input_tokens=cached)
             assert abs(r["cost_micro_usd"] - to_micro_usd(price)) <= 1
+            if cached:  # a prompt cache hit: what it saved against the full price
+                saved = to_micro_usd(estimate_cost_usd(*tokens)) - r["cost_micro_usd"]
+                assert 0 < cached < r["input_tokens"]
+                assert abs(r["cache_savings_micro_usd"] - saved) <= 1
             assert r["latency_ms"] > 0 and r["total_tokens"] > 0
         else:
             assert r["cost_micro_usd"] is None and r["total_tokens"] == 0
         if r["status"] == "timeout":
             assert r["latency_ms"] >= 60_000
+    cached = [r for r in rows if r["cached_input_tokens"]]
+    assert 0.2 < len(cached) / len(rows) < 0.5  # some calls read a prompt cache, most not
     assert_rollups_match(db)
 
     with db.session() as session:

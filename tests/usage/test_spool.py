@@ -20,7 +20,7 @@ from sqlalchemy import make_url, text
 from core.db import write_transaction
 from core.pricing import Priced, estimate_cost_usd, to_micro_usd
 from core.quota.ledger import QuotaLedger
-from core.usage import spool
+from core.usage import records, spool
 from core.usage.records import UsageRecord
 from core.usage.writer import UsageWriter
 from tests.fakes import FakeProviderServer
@@ -201,6 +201,28 @@ def test_a_row_is_priced_as_it_is_stored_at_the_price_when_its_call_started(
     expected = to_micro_usd(estimate_cost_usd("openai", "gpt-4o-mini", 1200, 340, started))
     assert expected and stored == {1: expected, 2: expected, 3: None}
     assert [to_micro_usd(priced[user].usd) for user in calls] == [expected, expected, None]
+
+
+def test_an_entry_spooled_by_the_version_before_is_stored_and_priced(
+    db: MigratedDatabase,
+) -> None:
+    """A deploy can leave rows spooled by the version before (no cache or reasoning columns)
+    for the new one to ship: they are stored, with those columns NULL, and priced."""
+    started = good().created_at
+    before = replace(good(2), priced=Priced("openai", ("gpt-4o-mini",), 10, 5, started))
+    entry = records.encode(before, None)
+    for name in records.LATER:
+        del entry[name]
+    writer = writer_for(db)
+    plant(writer.spool_dir / f"1-before{spool.SUFFIX}", json.dumps(entry).encode() + b"\n")
+    writer.close()
+    ship_orphans(db)
+    [row] = usage_rows(db)
+    assert (row.user_id, row.input_tokens, row.output_tokens) == (2, 10, 5)
+    assert (row.cached_input_tokens, row.cache_write_tokens, row.reasoning_tokens) == (None,) * 3
+    assert row.cache_savings_micro_usd is None
+    assert row.cost_micro_usd == to_micro_usd(estimate_cost_usd("openai", "gpt-4o-mini", 10, 5))
+    assert not (writer.spool_dir / spool.DEAD_LETTER).exists()
 
 
 def test_a_live_process_spool_is_left_to_it(db: MigratedDatabase) -> None:
