@@ -38,6 +38,11 @@ def test_an_analyst_sees_the_demo_data_charted(
         expect(page.locator(".js-plotly-plot")).to_have_count(4)
         expect(page.get_by_test_id("stDataFrame")).to_be_visible()
         expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
+        # Demo calls read a prompt cache on about a third of calls: what that saved is shown.
+        expect(page.get_by_test_id("stMetric").filter(has_text="Saved by caching")).to_contain_text(
+            "$"
+        )
+        expect(page.get_by_text("Prompt cache:", exact=False)).to_contain_text("were read from")
         page.set_viewport_size({"width": 1400, "height": 2200})  # the page scrolls inside
         expect(page.locator(".js-plotly-plot")).to_have_count(4)
         page.screenshot(path=artifacts / f"usage-{db.backend}.png", full_page=True)
