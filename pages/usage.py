@@ -155,9 +155,12 @@ def _charts(report: UsageReport) -> None:
     left, right = st.columns(2)
     costs = [{"t": p.t, "Provider": p.provider_type, "Cost (USD)": float(p.cost_usd)}
              for p in report.cost_by_provider]  # fmt: skip
-    figure = px.bar(costs, x="t", y="Cost (USD)", color="Provider", barmode="stack")
     left.subheader(f"Cost per {unit}, by provider")
-    left.plotly_chart(_tidy(figure), key="cost_chart")
+    if not any(c["Cost (USD)"] for c in costs):
+        _nothing_to_draw(left, "No cost to draw: only answered calls of priced models cost money.")
+    else:
+        figure = px.bar(costs, x="t", y="Cost (USD)", color="Provider", barmode="stack")
+        left.plotly_chart(_tidy(figure), key="cost_chart")
 
     calls = report.calls_over_time
     figure = make_subplots(specs=[[{"secondary_y": True}]])
@@ -176,19 +179,32 @@ def _charts(report: UsageReport) -> None:
         for p in report.latency_by_provider
         for name in ("p50", "p95", "p99")
     ]
-    figure = px.line(points, x="t", y="ms", color="Provider", line_dash="Percentile")
     approximate = any(not p.latency.exact for p in report.latency_by_provider)
     left.subheader(f"{'≈ ' if approximate else ''}Latency percentiles per {unit}")
-    left.plotly_chart(_tidy(figure), key="latency_chart")
+    if all(p["ms"] is None for p in points):
+        _nothing_to_draw(
+            left, "No latency to draw: none of these calls reached a provider (refused, cancelled)."
+        )
+    else:
+        figure = px.line(points, x="t", y="ms", color="Provider", line_dash="Percentile")
+        left.plotly_chart(_tidy(figure), key="latency_chart")
 
     tokens = [
         {"Task": t.task_type, "Kind": kind, "Tokens": getattr(t, f"{kind}_tokens")}
         for t in report.tokens_by_task
         for kind in ("input", "output")
     ]
-    figure = px.bar(tokens, x="Task", y="Tokens", color="Kind", barmode="stack")
     right.subheader("Tokens by task")
-    right.plotly_chart(_tidy(figure), key="tokens_chart")
+    if not any(t["Tokens"] for t in tokens):
+        _nothing_to_draw(right, "No tokens to draw: calls that got no answer used none.")
+    else:
+        figure = px.bar(tokens, x="Task", y="Tokens", color="Kind", barmode="stack")
+        right.plotly_chart(_tidy(figure), key="tokens_chart")
+
+
+def _nothing_to_draw(column: Any, why: str) -> None:
+    """An empty state instead of an empty chart with axes from −1 to 1."""
+    column.info(why, icon=":material/query_stats:")
 
 
 def _tidy(figure: go.Figure) -> go.Figure:
@@ -209,21 +225,27 @@ def _configs(report: UsageReport) -> None:
                 "Calls": row.calls,
                 "Success rate": row.success_rate,
                 "Cost (USD)": float(row.cost_usd),
-                "Avg latency (ms)": row.avg_latency_ms,
+                "Avg latency (ms)": _rounded(row.avg_latency_ms),
                 "Tokens today": row.used_today,
-                "Daily limit": row.daily_token_limit,
+                "Daily limit": _limit(row.daily_token_limit),
                 "Of daily limit": _share(row.used_today, row.daily_token_limit),
                 "Tokens this month": row.used_this_month,
-                "Monthly limit": row.monthly_token_limit,
+                "Monthly limit": _limit(row.monthly_token_limit),
                 "Of monthly limit": _share(row.used_this_month, row.monthly_token_limit),
             }
             for row in report.configs
         ],
         hide_index=True,
+        width="stretch",
         column_config={
+            "Calls": st.column_config.NumberColumn(format="localized"),
             "Success rate": st.column_config.NumberColumn(format="percent"),
             "Cost (USD)": st.column_config.NumberColumn(format="dollar"),
-            "Avg latency (ms)": st.column_config.NumberColumn(format="%.0f"),
+            "Avg latency (ms)": st.column_config.NumberColumn(format="localized"),
+            "Tokens today": st.column_config.NumberColumn(format="localized"),
+            "Tokens this month": st.column_config.NumberColumn(format="localized"),
+            "Daily limit": st.column_config.TextColumn(),
+            "Monthly limit": st.column_config.TextColumn(),
             "Of daily limit": st.column_config.ProgressColumn(format="percent"),
             "Of monthly limit": st.column_config.ProgressColumn(format="percent"),
         },
@@ -232,6 +254,14 @@ def _configs(report: UsageReport) -> None:
         "Calls, success, cost and latency are for the selected range; tokens and limits are "
         "today's and this month's (UTC), as the limits count them."
     )
+
+
+def _rounded(value: float | None) -> int | None:
+    return None if value is None else round(value)
+
+
+def _limit(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
 
 
 def _share(used: int, limit: int | None) -> float | None:
@@ -288,7 +318,7 @@ def _csv() -> str:
 st.download_button(
     "Export CSV",
     data=_csv,
-    file_name=f"usage-{start:%Y%m%d-%H%M}-{end:%Y%m%d-%H%M}.csv",
+    file_name=export.file_name(report),
     mime="text/csv",
     icon=":material/download:",
     on_click="ignore",

@@ -2,13 +2,16 @@
 
 One row per figure — section, period start, provider, task, config, metric, value — so a
 spreadsheet pivot rebuilds any of the page's charts and tables. Percentiles carry their
-kind ("exact" or "approximate") in the `basis` column.
+kind ("exact" or "approximate") in the `basis` column. The first rows (section "selection")
+say which range and filters the file holds; rates and averages are rounded to 4 decimals,
+money is exact to the micro-dollar.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
@@ -42,19 +45,39 @@ def export_csv(session: Session, actor: Actor, report: UsageReport) -> str:
     """`report_csv`, recorded in the audit trail as `usage.exported` with the range and filters."""
     require_role(session, actor, *READERS)
     text = report_csv(report)
-    query = report.query
-    filters = {
-        name: getattr(query, name)
-        for name in ("provider_type", "config_id", "model_name", "task_type", "status")
-        if getattr(query, name) is not None
+    details = {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in selection(report).items()
     }
-    details = {"start": query.start.isoformat(), "end": query.end.isoformat(), **filters}
     audit.record(session, actor, "usage.exported", target_type="usage", details=details)
     return text
 
 
+FILTERS = ("provider_type", "config_id", "model_name", "task_type", "status")
+
+
+def selection(report: UsageReport) -> dict[str, Any]:
+    """The range and the filters set (name -> value) the report is for."""
+    query = report.query
+    chosen = {name: getattr(query, name) for name in FILTERS if getattr(query, name) is not None}
+    return {"start": query.start, "end": query.end, **chosen}
+
+
+def file_name(report: UsageReport) -> str:
+    """usage-<start>-<end>[-<each filter set>].csv, so a saved export says what it holds."""
+    parts = []
+    for name, value in selection(report).items():
+        if isinstance(value, datetime):
+            parts.append(f"{value:%Y%m%d-%H%M}")
+        else:
+            parts.append(f"config{value}" if name == "config_id" else str(value))
+    return "usage-" + "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in parts) + ".csv"
+
+
 def _rows(report: UsageReport) -> Iterator[list[Any]]:
     query = report.query
+    for name, value in selection(report).items():
+        yield ["selection", "", "", "", "", name, value, ""]
     yield from _totals("range", query.start, report.headline.current)
     yield from _totals("previous period", query.previous().start, report.headline.previous)
     for p in report.cost_by_provider:
@@ -98,6 +121,8 @@ def _cell(value: object) -> object:
         return value.isoformat()
     if value is None:
         return ""
+    if isinstance(value, float):  # an average or a rate: no float noise (1362.1999999999985)
+        return round(value, 4)
     # A spreadsheet runs a cell that starts with = + - @ as a formula; config names are typed
     # by people (OWASP "CSV injection").
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):

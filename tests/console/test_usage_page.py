@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 import ui
 from core.access import Actor
 from core.models import AdminActionLog, utcnow
+from core.usage import export
 from core.usage.export import COLUMNS, export_csv
 from core.usage.queries import usage_report
 from core.usage.report import UsageQuery
@@ -76,7 +77,8 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
         "gemini config",
         "(no stored config)",
     }
-    assert table.loc[table["Config"] == "openai config", "Daily limit"].item() == 1_000_000
+    assert table.loc[table["Config"] == "openai config", "Daily limit"].item() == "1,000,000"
+    assert "None" not in set(table["Daily limit"]) | set(table["Monthly limit"])  # "—" instead
     assert any("demo data" in c.value for c in at.caption)  # some rows are marked demo
     assert at.get("download_button")[0].label == "Export CSV"
 
@@ -104,6 +106,23 @@ def test_the_range_and_the_filters_change_the_figures(console: Console) -> None:
     assert metric(at, "Calls") == f"{len(succeeded):,}"
     assert metric(at, "Success rate") == "100.0%"
     assert set(at.dataframe[0].value["Provider"]) <= {"openai", ""}
+
+
+def test_a_filter_that_leaves_a_chart_empty_says_why_instead_of_empty_axes(
+    console: Console,
+) -> None:
+    rows = seed(console)
+    assert any(r["status"] == "error" for r in rows)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    next(s for s in at.selectbox if s.label == "Status").select("error").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 2  # calls and latency: failed calls have those
+    said = [i.value for i in at.info]
+    assert any(v.startswith("No cost to draw") for v in said)
+    assert any(v.startswith("No tokens to draw") for v in said)
+    next(s for s in at.selectbox if s.label == "Status").select("rejected").run()
+    assert any(i.value.startswith("No latency to draw") for i in at.info)
 
 
 def test_an_empty_console_says_how_to_see_the_charts(console: Console) -> None:
@@ -141,8 +160,21 @@ def test_the_export_holds_what_the_page_shows_and_is_audited(console: Console) -
     assert list(table[0]) == list(COLUMNS)
     calls = next(r for r in table if r["section"] == "range" and r["metric"] == "calls")
     assert int(calls["value"]) == sum(r["provider_type"] == "claude" for r in rows)
+    assert export.file_name(report) == (
+        f"usage-{query.start:%Y%m%d-%H%M}-{query.end:%Y%m%d-%H%M}-claude.csv"
+    )
+    chosen = {r["metric"]: r["value"] for r in table if r["section"] == "selection"}
+    assert chosen == {
+        "start": query.start.isoformat(),
+        "end": query.end.isoformat(),
+        "provider_type": "claude",
+    }
+    for r in table:  # no float noise: at most 4 decimals
+        if "." in r["value"] and r["metric"] not in ("start", "end"):
+            assert len(r["value"].split(".")[1]) <= (6 if r["metric"] == "cost_usd" else 4)
     sections = {r["section"] for r in table}
     assert sections == {
+        "selection",
         "range",
         "previous period",
         "cost by provider",
