@@ -74,19 +74,24 @@ def save(
     version: int | None,
     fields: dict[str, object],
     key: str | None,
-) -> None:
-    """Create or update; the provider checks the key (and model) before anything is saved."""
+    tested_before: datetime | None = None,
+) -> str:
+    """Create or update; the provider checks a new key or model before anything is saved.
+    Says what happened: whether a test ran (`tested_before`: the config's last test before)."""
     data = ProviderInput(**fields, api_key=key)  # type: ignore[arg-type]
     try:
         if config_id is None:
-            admin().create(actor, data)
+            view = admin().create(actor, data)
         else:
-            admin().update(actor, config_id, data, expected_version=version or 0)
+            view = admin().update(actor, config_id, data, expected_version=version or 0)
     except ValidationFailed as exc:  # named by the form's labels, not the column names
         raise AdminError(
             "; ".join(f"{FIELD_LABELS.get(f, f)}: {text}" for f, text in exc.errors.items())
         ) from None
     close_form()
+    if config_id is None or view.last_tested_at != tested_before:
+        return f"Saved {view.display_name}: {PROVIDERS[view.provider_type][0]} accepted the key."
+    return f"Saved {view.display_name}."
 
 
 def close_form() -> None:
@@ -238,9 +243,8 @@ def _submit(editing: ProviderView | None, fields: dict[str, object]) -> None:
         for field, message in exc.errors.items():
             st.error(ui.plain(f"{FIELD_LABELS.get(field, field)}: {message}."))
         return
-    label = PROVIDERS[str(fields["provider_type"])][0]
     name = fields["display_name"]
-    with st.spinner(f"Checking the key with {label}…"):
+    with st.spinner(f"Saving {name}…"):
         ui.run_sensitive(
             f"Saving {name}",
             save,
@@ -248,35 +252,59 @@ def _submit(editing: ProviderView | None, fields: dict[str, object]) -> None:
             st.session_state.get(FORM_VERSION) if editing else None,
             fields,
             sealed[0] if sealed else None,
-            done=f"Saved {name}: {label} accepted the key.",
+            editing.last_tested_at if editing else None,
+            done=f"Saved {name}.",
         )
 
 
-CONFIRM_DELETE = "providers_confirm_delete"  # the id whose deletion awaits confirmation
+CONFIRM = "providers_confirm"  # (action, config id) awaiting confirmation
 
 
-def _cancel_delete() -> None:
-    st.session_state.pop(CONFIRM_DELETE, None)
+def _cancel_confirm() -> None:
+    st.session_state.pop(CONFIRM, None)
 
 
-@st.dialog("Delete provider", on_dismiss=_cancel_delete)
-def confirm_delete(view: ProviderView, orphaned: list[str]) -> None:
+def _confirm(view: ProviderView, orphaned: list[str], action: str) -> None:
+    """Delete or deactivate `view` once confirmed, saying first which tasks would be left with
+    no provider (the same warning for both)."""
+    what = f"**{view.display_name}** ({PROVIDERS[view.provider_type][0]} {view.model_name})"
     st.write(
-        f"Delete **{view.display_name}** ({PROVIDERS[view.provider_type][0]} "
-        f"{view.model_name})? Its usage history stays."
+        f"Delete {what}? Its usage history stays."
+        if action == "delete"
+        else f"Deactivate {what}? Calls stop going to it until it is activated again."
     )
     if orphaned:
         names = ", ".join(TASK_LABELS[task] for task in orphaned)
         st.warning(f"No other active provider serves {names}: calls for it will fail.")
     confirm, cancel = st.columns(2)
-    if cancel.button("Cancel", key="delete-cancel"):
-        _cancel_delete()
+    if cancel.button("Cancel", key=f"{action}-cancel"):
+        _cancel_confirm()
         st.rerun()
-    if confirm.button("Delete", type="primary", icon=":material/delete:", key="delete-confirm"):
-        _cancel_delete()
-        ui.run_sensitive(
-            f"Deleting {view.display_name}", delete, view.id, done=f"Deleted {view.display_name}."
-        )
+    label = action.capitalize()
+    icon = ":material/delete:" if action == "delete" else ":material/pause_circle:"
+    if confirm.button(label, type="primary", icon=icon, key=f"{action}-confirm"):
+        _cancel_confirm()
+        if action == "delete":
+            name = view.display_name
+            ui.run_sensitive(f"Deleting {name}", delete, view.id, done=f"Deleted {name}.")
+        else:
+            ui.run_sensitive(
+                f"Deactivate {view.display_name}",
+                set_active,
+                view.id,
+                False,
+                done=f"{view.display_name} is now inactive.",
+            )
+
+
+@st.dialog("Delete provider", on_dismiss=_cancel_confirm)
+def confirm_delete(view: ProviderView, orphaned: list[str]) -> None:
+    _confirm(view, orphaned, "delete")
+
+
+@st.dialog("Deactivate provider", on_dismiss=_cancel_confirm)
+def confirm_deactivate(view: ProviderView, orphaned: list[str]) -> None:
+    _confirm(view, orphaned, "deactivate")
 
 
 def limit_line(label: str, used: int, reserved: int, limit: int | None) -> None:
@@ -333,18 +361,19 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
                 (st.success if check.ok else st.error)(
                     ui.plain(f"{check.message} ({check.latency_ms} ms)")
                 )
-            label = "Deactivate" if view.is_active else "Activate"
-            if toggle_col.button(label, key=f"toggle-{view.id}"):
-                ui.run_sensitive(
-                    f"{label} {view.display_name}",
-                    set_active,
-                    view.id,
-                    not view.is_active,
-                    done=f"{view.display_name} is now "
-                    f"{'inactive' if view.is_active else 'active'}.",
-                )
+            if not view.is_active:
+                if toggle_col.button("Activate", key=f"toggle-{view.id}"):
+                    ui.run_sensitive(
+                        f"Activate {view.display_name}",
+                        set_active,
+                        view.id,
+                        True,
+                        done=f"{view.display_name} is now active.",
+                    )
+            elif toggle_col.button("Deactivate", key=f"toggle-{view.id}"):
+                st.session_state[CONFIRM] = ("deactivate", view.id)
             if delete_col.button("Delete", key=f"delete-{view.id}", icon=":material/delete:"):
-                st.session_state[CONFIRM_DELETE] = view.id
+                st.session_state[CONFIRM] = ("delete", view.id)
             if check is not None:  # `view` was read before this test ran
                 st.caption(f"{'Test passed' if check.ok else 'Test FAILED'} just now")
             else:
@@ -406,6 +435,8 @@ for view in views:
     card(view, ledger.standing(view.id, now), now)
 
 # A dialog opens again on every run until it is answered (a rerun would otherwise drop it).
-pending = next((v for v in views if v.id == st.session_state.get(CONFIRM_DELETE)), None)
+action, pending_id = st.session_state.get(CONFIRM) or (None, None)
+pending = next((v for v in views if v.id == pending_id), None)
 if pending is not None:
-    confirm_delete(pending, admin().tasks_only_served_by(ui.actor(me), pending.id))
+    dialog = confirm_delete if action == "delete" else confirm_deactivate
+    dialog(pending, admin().tasks_only_served_by(ui.actor(me), pending.id))

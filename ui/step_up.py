@@ -46,8 +46,9 @@ class _Pending:
 def run_sensitive(what: str, call: Callable[..., object], *args: object, done: str) -> None:
     """Run `call(session, actor, *args)`; if it needs a fresh TOTP code, ask in a dialog first.
 
-    `what` names the action in the dialog, `done` is flashed on success. Pass secrets in `args`
-    as `seal(...)`. Refusals and input errors are shown where this is called.
+    `what` names the action in the dialog, `done` is flashed on success (or what the call
+    returned, when that is a str: it knows what happened). Pass secrets in `args` as
+    `seal(...)`. Refusals and input errors are shown where this is called.
     """
     pending = _Pending(what, call, args, done)
     result = _attempt(pending)
@@ -67,14 +68,14 @@ def _attempt(pending: _Pending) -> str:
     args = [unseal(a) if isinstance(a, Sealed) else a for a in pending.args]
     try:
         with transaction() as session:
-            pending.call(session, actor(user), *args)
+            outcome = pending.call(session, actor(user), *args)
     except StepUpRequired:
         return "step-up"
     except (PermissionDenied, accounts.AuthError, AdminError) as exc:
         text = str(exc)  # may quote a provider's answer: shown as plain text
         st.error(plain(text[:1].upper() + text[1:].rstrip(".") + "."))
         return "failed"
-    flash("success", pending.done)
+    flash("success", outcome if isinstance(outcome, str) else pending.done)
     return "done"
 
 

@@ -140,16 +140,51 @@ def test_deactivate_needs_a_fresh_code_then_applies(
     stale = {ui.MFA_VERIFIED_AT: utcnow() - timedelta(minutes=11)}
     at = console.page(PAGE, admin, **stale).run()
     button(at, f"toggle-{config}").click().run()
+    button(at, "deactivate-confirm").click().run()
     assert dialogs(at), "the step-up dialog should open"
     with console.db.session() as session:
         assert session.get(ProviderConfig, config).is_active  # type: ignore[union-attr]
 
     at = console.page(PAGE, admin).run()
     button(at, f"toggle-{config}").click().run()
+    button(at, "deactivate-confirm").click().run()
     with console.db.session() as session:
         assert not session.get(ProviderConfig, config).is_active  # type: ignore[union-attr]
         actions = session.scalars(select(AdminActionLog.action)).all()
     assert "provider.deactivate" in actions
+
+
+def test_deactivating_the_only_provider_of_a_task_warns_as_delete_does(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    only = add_config(console.db, fake_providers, "openai", display_name="Only", tasks=["cv_draft"])
+    at = console.page(PAGE, admin).run()
+    button(at, f"toggle-{only}").click().run()
+    assert dialogs(at)
+    assert any("No other active provider serves CV draft" in w.value for w in at.warning)
+    button(at, "deactivate-cancel").click().run()
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, only).is_active  # type: ignore[union-attr]
+    assert not dialogs(at)
+    button(at, f"toggle-{only}").click().run()
+    button(at, "deactivate-confirm").click().run()
+    with console.db.session() as session:
+        assert not session.get(ProviderConfig, only).is_active  # type: ignore[union-attr]
+    assert not dialogs(at)
+
+
+def test_activating_needs_no_confirmation(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", tasks=["extraction"], is_active=False)
+    at = console.page(PAGE, admin).run()
+    button(at, f"toggle-{config}").click().run()
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config).is_active  # type: ignore[union-attr]
 
 
 def test_delete_confirms_and_warns_about_unserved_tasks(
@@ -210,6 +245,9 @@ def test_add_a_provider_the_seed_way(console: Console, fake_providers: FakeProvi
         row.default_for_extraction and row.default_for_validation and not row.default_for_cv_draft
     )
     assert row.daily_token_limit == 1_000_000 and row.last_test_success
+    assert [shown(t.value) for t in at.toast] == [
+        "Saved Gemini Fast (Budget): Gemini accepted the key."
+    ]
     assert KEYS["gemini"] not in state_dump(at) and KEYS["gemini"] not in texts(at)
 
 
@@ -251,11 +289,15 @@ def test_edit_without_a_key_keeps_it_and_a_stale_edit_is_refused(
     at = console.page(PAGE, admin).run()
     button(at, f"edit-{config}").click().run()
     fill_form(at, **{"Daily token limit": "5000"})
+    requests = len(fake_providers.requests)
     at.button(key="FormSubmitter:provider_form-Save changes").click().run()
     with console.db.session() as session:
         row = session.get(ProviderConfig, config)
         assert row is not None and row.daily_token_limit == 5000
         assert row.api_key_encrypted == stored_key
+    # No key or model changed, so nothing was checked, and the toast does not say it was.
+    assert len(fake_providers.requests) == requests
+    assert [shown(t.value) for t in at.toast] == ["Saved Mini."]
 
     button(at, f"edit-{config}").click().run()  # opened at version 2...
     with console.db.session() as session:  # ...someone else saves meanwhile
