@@ -44,6 +44,9 @@ def _provider_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     actions = providers.add_subparsers(dest="providers_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="list provider configs (keys shown as …last4)")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument(
+        "--wide", action="store_true", help="long names and models in full (cut at 28 otherwise)"
+    )
     _add_command(actions)
     _edit_command(actions)
     for name, text in (("test", "test a saved config's key"), ("remove", "delete a config")):

@@ -62,8 +62,8 @@ def cmd_providers_list(settings: Settings, args: argparse.Namespace) -> None:
             (
                 str(v.id),
                 v.provider_type,
-                v.model_name,
-                v.display_name,
+                v.model_name if args.wide else _cut(v.model_name, CUT_AT),
+                v.display_name if args.wide else _cut(v.display_name, CUT_AT),
                 ",".join(v.tasks) or "-",
                 state,
                 str(v.priority),
@@ -82,6 +82,13 @@ def cmd_providers_list(settings: Settings, args: argparse.Namespace) -> None:
 
 def _limit(value: int | None) -> str:
     return "unlimited" if value is None else f"{value:,}"
+
+
+CUT_AT = 28  # longer names and models are cut in the table (`--wide` or `--json`: whole)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:

@@ -60,6 +60,14 @@ def test_add_list_test_remove(
     assert table[0].split()[:4] == ["ID", "TYPE", "MODEL", "NAME"]
     assert "extraction,validation" in table[1] and "1,000,000" in table[1] and "…2333" in table[1]
 
+    with db.session() as session, session.begin():  # a name longer than the table shows
+        session.get(ProviderConfig, 1).display_name = "Extraction for the billing team, EU"  # type: ignore[union-attr]
+    assert main(["providers", "list"], settings=db.settings) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "Extraction for the billing…" in table[1] and len(table[1]) < 140
+    assert main(["providers", "list", "--wide"], settings=db.settings) == 0
+    assert "Extraction for the billing team, EU" in capsys.readouterr().out
+
     assert main(["providers", "list", "--json"], settings=db.settings) == 0
     [listed] = json.loads(capsys.readouterr().out)
     assert listed["key_last4"] == "2333" and listed["tasks"] == ["extraction", "validation"]
@@ -70,7 +78,7 @@ def test_add_list_test_remove(
 
     assert main(["providers", "remove", "1"], settings=db.settings) == 0
     out = capsys.readouterr().out
-    assert "Removed provider config 1 (Fake)." in out
+    assert "Removed provider config 1 (Extraction for the billing team, EU)." in out
     assert "no active provider serves extraction, validation any more" in out
 
     with db.session() as session:
