@@ -41,25 +41,25 @@ class DemoModel:
 
 MODELS = (
     DemoModel("openai", "gpt-4o-mini", "Demo · GPT-4o mini", ("extraction", "validation"),
-              0.30, 420, 9, 0.015, 0.003, 4_000_000, 80_000_000),
+              0.30, 420, 7, 0.015, 0.003, 4_000_000, 80_000_000),
     DemoModel("openai", "gpt-4o", "Demo · GPT-4o", ("cv_draft", "cover_letter"),
-              0.12, 600, 11, 0.012, 0.004),
+              0.12, 550, 7, 0.012, 0.004),
     DemoModel("claude", "claude-3-5-haiku-latest", "Demo · Claude Haiku",
-              ("extraction", "cover_letter"), 0.18, 520, 10, 0.02, 0.004, 3_000_000),
+              ("extraction", "cover_letter"), 0.18, 520, 8, 0.02, 0.004, 3_000_000),
     DemoModel("claude", "claude-sonnet-4-0", "Demo · Claude Sonnet", ("cv_draft",),
-              0.10, 950, 15, 0.018, 0.008, None, 40_000_000),
+              0.10, 800, 9, 0.018, 0.008, None, 40_000_000),
     DemoModel("gemini", "gemini-2.5-flash", "Demo · Gemini Flash", ("extraction", "validation"),
-              0.22, 380, 5, 0.03, 0.005, 5_000_000),
+              0.22, 380, 4, 0.03, 0.005, 5_000_000),
     DemoModel("gemini", "gemini-2.5-pro", "Demo · Gemini Pro", ("cv_draft", "validation"),
-              0.08, 2500, 8, 0.025, 0.012),
+              0.08, 1500, 6, 0.025, 0.012),
 )  # fmt: skip
 
 
 # Median input and output tokens per task.
 TASK_TOKENS = {
     "extraction": (1800, 220),
-    "cv_draft": (2600, 1300),
-    "cover_letter": (1500, 700),
+    "cv_draft": (2600, 480),
+    "cover_letter": (1500, 320),
     "validation": (1100, 40),
 }
 
@@ -194,7 +194,7 @@ def _tasks_and_tokens(
     task = np.array(tasks, dtype=object)[task_index]
     medians = np.array([TASK_TOKENS[t] for t in tasks], dtype=float)[task_index]
     tokens_in = np.maximum(20, rng.lognormal(np.log(medians[:, 0]), 0.45)).astype(np.int64)
-    tokens_out = np.maximum(1, rng.lognormal(np.log(medians[:, 1]), 0.6)).astype(np.int64)
+    tokens_out = np.maximum(1, rng.lognormal(np.log(medians[:, 1]), 0.45)).astype(np.int64)
     return task, tokens_in, tokens_out
 
 
@@ -210,7 +210,9 @@ def _outcomes(
     size = which.size
     first = np.array([m.first_token_ms for m in MODELS])[which]
     per_token = np.array([m.ms_per_token for m in MODELS])[which]
-    latency = (first + tokens_out * per_token) * rng.lognormal(0.0, 0.3, size)
+    # An answer slower than the 60 s timeout would have timed out: answers stay below it.
+    latency = (first + tokens_out * per_token) * rng.lognormal(0.0, 0.25, size)
+    latency = np.minimum(latency, 59_000)
 
     # An incident: one afternoon, a third of the way back, Gemini Flash fails and slows down.
     incident_start = now.timestamp() - days * 86_400 / 3

@@ -59,6 +59,10 @@ def test_demo_data_looks_real_and_purge_removes_it(
             assert r["cost_micro_usd"] is None and r["total_tokens"] == 0
         if r["status"] == "timeout":
             assert r["latency_ms"] >= 60_000
+    # Shaped like real answer times: seconds, not half a minute (a p95 of 30 s looked broken).
+    measured = sorted(r["latency_ms"] for r in rows if r["status"] != "rejected")
+    p95, p99 = (measured[int(q * (len(measured) - 1))] for q in (0.95, 0.99))
+    assert 2_000 < p95 < 15_000 and p99 < 30_000
     cached = [r for r in rows if r["cached_input_tokens"]]
     assert 0.2 < len(cached) / len(rows) < 0.5  # some calls read a prompt cache, most not
     assert_rollups_match(db)
