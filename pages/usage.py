@@ -159,19 +159,30 @@ def _charts(report: UsageReport) -> None:
     if not any(c["Cost (USD)"] for c in costs):
         _nothing_to_draw(left, "No cost to draw: only answered calls of priced models cost money.")
     else:
-        figure = px.bar(costs, x="t", y="Cost (USD)", color="Provider", barmode="stack")
-        left.plotly_chart(_tidy(figure), key="cost_chart")
+        figure = px.bar(
+            costs,
+            x="t",
+            y="Cost (USD)",
+            color="Provider",
+            barmode="stack",
+            color_discrete_map=PROVIDER_COLOURS,
+        )
+        left.plotly_chart(_over_time(figure, report), key="cost_chart")
 
     calls = report.calls_over_time
     figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Bar(x=[c.t for c in calls], y=[c.calls for c in calls], name="Calls"))
-    figure.add_trace(
-        go.Scatter(x=[c.t for c in calls], y=[c.error_rate for c in calls], name="Error rate"),
-        secondary_y=True,
+    bars = go.Bar(x=[c.t for c in calls], y=[c.calls for c in calls], name="Calls")
+    figure.add_trace(bars.update(marker_color=SAFE[0]))
+    rate = [c.error_rate for c in calls]
+    line = go.Scatter(x=[c.t for c in calls], y=rate, name="Error rate", line_color=SAFE[1])
+    figure.add_trace(line, secondary_y=True)
+    # '~' drops trailing zeros: 0%, 0.5%, 1%, not 0%, 1%, 1%, 2%.
+    figure.update_yaxes(
+        tickformat=".1~%", secondary_y=True, rangemode="tozero", tickmode="auto", showgrid=False
     )
-    figure.update_yaxes(tickformat=".0%", secondary_y=True, rangemode="tozero")
+    figure.update_yaxes(tickformat=",~", secondary_y=False)
     right.subheader(f"Calls and error rate per {unit}")
-    right.plotly_chart(_tidy(figure), key="calls_chart")
+    right.plotly_chart(_over_time(figure, report), key="calls_chart")
 
     left, right = st.columns(2)
     points = [
@@ -186,8 +197,19 @@ def _charts(report: UsageReport) -> None:
             left, "No latency to draw: none of these calls reached a provider (refused, cancelled)."
         )
     else:
-        figure = px.line(points, x="t", y="ms", color="Provider", line_dash="Percentile")
-        left.plotly_chart(_tidy(figure), key="latency_chart")
+        # Small multiples, one per provider, the percentiles in a colour-blind-safe palette.
+        figure = px.line(
+            points,
+            x="t",
+            y="ms",
+            color="Percentile",
+            facet_row="Provider",
+            color_discrete_sequence=SAFE[2:],
+        )
+        figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+        figure.update_yaxes(title=None, tickformat=",~", rangemode="tozero")
+        # No fixed axis range here: plotly.js then draws faceted lines empty.
+        left.plotly_chart(_over_time(figure, report, fixed=False), key="latency_chart")
 
     tokens = [
         {"Task": t.task_type, "Kind": kind, "Tokens": getattr(t, f"{kind}_tokens")}
@@ -198,7 +220,14 @@ def _charts(report: UsageReport) -> None:
     if not any(t["Tokens"] for t in tokens):
         _nothing_to_draw(right, "No tokens to draw: calls that got no answer used none.")
     else:
-        figure = px.bar(tokens, x="Task", y="Tokens", color="Kind", barmode="stack")
+        figure = px.bar(
+            tokens,
+            x="Task",
+            y="Tokens",
+            color="Kind",
+            barmode="stack",
+            color_discrete_sequence=SAFE[:2],
+        )
         right.plotly_chart(_tidy(figure), key="tokens_chart")
 
 
@@ -207,9 +236,47 @@ def _nothing_to_draw(column: Any, why: str) -> None:
     column.info(why, icon=":material/query_stats:")
 
 
+# Okabe-Ito's colour-blind-safe palette, in plotly's order of use.
+SAFE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442")
+PROVIDER_COLOURS = {"openai": SAFE[2], "claude": SAFE[1], "gemini": SAFE[0]}
+
+
+def _over_time(figure: go.Figure, report: UsageReport, fixed: bool = True) -> go.Figure:
+    """The range's own time axis (`fixed`: the same first and last hour or day on each chart,
+    even where nothing happened), and its last period, still under way, shaded and marked."""
+    query = report.query
+    hourly = query.bucket == "hour"
+    half = timedelta(minutes=30) if hourly else timedelta(hours=12)
+    first, last = _floor(query.start, hourly), _floor(query.end - timedelta(microseconds=1), hourly)
+    if fixed:
+        figure.update_xaxes(range=[first - half, last + half])
+    if query.end.astimezone(UTC).replace(tzinfo=None) < last + 2 * half:  # not over yet
+        figure.add_vrect(
+            x0=last - half,
+            x1=last + half,
+            fillcolor="grey",
+            opacity=0.12,
+            line_width=0,
+            annotation_text="so far",
+            annotation_position="top left",
+        )
+    return _tidy(figure)
+
+
+def _floor(t: datetime, hourly: bool) -> datetime:
+    """The start of the UTC hour or day `t` is in (the charts' periods), without its time
+    zone: plotly.js reads no UTC offset in an axis range, and then draws a line chart empty."""
+    t = t.astimezone(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
+    return t if hourly else t.replace(hour=0)
+
+
 def _tidy(figure: go.Figure) -> go.Figure:
+    legend = {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0}  # above: no overlap
     return figure.update_layout(
-        margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend_title_text="", xaxis_title=None
+        margin={"l": 0, "r": 20, "t": 30, "b": 0},
+        legend=legend,
+        legend_title_text="",
+        xaxis_title=None,
     )
 
 

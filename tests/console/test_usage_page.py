@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 import re
 from collections.abc import Iterator
@@ -237,3 +238,24 @@ def test_a_range_without_cache_hits_says_so(console: Console) -> None:
     at = console.page(PAGE, analyst).run()
     assert metric(at, "Saved by caching") == "$0.00"
     assert any(c.value.startswith("Prompt cache: no input tokens") for c in at.caption)
+
+
+def test_the_charts_share_the_ranges_days_and_mark_the_day_still_under_way(
+    console: Console,
+) -> None:
+    seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    cost, calls, latency, _ = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    first, _ = window(at)
+    # The cost chart starts where the calls chart does: on the range's first day.
+    start = cost["layout"]["xaxis"]["range"][0]
+    assert cost["layout"]["xaxis"]["range"] == calls["layout"]["xaxis"]["range"]
+    assert start == f"{first - timedelta(days=1):%Y-%m-%d}T12:00:00"  # half a day before
+    for figure in (cost, calls, latency):  # today, still under way, is shaded: not a collapse
+        assert any(s["type"] == "rect" for s in figure["layout"]["shapes"])
+        assert any(a["text"] == "so far" for a in figure["layout"]["annotations"])
+    assert calls["layout"]["yaxis2"]["tickformat"] == ".1~%"  # 0.5%, 1%: not 0%, 1%, 1%, 2%
+    # Latency: one small chart per provider, the percentiles told apart by colour.
+    assert {t["yaxis"] for t in latency["data"]} == {"y", "y2", "y3"}
+    assert len({t["line"]["color"] for t in latency["data"]}) == 3
