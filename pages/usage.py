@@ -159,14 +159,7 @@ def _charts(report: UsageReport) -> None:
     if not any(c["Cost (USD)"] for c in costs):
         _nothing_to_draw(left, "No cost to draw: only answered calls of priced models cost money.")
     else:
-        figure = px.bar(
-            costs,
-            x="t",
-            y="Cost (USD)",
-            color="Provider",
-            barmode="stack",
-            color_discrete_map=PROVIDER_COLOURS,
-        )
+        figure = _stacked(costs, "t", "Cost (USD)", "Provider", PROVIDER_COLOURS)
         left.plotly_chart(_over_time(figure, report), key="cost_chart")
 
     calls = report.calls_over_time
@@ -220,15 +213,14 @@ def _charts(report: UsageReport) -> None:
     if not any(t["Tokens"] for t in tokens):
         _nothing_to_draw(right, "No tokens to draw: calls that got no answer used none.")
     else:
-        figure = px.bar(
-            tokens,
-            x="Task",
-            y="Tokens",
-            color="Kind",
-            barmode="stack",
-            color_discrete_sequence=SAFE[:2],
-        )
+        figure = _stacked(tokens, "Task", "Tokens", "Kind", {"input": SAFE[0], "output": SAFE[1]})
         right.plotly_chart(_tidy(figure), key="tokens_chart")
+
+
+def _stacked(
+    rows: list[dict[str, Any]], x: str, y: str, colour: str, colours: dict[str, str]
+) -> go.Figure:
+    return px.bar(rows, x=x, y=y, color=colour, barmode="stack", color_discrete_map=colours)
 
 
 def _nothing_to_draw(column: Any, why: str) -> None:
