@@ -353,7 +353,7 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
             if edit_col.button("Edit", key=f"edit-{view.id}", icon=":material/edit:"):
                 st.session_state[FORM] = view.id
                 st.session_state[FORM_VERSION] = view.version
-                st.rerun()  # the form sits above the cards
+                st.rerun()  # the form opens in this card, where the user is
             if test_col.button("Test", key=f"test-{view.id}", icon=":material/network_check:"):
                 with st.spinner(f"Testing {view.display_name} with {name}…"):
                     check = admin().test(ui.actor(ui.current_user()), view.id)  # type: ignore[arg-type]
@@ -384,6 +384,8 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
         limit_line(
             "This month", standing.month_used, standing.month_reserved, view.monthly_token_limit
         )
+        if st.session_state.get(FORM) == view.id:  # edited in place, not out of sight above
+            provider_form(view)
 
 
 me = ui.require_user(UserRole.SUPER_ADMIN)
@@ -417,9 +419,11 @@ for column, task in zip(columns, TaskType, strict=True):
             st.caption("skipped: " + "; ".join(skipped))
 
 editing_id = st.session_state.get(FORM)
-if editing_id is not None:
-    provider_form(next((v for v in views if v.id == editing_id), None))
-elif st.button("Add provider", type="primary", icon=":material/add:"):
+if editing_id == "new":
+    provider_form(None)
+elif editing_id is not None and all(v.id != editing_id for v in views):
+    close_form()  # the config being edited was deleted meanwhile
+elif editing_id is None and st.button("Add provider", type="primary", icon=":material/add:"):
     st.session_state[FORM] = "new"
     st.rerun()
 

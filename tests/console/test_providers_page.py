@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
@@ -371,3 +372,35 @@ def test_provider_answers_are_shown_as_plain_text_not_markdown(
     at = console.page(PAGE, admin).run()  # the stored last_test_message, on the card
     assert not any("[the fix](" in c.value for c in at.caption)
     assert any("\\[the fix\\]" in c.value for c in at.caption)
+
+
+def page_order(at: AppTest) -> list[str]:
+    """Every heading and Markdown text of the page, top to bottom."""
+
+    def walk(node: Any, out: list[str]) -> list[str]:
+        for child in getattr(node, "children", {}).values():
+            if getattr(child, "type", "") in ("markdown", "subheader", "title"):
+                out.append(str(child.value))
+            walk(child, out)
+        return out
+
+    return walk(at.main, [])
+
+
+def test_edit_opens_in_the_card_clicked_not_above_the_cards(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    ids = [
+        add_config(console.db, fake_providers, "openai", display_name=name, tasks=["extraction"])
+        for name in ("First", "Second", "Third")
+    ]
+    at = console.page(PAGE, admin).run()
+    button(at, f"edit-{ids[1]}").click().run()
+    order = page_order(at)
+    assert order.index("#### Second") < order.index("Edit Second") < order.index("#### Third")
+    assert not any(b.label == "Add provider" for b in at.button)  # one form at a time
+    at.button(key="pf_cancel").click().run()
+    assert "Edit Second" not in page_order(at)
+    assert any(b.label == "Add provider" for b in at.button)
