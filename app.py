@@ -7,12 +7,17 @@ role again through core, because URLs can be typed. No user yet: only the setup 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 import ui
 from core.models import UserRole
 
-st.set_page_config(page_title="AI Provider Console", page_icon=":material/hub:", layout="wide")
+# The favicon is served from here: a Material icon would be fetched from fonts.gstatic.com,
+# which a console on an internal network cannot reach.
+ICON = str(Path(__file__).parent / "ui" / "icon.png")
+st.set_page_config(page_title="AI Provider Console", page_icon=ICON, layout="wide")
 
 ADMIN, ANALYST = UserRole.SUPER_ADMIN, UserRole.ANALYST
 

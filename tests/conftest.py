@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -163,11 +164,29 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context's page (ConsoleServer(env, page) saves it when a test fails)."""
+    """A fresh browser context's page (ConsoleServer(env, page) saves it when a test fails).
+    The test fails if the console made the browser ask any host but this one for anything (a
+    console on an internal network has no internet: fonts or icons from outside fail there)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(20_000)
+    outside: list[str] = []
+    context.on("request", lambda request: outside.extend(_outside([request.url])))
     yield context.new_page()
     context.close()
+    assert outside == [], f"the console asked hosts other than its own for: {outside}"
+
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _outside(urls: list[str]) -> list[str]:
+    """The http(s) URLs among `urls` that are not on this machine."""
+    found = []
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in LOOPBACK:
+            found.append(url)
+    return found
 
 
 @pytest.fixture
