@@ -7,6 +7,8 @@ role again through core, because URLs can be typed. No user yet: only the setup 
 
 from __future__ import annotations
 
+import runpy
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -16,7 +18,8 @@ from core.models import UserRole
 
 # The favicon is served from here: a Material icon would be fetched from fonts.gstatic.com,
 # which a console on an internal network cannot reach.
-ICON = str(Path(__file__).parent / "ui" / "icon.png")
+HERE = Path(__file__).parent
+ICON = str(HERE / "ui" / "icon.png")
 st.set_page_config(page_title="AI Provider Console", page_icon=ICON, layout="wide")
 
 ADMIN, ANALYST = UserRole.SUPER_ADMIN, UserRole.ANALYST
@@ -39,16 +42,61 @@ if problem:
     st.error(problem)
     st.stop()
 
+
+def _path(file: str) -> str:
+    return Path(file).stem  # Streamlit's own url_path for a page file
+
+
+def _stand_ins(file: str, title: str) -> list[st.Page]:
+    """`file`'s page under every other page's address, unlisted: a reload or a bookmark of
+    /users before sign-in shows the sign-in page (not "Page not found"), and the address stays,
+    so once signed in the user lands on the page asked for. (Functions running the file:
+    Streamlit keeps one page per file, so the file itself cannot be registered twice.)"""
+    script = str(HERE / file)
+    return [
+        st.Page(lambda: runpy.run_path(script), title=title, url_path=_path(f), visibility="hidden")
+        for f, *_ in PAGES
+        if _path(f) != _path(file)
+    ]
+
+
+def _not_for(title: str, roles: set[UserRole], role: str) -> Callable[[], None]:
+    """A page `role` may not open, under that page's address: says so in words (a typed URL
+    would otherwise show "Page not found")."""
+    who = " and ".join(sorted(f"{r.value.replace('_', '-')}s" for r in roles))
+    article = "an" if role[0] in "aeiou" else "a"
+
+    def refusal() -> None:
+        st.title(title)
+        st.warning(f"{title} is for {who}; you are signed in as {article} {role}.")
+
+    return refusal
+
+
 ui.resume_from_cookie()
 user = ui.current_user()
 if user is None:
     only = SETUP if ui.needs_setup() else SIGN_IN
-    navigation = st.navigation([st.Page(only[0], title=only[1], icon=only[2])], position="hidden")
+    entry = st.Page(only[0], title=only[1], icon=only[2], default=True)
+    navigation = st.navigation([entry, *_stand_ins(only[0], only[1])], position="hidden")
+    if ui.just_signed_out():  # start again from the front, not from the page left
+        st.switch_page(entry)
 else:
     if user.needs_enrolment:  # nothing else until an authenticator app is set up
-        pages = [st.Page(ACCOUNT[0], title=ACCOUNT[1], icon=ACCOUNT[2])]
+        entry = st.Page(ACCOUNT[0], title=ACCOUNT[1], icon=ACCOUNT[2], default=True)
+        pages = [entry, *_stand_ins(ACCOUNT[0], ACCOUNT[1])]
     else:
         pages = [st.Page(f, title=t, icon=i) for f, t, i, roles in PAGES if user.role in roles]
+        pages += [
+            st.Page(
+                _not_for(t, roles, user.role.replace("_", "-")),
+                title=t,
+                url_path=_path(f),
+                visibility="hidden",
+            )
+            for f, t, _, roles in PAGES
+            if user.role not in roles
+        ]
     navigation = st.navigation(pages)
     ui.account_menu(user)
 navigation.run()

@@ -7,6 +7,8 @@ import streamlit as st
 import ui
 from core import accounts
 
+ui.through_the_app()
+
 
 def _enrol(user: ui.CurrentUser) -> None:
     """Show a new key as a QR code and as text; save it once a code from it is confirmed."""

@@ -10,6 +10,8 @@ import ui
 from core import audit_trail
 from core.models import UserRole, utcnow
 
+ui.through_the_app()
+
 PAGE_SIZE = 100
 
 me = ui.require_user(UserRole.SUPER_ADMIN)

@@ -7,6 +7,8 @@ import streamlit as st
 import ui
 from core import accounts
 
+ui.through_the_app()
+
 st.title("AI Provider Console")
 ui.show_flash()
 

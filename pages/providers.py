@@ -23,6 +23,8 @@ from core.models import TaskType, UserRole, utcnow
 from core.providers import adapter_class
 from core.quota.ledger import QuotaLedger, Standing
 
+ui.through_the_app()
+
 PROVIDERS = {  # label and badge colour per provider type
     "gemini": ("Gemini", "blue"),
     "openai": ("OpenAI", "green"),

@@ -8,6 +8,8 @@ import streamlit as st
 import ui
 from core import accounts
 
+ui.through_the_app()
+
 st.title("AI Provider Console")
 st.subheader("Set up the console")
 if not ui.needs_setup():

@@ -19,6 +19,8 @@ from core.models import UserRole, utcnow
 from core.usage import export, queries
 from core.usage.report import FilterOptions, Headline, Totals, UsageQuery, UsageReport
 
+ui.through_the_app()
+
 ANY = "(any)"
 RANGES = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7), "30 d": timedelta(days=30)}
 RANGES |= {"90 d": timedelta(days=90), "Custom": None}

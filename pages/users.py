@@ -9,6 +9,8 @@ import ui
 from core import accounts
 from core.models import UserRole, utcnow
 
+ui.through_the_app()
+
 ROLES = {UserRole.SUPER_ADMIN: "super-admin", UserRole.ANALYST: "analyst (read-only)"}
 
 me = ui.require_user(UserRole.SUPER_ADMIN)

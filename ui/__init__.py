@@ -16,7 +16,7 @@ from ui.feedback import (
     plain,
     show_flash,
 )
-from ui.gate import require_user
+from ui.gate import require_user, through_the_app
 from ui.resources import (
     cipher,
     engine,
@@ -41,6 +41,7 @@ from ui.session import (
     begin_code_entry,
     cancel_code_entry,
     current_user,
+    just_signed_out,
     origin,
     pending_code_user,
     renew_session,
@@ -76,6 +77,7 @@ __all__ = [
     "current_user",
     "engine",
     "flash",
+    "just_signed_out",
     "needs_setup",
     "origin",
     "pending_code_user",
@@ -91,6 +93,7 @@ __all__ = [
     "sign_in",
     "sign_out",
     "startup_problem",
+    "through_the_app",
     "transaction",
     "unseal",
 ]

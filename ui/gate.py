@@ -5,6 +5,7 @@ Also where what survives a rerun is shown: flashed messages and an open step-up 
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from core.access import PermissionDenied, require_role
 from core.models import UserRole
@@ -40,3 +41,16 @@ def require_user(*roles: UserRole, during_enrolment: bool = False) -> CurrentUse
     if pending is not None:
         step_up_dialog(pending)
     return user
+
+
+def through_the_app() -> None:
+    """Make sure app.py, not this page file, is what runs (call it first in every page).
+
+    While no session has run app.py's st.navigation yet, Streamlit treats pages/ as an old-style
+    multipage folder: the first request a fresh server gets for /users runs pages/users.py
+    directly (no sign-in page, no role's navigation, raw file names in the sidebar). Switch that
+    off and run again: app.py then runs and opens the page asked for, for this session and all
+    later ones."""
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()

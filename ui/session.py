@@ -24,6 +24,7 @@ from ui.resources import transaction
 
 # Session-state keys (values are ids, datetimes and flags only).
 USER_ID = "auth_user_id"
+SIGNED_OUT = "signed_out"  # set by sign_out, read once by just_signed_out
 
 
 SIGNED_IN_AT = "auth_signed_in_at"
@@ -187,7 +188,14 @@ def sign_out() -> None:
             accounts.sign_out(session, actor(user))
     _forget()
     st.session_state["logout"] = True  # the library then ignores its cookie in this session
+    st.session_state[SIGNED_OUT] = True
     flash("info", "You are signed out.")
+
+
+def just_signed_out() -> bool:
+    """True once after sign_out: the next sign-in starts from the front page, not the page
+    that was open (a link typed or bookmarked keeps its page through sign-in)."""
+    return bool(st.session_state.pop(SIGNED_OUT, False))
 
 
 def _forget() -> None:

@@ -115,12 +115,14 @@ def test_first_run_setup_enrolment_and_sign_in(
         for title in ADMIN_ONLY:
             expect(other.get_by_test_id("stSidebarNavLink").filter(has_text=title)).to_have_count(0)
         # A typed URL is a new page load: the sign-in cookie (written by a component once
-        # signed in) keeps her signed in, and the Users page does not exist for her.
+        # signed in) keeps her signed in, and the Users page says in words it is not hers.
         other.wait_for_function(f"document.cookie.includes('{COOKIE_NAME}=')")
         other.goto(f"{console.url}/users")
-        expect(other.get_by_text("Page not found")).to_be_visible()
+        refusal = "Users is for super-admins; you are signed in as an analyst."
+        expect(other.get_by_text(refusal)).to_be_visible()
         expect(other.get_by_text("Signed in as ann (analyst)")).to_be_visible()
-        assert other.get_by_role("heading", name="Users").count() == 0
+        assert other.get_by_text("Page not found").count() == 0
+        assert other.get_by_test_id("stDataFrame").count() == 0  # no user list
         other.screenshot(path=artifacts / f"analyst-{db.backend}.png", full_page=True)
         pages_html.append(other.content())
         # Reloads restore the session from the same cookie: one sign-in in the trail, not one

@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from core import accounts
-from core.access import Actor
 from core.cli import main
 from tests.support.browser import sign_in
-from tests.support.console_server import ConsoleServer
+from tests.support.console_server import ConsoleServer, with_analyst
 from tests.support.database import MigratedDatabase
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -22,13 +20,7 @@ def test_an_analyst_sees_the_demo_data_charted(
     db: MigratedDatabase, page: Page, artifacts: Path
 ) -> None:
     assert main(["demo-data", "--days", "30", "--calls", "5000"], settings=db.settings) == 0
-    with db.session() as session, session.begin():
-        accounts.create_user(session, Actor.cli(), "ann", "analyst password", "analyst")
-    env = {
-        "AI_CONSOLE_DATABASE_URL": db.url,
-        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
-        "AI_CONSOLE_FERNET_KEYS": db.settings.fernet_keys[0],
-    }
+    env = with_analyst(db)
     with ConsoleServer(env, page) as console:
         page.goto(console.url)
         sign_in(page, "ann", "analyst password")

@@ -20,10 +20,26 @@ from playwright.sync_api import Page, WebSocket
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+from core import accounts
+from core.access import Actor
 from core.config import PROJECT_ROOT
+from tests.support.database import MigratedDatabase
 
 APP = PROJECT_ROOT / "app.py"
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # git-ignored: screenshots and logs to look at
+
+
+def with_analyst(
+    db: MigratedDatabase, username: str = "ann", password: str = "analyst password"
+) -> dict[str, str]:
+    """Add an analyst to `db`; the environment a console serving `db` runs with."""
+    with db.session() as session, session.begin():
+        accounts.create_user(session, Actor.cli(), username, password, "analyst")
+    return {
+        "AI_CONSOLE_DATABASE_URL": db.url,
+        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
+        "AI_CONSOLE_FERNET_KEYS": db.settings.fernet_keys[0],
+    }
 
 
 def free_port() -> int:
