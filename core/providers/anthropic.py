@@ -53,6 +53,13 @@ class ClaudeProvider(StainlessProvider):
             content.append({"type": "image", "source": source})
         content.append({"type": "text", "text": ask.prompt})
         extra: dict[str, Any] = {"system": ask.system_prompt} if ask.system_prompt else {}
+        if ask.schema is not None:
+            # Structured outputs (GA in this SDK): the answer is a text block of JSON. The SDK's
+            # transform_schema fits the schema to what the API accepts (no extra properties;
+            # unsupported constraints move into descriptions); the answer is still checked
+            # against the caller's own schema.
+            schema = anthropic.transform_schema(ask.schema.model or ask.schema.json)
+            extra["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         history = [{"role": role, "content": text} for role, text in ask.history]
         return {
             "model": self.model_name,

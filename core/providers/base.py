@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from core.pricing import Priced
+    from core.providers.structured import Schema
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -54,7 +55,8 @@ class GenerationResult:
     """One answer, with the token usage the provider itself reported.
 
     Adapters fill text, provider, model and usage; core.routing adds config_id, what the cost
-    is worked out from, and the failed attempts that came before this answer.
+    is worked out from, the failed attempts that came before this answer, and for a call with
+    a response_schema the answer `parsed` (core/providers/structured.py; None without one).
     """
 
     text: str
@@ -72,6 +74,7 @@ class GenerationResult:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    parsed: Any = None
 
     @property
     def cost_usd(self) -> Decimal | None:
@@ -134,6 +137,7 @@ class Ask:
     image: Image | None = None  # sent with the prompt
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     history: tuple[tuple[str, str], ...] = ()  # (role "user" | "assistant", text) before it
+    schema: Schema | None = None  # answer with JSON of this schema (the text returned as is)
 
 
 class AIProvider(ABC):
@@ -178,10 +182,13 @@ class AIProvider(ABC):
         system_prompt: str | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         history: tuple[tuple[str, str], ...] = (),
+        schema: Schema | None = None,
     ) -> GenerationResult:
         """Answer a text prompt, after the conversation so far (`history`: (role, text) turns,
-        role "user" or "assistant")."""
-        return await self._generate(Ask(prompt, system_prompt, None, max_output_tokens, history))
+        role "user" or "assistant"); with `schema`, as JSON of it through the provider's own
+        structured output (the text as it came: core/providers/structured.py checks it)."""
+        ask = Ask(prompt, system_prompt, None, max_output_tokens, history, schema)
+        return await self._generate(ask)
 
     async def generate_content_with_image(
         self,

@@ -101,8 +101,16 @@ class GeminiProvider(AIProvider):
             for role, text in ask.history
         ]
         contents.append(types.Content(role="user", parts=parts))
+        json_output: dict[str, Any] = {}
+        if ask.schema is not None:
+            json_output = {
+                "response_mime_type": "application/json",
+                "response_json_schema": ask.schema.json,
+            }
         config = types.GenerateContentConfig(
-            system_instruction=ask.system_prompt, max_output_tokens=ask.max_output_tokens
+            system_instruction=ask.system_prompt,
+            max_output_tokens=ask.max_output_tokens,
+            **json_output,
         )
         return {"model": self.model_name, "contents": contents, "config": config}
 

@@ -8,6 +8,13 @@ by the database, taking the rows of other calls in its batch with it.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pydantic
+
+from core.providers.structured import Expected
+
 MAX_OUTPUT_TOKENS_CAP = 128_000  # above every supported model's own output limit
 BIGINT_MAX = 2**63 - 1  # ai_provider_usage_logs.user_id is a BIGINT
 
@@ -73,6 +80,44 @@ def conversation(prompt: object, messages: object) -> tuple[object, tuple[tuple[
     if turns[-1][0] != "user":
         raise ValueError("the last message must be the user's (it is the one answered)")
     return turns[-1][1], tuple(turns[:-1])
+
+
+def check_schema(response_schema: object) -> Expected | None:
+    """What an answer must match: None, a pydantic model class, or a JSON-schema dict (valid
+    JSON Schema, and JSON itself)."""
+    if response_schema is None:
+        return None
+    if isinstance(response_schema, type) and issubclass(response_schema, pydantic.BaseModel):
+        try:
+            return Expected.of_model(response_schema, response_schema.model_json_schema())
+        except pydantic.PydanticUserError as exc:  # a field type JSON Schema cannot describe
+            raise ValueError(f"response_schema {response_schema.__name__}: {exc}") from None
+    if not isinstance(response_schema, dict):
+        raise TypeError(
+            "response_schema must be a pydantic model class or a JSON-schema dict, "
+            f"not {_kind(response_schema)}"
+        )
+    try:
+        json.dumps(response_schema, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"response_schema is not JSON: {exc}") from None
+    return Expected.of_dict(response_schema, _validator(response_schema))
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """A jsonschema validator for the schema's own draft (2020-12 when it names none)."""
+    import jsonschema  # only callers of dict schemas pay for its import
+
+    validator_class = jsonschema.validators.validator_for(schema)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"response_schema is not a valid JSON Schema: {exc.message}") from None
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def _kind(value: object) -> str:
+    return f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
 
 
 def check_image(image_bytes: object, mime_type: object) -> None:
