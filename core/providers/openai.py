@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,9 +9,9 @@ import openai
 from openai.lib._pydantic import to_strict_json_schema
 
 from core.models import ProviderType
-from core.providers.base import Ask, Reply, Usage
+from core.providers.base import Ask, Image, Reply, Usage
 from core.providers.errors import UnexpectedResponse
-from core.providers.stainless import StainlessProvider
+from core.providers.stainless import StainlessProvider, turn_messages
 from core.providers.streaming import StreamState
 from core.providers.structured import Schema
 
@@ -49,17 +48,7 @@ class OpenAIProvider(StainlessProvider):
         messages: list[dict[str, Any]] = []
         if ask.system_prompt:
             messages.append({"role": "system", "content": ask.system_prompt})
-        messages += [{"role": role, "content": text} for role, text in ask.history]
-        if ask.image is None:  # a plain string: the same request, less for the SDK to walk
-            messages.append({"role": "user", "content": ask.prompt})
-        else:
-            data = base64.b64encode(ask.image.data).decode("ascii")
-            url = f"data:{ask.image.mime_type};base64,{data}"
-            parts = [
-                {"type": "text", "text": ask.prompt},
-                {"type": "image_url", "image_url": {"url": url}},
-            ]
-            messages.append({"role": "user", "content": parts})
+        messages += turn_messages(ask, _image_url)
         request: dict[str, Any] = {
             "model": self.model_name,
             "messages": messages,
@@ -71,6 +60,13 @@ class OpenAIProvider(StainlessProvider):
 
     async def _check_key(self) -> None:
         await self.client.models.list()
+
+
+def _image_url(image: Image) -> dict[str, Any]:
+    return {
+        "type": "image_url",
+        "image_url": {"url": f"data:{image.mime_type};base64,{image.base64()}"},
+    }
 
 
 def _response_format(schema: Schema) -> dict[str, Any]:

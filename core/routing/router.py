@@ -20,14 +20,20 @@ from core.crypto import load_cipher
 from core.db import make_engine
 from core.models import TaskType, UsageStatus
 from core.providers import AIProvider, GenerationResult, ProviderError
-from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
+from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, Content, Turn
 from core.providers.egress import Allowlist
 from core.providers.errors import ProviderTimeout
 from core.providers.structured import InvalidOutput
 from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import Demand, QuotaLedger, reservation_size
 from core.quota.reach import LedgerUnavailable
-from core.routing.arguments import check_call, check_image, check_schema, conversation
+from core.routing.arguments import (
+    check_call,
+    check_image,
+    check_options,
+    check_schema,
+    conversation,
+)
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (
     Candidate,
@@ -135,7 +141,7 @@ class Router:
         task: str | TaskType,
         prompt: str | None = None,
         *,
-        messages: Sequence[dict[str, str]] | None = None,
+        messages: Sequence[dict[str, Any]] | None = None,
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
@@ -143,7 +149,11 @@ class Router:
     ) -> GenerationResult:
         """Answer `prompt`, or the conversation so far (`messages`: [{"role": "user" |
         "assistant", "content": ...}], the last the user's), with the provider that serves
-        `task` (see the module docstring).
+        `task` (see the module docstring). A content is a str, or a list of parts in order:
+        {"type": "text", "text": ...} and, in the user's turns, {"type": "image", "data":
+        bytes, "mime_type": "image/png"}; every image is checked (its bytes against its type,
+        then the provider's types and size) before any call, and counts towards the
+        reservation.
 
         With `response_schema` (a pydantic model class or a JSON-schema dict) the provider is
         asked for JSON of that schema through its own structured output, and `result.parsed`
@@ -193,12 +203,13 @@ class Router:
         task: str | TaskType,
         prompt: str | None = None,
         *,
-        messages: Sequence[dict[str, str]] | None = None,
+        messages: Sequence[dict[str, Any]] | None = None,
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> StreamCall:
-        """Stream the answer (to `prompt` or `messages`, as for `generate`): `async with
+        """Stream the answer (to `prompt` or `messages`, images included, as for `generate`):
+        `async with
         router.stream(task, prompt) as stream: async for text in stream`, then
         `stream.result` (core/routing/streams.py)."""
         text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
@@ -396,14 +407,13 @@ def _raise_if_limits_unavailable(task: str, attempts: Sequence[Attempt]) -> None
 
 def _checked(
     prompt: str | None,
-    messages: Sequence[dict[str, str]] | None,
+    messages: Sequence[dict[str, Any]] | None,
     system_prompt: str | None,
     user_id: int | None,
     max_output_tokens: int,
-) -> tuple[str, tuple[tuple[str, str], ...], int]:
+) -> tuple[Content, tuple[Turn, ...], int]:
     """The prompt, the turns before it and the tokens to hold, once the arguments pass
     (arguments.py: TypeError / ValueError before anything is held or sent)."""
     text, history = conversation(prompt, messages)
-    check_call(text, system_prompt, user_id, max_output_tokens)
-    assert isinstance(text, str)
+    check_options(system_prompt, user_id, max_output_tokens)
     return text, history, reservation_size(text, system_prompt, max_output_tokens, history=history)
