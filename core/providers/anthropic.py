@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
 
 from core.models import ProviderType
-from core.providers.base import Ask, Reply, Usage
+from core.providers.base import Ask, Image, Reply, Usage
 from core.providers.errors import UnexpectedResponse
-from core.providers.stainless import StainlessProvider
+from core.providers.stainless import StainlessProvider, turn_messages
 from core.providers.streaming import StreamState
 
 
@@ -20,6 +19,7 @@ class ClaudeProvider(StainlessProvider):
     client_class = "AsyncAnthropic"
     provider_type = ProviderType.CLAUDE
     max_image_bytes = 5 * 1024 * 1024  # the Messages API's limit per image
+    image_before_text = True  # as Anthropic's vision guide advises
     known_models = ("claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-1")
 
     async def _reply(self, ask: Ask) -> Reply:
@@ -46,23 +46,28 @@ class ClaudeProvider(StainlessProvider):
             raise UnexpectedResponse("claude", "the stream ended without usage") from None
 
     def _request(self, ask: Ask) -> dict[str, Any]:
-        content: list[dict[str, Any]] = []
-        if ask.image is not None:
-            data = base64.b64encode(ask.image.data).decode("ascii")
-            source = {"type": "base64", "media_type": ask.image.mime_type, "data": data}
-            content.append({"type": "image", "source": source})
-        content.append({"type": "text", "text": ask.prompt})
         extra: dict[str, Any] = {"system": ask.system_prompt} if ask.system_prompt else {}
-        history = [{"role": role, "content": text} for role, text in ask.history]
+        if ask.schema is not None:
+            # Structured outputs (GA in this SDK): the answer is a text block of JSON. The SDK's
+            # transform_schema fits the schema to what the API accepts (no extra properties;
+            # unsupported constraints move into descriptions); the answer is still checked
+            # against the caller's own schema.
+            schema = anthropic.transform_schema(ask.schema.model or ask.schema.json)
+            extra["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         return {
             "model": self.model_name,
             "max_tokens": ask.max_output_tokens,
-            "messages": [*history, {"role": "user", "content": content}],
+            "messages": turn_messages(ask, _image_block),
             **extra,
         }
 
     async def _check_key(self) -> None:
         await self.client.models.list(limit=1)
+
+
+def _image_block(image: Image) -> dict[str, Any]:
+    source = {"type": "base64", "media_type": image.mime_type, "data": image.base64()}
+    return {"type": "image", "source": source}
 
 
 def _usage(usage: Any) -> Usage:

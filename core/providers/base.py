@@ -9,6 +9,7 @@ type, and no message we raise contains an API key or bearer token (core/provider
 
 from __future__ import annotations
 
+import base64
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from core.pricing import Priced
+    from core.providers.structured import Schema
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -54,7 +56,8 @@ class GenerationResult:
     """One answer, with the token usage the provider itself reported.
 
     Adapters fill text, provider, model and usage; core.routing adds config_id, what the cost
-    is worked out from, and the failed attempts that came before this answer.
+    is worked out from, the failed attempts that came before this answer, and for a call with
+    a response_schema the answer `parsed` (core/providers/structured.py; None without one).
     """
 
     text: str
@@ -72,6 +75,7 @@ class GenerationResult:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    parsed: Any = None
 
     @property
     def cost_usd(self) -> Decimal | None:
@@ -130,16 +134,36 @@ class Image:
     data: bytes
     mime_type: str
 
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+
+Part = str | Image  # a piece of a turn: a text, or an image
+Content = str | tuple[Part, ...]  # a turn: its text, or its parts in order (texts and images)
+Turn = tuple[str, Content]  # (role "user" | "assistant", content)
+
+
+def images_in(content: Content) -> list[Image]:
+    return [] if isinstance(content, str) else [p for p in content if isinstance(p, Image)]
+
 
 @dataclass(frozen=True)
 class Ask:
     """One request, in provider-neutral terms (each adapter builds its SDK's call from it)."""
 
-    prompt: str  # the last user turn, which the answer answers
+    prompt: Content  # the last user turn, which the answer answers
     system_prompt: str | None = None
-    image: Image | None = None  # sent with the prompt
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
-    history: tuple[tuple[str, str], ...] = ()  # (role "user" | "assistant", text) before it
+    history: tuple[Turn, ...] = ()  # (role "user" | "assistant", content) before
+    schema: Schema | None = None  # answer with JSON of this schema (the text returned as is)
+
+    def turns(self) -> list[Turn]:
+        """Every turn in order: the history, then the user's prompt."""
+        return [*self.history, ("user", self.prompt)]
+
+    def images(self) -> list[Image]:
+        """Every image of the request, in the order of its turns."""
+        return [image for _, content in self.turns() for image in images_in(content)]
 
 
 class AIProvider(ABC):
@@ -154,6 +178,8 @@ class AIProvider(ABC):
         {"image/png", "image/jpeg", "image/webp", "image/gif"}
     )
     max_image_bytes: ClassVar[int] = 20 * 1024 * 1024
+    # Where generate_content_with_image puts its one image (Anthropic advises before the text).
+    image_before_text: ClassVar[bool] = False
     known_models: ClassVar[tuple[str, ...]] = ()
 
     @staticmethod
@@ -180,14 +206,18 @@ class AIProvider(ABC):
 
     async def generate_content(
         self,
-        prompt: str,
+        prompt: Content,
         system_prompt: str | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
-        history: tuple[tuple[str, str], ...] = (),
+        history: tuple[Turn, ...] = (),
+        schema: Schema | None = None,
     ) -> GenerationResult:
-        """Answer a text prompt, after the conversation so far (`history`: (role, text) turns,
-        role "user" or "assistant")."""
-        return await self._generate(Ask(prompt, system_prompt, None, max_output_tokens, history))
+        """Answer the last user turn `prompt` (a text, or its texts and images in order), after
+        the conversation so far (`history`: (role, content) turns, role "user" or
+        "assistant"); with `schema`, as JSON of it through the provider's own structured
+        output (the text as it came: core/providers/structured.py checks it). Images the
+        provider does not accept are refused before any call."""
+        return await self._generate(Ask(prompt, system_prompt, max_output_tokens, history, schema))
 
     async def generate_content_with_image(
         self,
@@ -199,29 +229,22 @@ class AIProvider(ABC):
     ) -> GenerationResult:
         """Answer a prompt about one image; bad images are refused before any call."""
         image = Image(image_data, mime_type.lower())
-        self._check_image(image)
-        return await self._generate(Ask(prompt, system_prompt, image, max_output_tokens))
+        parts = (image, prompt) if self.image_before_text else (prompt, image)
+        return await self.generate_content(parts, system_prompt, max_output_tokens)
 
     def stream_content(
         self,
-        prompt: str,
+        prompt: Content,
         system_prompt: str | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
-        image: tuple[bytes, str] | None = None,
-        history: tuple[tuple[str, str], ...] = (),
+        history: tuple[Turn, ...] = (),
     ) -> ProviderStream:
-        """Stream the answer to a prompt (and an optional (bytes, mime type) image) through
-        the SDK's streaming API: core/providers/streaming.py. Nothing is sent until the first
-        piece is asked for; bad input is refused here, before any call."""
-        if max_output_tokens < 1:
-            raise BadRequest(self.provider_type.value, "max_output_tokens must be at least 1")
-        picture = None if image is None else Image(image[0], image[1].lower())
-        if picture is not None:
-            self._check_image(picture)
+        """Stream the answer (to the same turns as generate_content) through the SDK's
+        streaming API: core/providers/streaming.py. Nothing is sent until the first piece is
+        asked for; bad input is refused here, before any call."""
+        ask = self._checked(Ask(prompt, system_prompt, max_output_tokens, history))
         state = StreamState(self.model_name)
-        ask = Ask(prompt, system_prompt, picture, max_output_tokens, history)
-        pieces = self._stream(ask, state)
-        return ProviderStream(self, pieces, state)
+        return ProviderStream(self, self._stream(ask, state), state)
 
     async def validate_credentials(self) -> CredentialCheck:
         """The cheapest real call proving the key works for this model (fetch the model)."""
@@ -245,9 +268,16 @@ class AIProvider(ABC):
 
     # --- shared machinery ---
 
-    async def _generate(self, ask: Ask) -> GenerationResult:
+    def _checked(self, ask: Ask) -> Ask:
+        """The request, once it is one this provider can take (BadRequest otherwise)."""
         if ask.max_output_tokens < 1:
             raise BadRequest(self.provider_type.value, "max_output_tokens must be at least 1")
+        for image in ask.images():
+            self._check_image(image)
+        return ask
+
+    async def _generate(self, ask: Ask) -> GenerationResult:
+        self._checked(ask)
         started = time.perf_counter()
         reply = await self._call(lambda: self._reply(ask))
         return GenerationResult(

@@ -12,7 +12,7 @@ from google import genai
 from google.genai import errors, types
 
 from core.models import ProviderType
-from core.providers.base import AIProvider, Ask, Reply, Usage
+from core.providers.base import AIProvider, Ask, Content, Reply, Usage
 from core.providers.errors import (
     AuthenticationFailed,
     BadRequest,
@@ -93,16 +93,19 @@ class GeminiProvider(AIProvider):
             await stream.aclose()  # leaving early closes the response
 
     def _request(self, ask: Ask) -> dict[str, Any]:
-        parts = [types.Part.from_text(text=ask.prompt)]
-        if ask.image is not None:
-            parts.append(types.Part.from_bytes(data=ask.image.data, mime_type=ask.image.mime_type))
         contents = [
-            types.Content(role=_ROLES[role], parts=[types.Part.from_text(text=text)])
-            for role, text in ask.history
+            types.Content(role=_ROLES[role], parts=_parts(content)) for role, content in ask.turns()
         ]
-        contents.append(types.Content(role="user", parts=parts))
+        json_output: dict[str, Any] = {}
+        if ask.schema is not None:
+            json_output = {
+                "response_mime_type": "application/json",
+                "response_json_schema": ask.schema.json,
+            }
         config = types.GenerateContentConfig(
-            system_instruction=ask.system_prompt, max_output_tokens=ask.max_output_tokens
+            system_instruction=ask.system_prompt,
+            max_output_tokens=ask.max_output_tokens,
+            **json_output,
         )
         return {"model": self.model_name, "contents": contents, "config": config}
 
@@ -139,6 +142,18 @@ class GeminiProvider(AIProvider):
         if isinstance(exc, UnexpectedResponse):
             return exc
         return UnexpectedResponse("gemini", f"unexpected failure ({type(exc).__name__})")
+
+
+def _parts(content: Content) -> list[types.Part]:
+    """A turn's content as text and inline-data parts, in their order."""
+    if isinstance(content, str):
+        return [types.Part.from_text(text=content)]
+    return [
+        types.Part.from_text(text=part)
+        if isinstance(part, str)
+        else types.Part.from_bytes(data=part.data, mime_type=part.mime_type)
+        for part in content
+    ]
 
 
 def _usage(meta: types.GenerateContentResponseUsageMetadata | None) -> Usage | None:

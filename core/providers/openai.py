@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from openai.lib._pydantic import to_strict_json_schema
 
 from core.models import ProviderType
-from core.providers.base import Ask, Reply, Usage
+from core.providers.base import Ask, Image, Reply, Usage
 from core.providers.errors import UnexpectedResponse
-from core.providers.stainless import StainlessProvider
+from core.providers.stainless import StainlessProvider, turn_messages
 from core.providers.streaming import StreamState
+from core.providers.structured import Schema
 
 
 class OpenAIProvider(StainlessProvider):
@@ -47,25 +48,54 @@ class OpenAIProvider(StainlessProvider):
         messages: list[dict[str, Any]] = []
         if ask.system_prompt:
             messages.append({"role": "system", "content": ask.system_prompt})
-        messages += [{"role": role, "content": text} for role, text in ask.history]
-        if ask.image is None:  # a plain string: the same request, less for the SDK to walk
-            messages.append({"role": "user", "content": ask.prompt})
-        else:
-            data = base64.b64encode(ask.image.data).decode("ascii")
-            url = f"data:{ask.image.mime_type};base64,{data}"
-            parts = [
-                {"type": "text", "text": ask.prompt},
-                {"type": "image_url", "image_url": {"url": url}},
-            ]
-            messages.append({"role": "user", "content": parts})
-        return {
+        messages += turn_messages(ask, _image_url)
+        request: dict[str, Any] = {
             "model": self.model_name,
             "messages": messages,
             "max_completion_tokens": ask.max_output_tokens,
         }
+        if ask.schema is not None:
+            request["response_format"] = _response_format(ask.schema)
+        return request
 
     async def _check_key(self) -> None:
         await self.client.models.list()
+
+
+def _image_url(image: Image) -> dict[str, Any]:
+    return {
+        "type": "image_url",
+        "image_url": {"url": f"data:{image.mime_type};base64,{image.base64()}"},
+    }
+
+
+def _response_format(schema: Schema) -> dict[str, Any]:
+    """Structured Outputs: a model's schema made strict by the SDK's own helper (every
+    property required, no others); a caller's dict as given, strict only if it already is."""
+    if schema.model is not None:
+        body, strict = to_strict_json_schema(schema.model), True
+    else:
+        body, strict = schema.json, _is_strict(schema.json)
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": schema.name, "schema": body, "strict": strict},
+    }
+
+
+def _is_strict(schema: Any) -> bool:
+    """Whether every object in the schema lists all its properties as required and allows no
+    others, as strict mode demands (the API refuses strict=True otherwise)."""
+    if isinstance(schema, list):
+        return all(_is_strict(item) for item in schema)
+    if not isinstance(schema, dict):
+        return True
+    if schema.get("type") == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required") or ()) != set(properties):
+            return False
+    return all(_is_strict(value) for value in schema.values())
 
 
 def _usage(usage: Any) -> Usage:

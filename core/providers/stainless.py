@@ -10,13 +10,13 @@ reaches `raise_for_status` and comes back as a plain APIStatusError.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, ClassVar
 
 import httpx2
 
-from core.providers.base import AIProvider
+from core.providers.base import AIProvider, Ask, Image
 from core.providers.errors import (
     ProviderError,
     ProviderTimeout,
@@ -56,6 +56,23 @@ class StainlessProvider(AIProvider):
 
     def _map_error(self, exc: Exception) -> ProviderError:
         return map_stainless_error(self.provider_type.value, exc, self.sdk, [self._secret])
+
+
+def turn_messages(ask: Ask, image_block: Callable[[Image], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The request's turns as both Messages-style APIs take them, in order: a plain string as
+    it is (less for the SDK to walk), parts as text blocks and `image_block(image)`s."""
+    return [
+        {
+            "role": role,
+            "content": content
+            if isinstance(content, str)
+            else [
+                {"type": "text", "text": part} if isinstance(part, str) else image_block(part)
+                for part in content
+            ],
+        }
+        for role, content in ask.turns()
+    ]
 
 
 def map_stainless_error(

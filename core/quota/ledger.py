@@ -123,15 +123,20 @@ class Standing:
 
 
 def reservation_size(
-    prompt: str,
+    prompt: str | Sequence[Any],
     system_prompt: str | None,
     max_output_tokens: int,
     images: int = 0,
-    history: Sequence[tuple[str, str]] = (),
+    history: Sequence[tuple[str, str | Sequence[Any]]] = (),
 ) -> int:
-    """An upper bound on the tokens a text call can use (see the module docstring); `history`:
-    the conversation's earlier (role, text) turns."""
-    texts = [prompt, system_prompt or "", *(text for _, text in history)]
+    """An upper bound on the tokens a call can use (see the module docstring); `history`: the
+    conversation's earlier (role, content) turns. A content (the prompt's too) is a text or a
+    sequence of parts, each a str (a text) or anything else (an image, counted in `images`)."""
+    texts = [system_prompt or ""]
+    for content in [prompt, *(content for _, content in history)]:
+        parts = [content] if isinstance(content, str) else content
+        texts += [part for part in parts if isinstance(part, str)]
+        images += sum(not isinstance(part, str) for part in parts)
     prompt_bytes = sum(len(text.encode()) for text in texts)
     overhead = MESSAGE_OVERHEAD_TOKENS * (1 + bool(system_prompt) + len(history))
     return prompt_bytes + overhead + images * IMAGE_TOKENS_ESTIMATE + max_output_tokens

@@ -9,6 +9,9 @@
             ...
     result = stream.result
 
+    result = await router.generate("extraction", prompt, response_schema=JobPosting)
+    result.parsed                        # a JobPosting (or, for a JSON-schema dict, the dict)
+
 For task T the candidates are the active configs flagged for T (lowest priority number, then
 lowest id, first), then the active default config (candidates.py: the one place that rule is
 written). With no config stored at all, the legacy environment variables (GEMINI_API_KEY with
@@ -16,7 +19,10 @@ GEMINI_MODEL_FAST, OPENAI_API_KEY, ANTHROPIC_API_KEY) serve instead. A candidate
 limit cannot cover the call is skipped (core.quota reserves the tokens in the database first).
 Retryable failures are retried by the SDK itself (honouring Retry-After), then the next
 candidate is tried; an authentication failure moves on too; a bad request is raised at once.
-Every attempt writes one usage row and updates the Prometheus metrics (attempts.py).
+Every attempt writes one usage row and updates the Prometheus metrics (attempts.py). With a
+`response_schema` each provider is asked for JSON through its own structured output and the
+answer is validated on our side (core/providers/structured.py); an invalid answer is asked for
+once more from the same candidate, never from the next one (the schema is the caller's).
 
 Configs are cached and re-read when a cheap fingerprint query (at most once every
 `config_refresh_s`, 2 s by default) shows a change, so an edit in the console reaches running

@@ -8,6 +8,14 @@ by the database, taking the rows of other calls in its batch with it.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pydantic
+
+from core.providers.base import Content, Image, Part, Turn
+from core.providers.structured import Expected
+
 MAX_OUTPUT_TOKENS_CAP = 128_000  # above every supported model's own output limit
 BIGINT_MAX = 2**63 - 1  # ai_provider_usage_logs.user_id is a BIGINT
 
@@ -23,10 +31,19 @@ def check_call(
     prompt: object, system_prompt: object, user_id: object, max_output_tokens: object
 ) -> None:
     """Refuse arguments no provider call should be made for."""
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
-    if not prompt.strip():
-        raise ValueError("prompt is empty")
+    check_text(prompt, "prompt")
+    check_options(system_prompt, user_id, max_output_tokens)
+
+
+def check_text(text: object, what: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"{what} is empty")
+
+
+def check_options(system_prompt: object, user_id: object, max_output_tokens: object) -> None:
+    """Refuse the options of a call (all but what it sends) that no call should be made with."""
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise TypeError(f"system_prompt must be a str or None, not {type(system_prompt).__name__}")
     if user_id is not None:
@@ -44,14 +61,19 @@ def check_call(
 
 
 ROLES = ("user", "assistant")
+PART_TYPES = ("text", "image")
+PART_KEYS = {"text": {"type", "text"}, "image": {"type", "data", "mime_type"}}
 
 
-def conversation(prompt: object, messages: object) -> tuple[object, tuple[tuple[str, str], ...]]:
+def conversation(prompt: object, messages: object) -> tuple[Content, tuple[Turn, ...]]:
     """(the prompt to answer, the turns before it) from `prompt=` or `messages=`: exactly one
-    of them. `messages` is a non-empty list of {"role": "user" | "assistant", "content": str},
-    the last from the user (the one the answer answers)."""
+    of them. `messages` is a non-empty list of {"role": "user" | "assistant", "content": ...},
+    the last from the user (the one the answer answers). A content is a str, or a list of parts
+    in order: {"type": "text", "text": str} and, in the user's turns only, {"type": "image",
+    "data": bytes, "mime_type": "image/png"} (checked like check_image)."""
     if messages is None:
-        return prompt, ()
+        check_text(prompt, "prompt")
+        return prompt, ()  # type: ignore[return-value]
     if prompt is not None:
         raise TypeError("give prompt or messages, not both")
     if not isinstance(messages, list | tuple):
@@ -62,17 +84,83 @@ def conversation(prompt: object, messages: object) -> tuple[object, tuple[tuple[
     for n, message in enumerate(messages):
         if not isinstance(message, dict) or set(message) != {"role", "content"}:
             raise TypeError(f"messages[{n}] must be a dict with exactly 'role' and 'content'")
-        role, content = message["role"], message["content"]
+        role = message["role"]
         if role not in ROLES:
             raise ValueError(f"messages[{n}]['role'] must be 'user' or 'assistant', not {role!r}")
-        if not isinstance(content, str):
-            raise TypeError(f"messages[{n}]['content'] must be a str")
-        if not content.strip():
-            raise ValueError(f"messages[{n}]['content'] is empty")
-        turns.append((role, content))
+        turns.append((role, _content(message["content"], role, f"messages[{n}]['content']")))
     if turns[-1][0] != "user":
         raise ValueError("the last message must be the user's (it is the one answered)")
     return turns[-1][1], tuple(turns[:-1])
+
+
+def _content(content: object, role: str, where: str) -> Content:
+    if isinstance(content, str):
+        check_text(content, where)
+        return content
+    if not isinstance(content, list | tuple):
+        raise TypeError(f"{where} must be a str or a list of parts, not {type(content).__name__}")
+    if not content:
+        raise ValueError(f"{where} is empty")
+    return tuple(_part(part, role, f"{where}[{n}]") for n, part in enumerate(content))
+
+
+def _part(part: object, role: str, where: str) -> Part:
+    if not isinstance(part, dict) or "type" not in part:
+        raise TypeError(f"{where} must be a dict with a 'type'")
+    kind = part["type"]
+    if kind not in PART_TYPES:
+        raise ValueError(f"{where}['type'] must be 'text' or 'image', not {kind!r}")
+    if set(part) != PART_KEYS[kind]:
+        keys = ", ".join(repr(key) for key in sorted(PART_KEYS[kind]))
+        raise TypeError(f"{where} must have exactly {keys}")
+    if kind == "text":
+        check_text(part["text"], f"{where}['text']")
+        return part["text"]
+    if role != "user":
+        raise ValueError(f"{where}: images go in the user's turns only, not the {role}'s")
+    try:
+        check_image(part["data"], part["mime_type"])
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    return Image(bytes(part["data"]), part["mime_type"].lower())
+
+
+def check_schema(response_schema: object) -> Expected | None:
+    """What an answer must match: None, a pydantic model class, or a JSON-schema dict (valid
+    JSON Schema, and JSON itself)."""
+    if response_schema is None:
+        return None
+    if isinstance(response_schema, type) and issubclass(response_schema, pydantic.BaseModel):
+        try:
+            return Expected.of_model(response_schema, response_schema.model_json_schema())
+        except pydantic.PydanticUserError as exc:  # a field type JSON Schema cannot describe
+            raise ValueError(f"response_schema {response_schema.__name__}: {exc}") from None
+    if not isinstance(response_schema, dict):
+        raise TypeError(
+            "response_schema must be a pydantic model class or a JSON-schema dict, "
+            f"not {_kind(response_schema)}"
+        )
+    try:
+        json.dumps(response_schema, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"response_schema is not JSON: {exc}") from None
+    return Expected.of_dict(response_schema, _validator(response_schema))
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    """A jsonschema validator for the schema's own draft (2020-12 when it names none)."""
+    import jsonschema  # only callers of dict schemas pay for its import
+
+    validator_class = jsonschema.validators.validator_for(schema)
+    try:
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"response_schema is not a valid JSON Schema: {exc.message}") from None
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def _kind(value: object) -> str:
+    return f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
 
 
 def check_image(image_bytes: object, mime_type: object) -> None:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from core.config import Settings
@@ -19,13 +20,20 @@ from core.crypto import load_cipher
 from core.db import make_engine
 from core.models import TaskType, UsageStatus
 from core.providers import AIProvider, GenerationResult, ProviderError
-from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S
+from core.providers.base import DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_TIMEOUT_S, Content, Turn
 from core.providers.egress import Allowlist
 from core.providers.errors import ProviderTimeout
+from core.providers.structured import InvalidOutput
 from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
 from core.quota.ledger import Demand, QuotaLedger, reservation_size
 from core.quota.reach import LedgerUnavailable
-from core.routing.arguments import check_call, check_image, conversation
+from core.routing.arguments import (
+    check_call,
+    check_image,
+    check_options,
+    check_schema,
+    conversation,
+)
 from core.routing.attempts import Attempt, Recorder, Trial
 from core.routing.candidates import (
     Candidate,
@@ -55,6 +63,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 LIMITS_UNAVAILABLE = "limits_unavailable"  # the usage row's error_type for such an attempt
+OUTPUT_RETRIES = 1  # times an answer that does not match the response_schema is asked again
 
 
 class Router:
@@ -132,21 +141,38 @@ class Router:
         task: str | TaskType,
         prompt: str | None = None,
         *,
-        messages: Sequence[dict[str, str]] | None = None,
+        messages: Sequence[dict[str, Any]] | None = None,
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        response_schema: type[BaseModel] | dict[str, Any] | None = None,
     ) -> GenerationResult:
         """Answer `prompt`, or the conversation so far (`messages`: [{"role": "user" |
         "assistant", "content": ...}], the last the user's), with the provider that serves
-        `task` (see the module docstring)."""
+        `task` (see the module docstring). A content is a str, or a list of parts in order:
+        {"type": "text", "text": ...} and, in the user's turns, {"type": "image", "data":
+        bytes, "mime_type": "image/png"}; every image is checked (its bytes against its type,
+        then the provider's types and size) before any call, and counts towards the
+        reservation.
+
+        With `response_schema` (a pydantic model class or a JSON-schema dict) the provider is
+        asked for JSON of that schema through its own structured output, and `result.parsed`
+        is the answer as an instance of the model (or the dict, validated with jsonschema);
+        without one `parsed` is None. An answer that does not parse or validate is asked for
+        once more from the same provider; if that one fails too, ProviderCallError names the
+        field. Both answers are usage rows with their tokens. The next candidate is not tried
+        after an invalid answer: the schema is the caller's, not the provider's fault."""
         text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
-        return await self._route(
-            task,
-            user_id,
-            size,
-            lambda p: p.generate_content(text, system_prompt, max_output_tokens, history),
-        )
+        expected = check_schema(response_schema)
+        schema = expected.schema if expected is not None else None
+
+        async def send(provider: AIProvider) -> GenerationResult:
+            result = await provider.generate_content(
+                text, system_prompt, max_output_tokens, history, schema
+            )
+            return result if expected is None else expected.accept(result)
+
+        return await self._route(task, user_id, size, send)
 
     async def generate_with_image(
         self,
@@ -177,12 +203,13 @@ class Router:
         task: str | TaskType,
         prompt: str | None = None,
         *,
-        messages: Sequence[dict[str, str]] | None = None,
+        messages: Sequence[dict[str, Any]] | None = None,
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> StreamCall:
-        """Stream the answer (to `prompt` or `messages`, as for `generate`): `async with
+        """Stream the answer (to `prompt` or `messages`, images included, as for `generate`):
+        `async with
         router.stream(task, prompt) as stream: async for text in stream`, then
         `stream.result` (core/routing/streams.py)."""
         text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
@@ -213,7 +240,9 @@ class Router:
     def generate_sync(
         self, task: str | TaskType, prompt: str | None = None, **options: Any
     ) -> GenerationResult:
-        """`generate` for synchronous callers (runs on the router's own event loop thread)."""
+        """`generate` for synchronous callers (runs on the router's own event loop thread);
+        takes the same options, `messages=` and `response_schema=` (then `result.parsed`)
+        included."""
         refuse_inside_a_loop("generate_sync", "await generate()")
         return self._sync.run(self.generate(task, prompt, **options))
 
@@ -273,17 +302,22 @@ class Router:
         for candidate in candidates:
             if self._keys.key_for(candidate) is None:  # skipped like an inactive one (keyring.py)
                 continue
-            trial = Trial(self._recorder, candidate, task_name, user_id)
-            try:
-                outcome = await self._try(trial, size, send)
-            except BaseException as exc:
-                trial.abandoned(exc)
-                raise
-            if not isinstance(outcome, Attempt):
-                if finish is None:
-                    return trial.succeeded(outcome, attempts)  # type: ignore[arg-type, return-value]
-                return finish(trial, outcome, attempts)
-            attempts.append(outcome)
+            for retry in range(OUTPUT_RETRIES + 1):
+                trial = Trial(self._recorder, candidate, task_name, user_id)
+                try:
+                    outcome = await self._try(trial, size, send)
+                except BaseException as exc:
+                    trial.abandoned(exc)
+                    raise
+                if not isinstance(outcome, Attempt):
+                    if finish is None:
+                        return trial.succeeded(outcome, attempts)  # type: ignore[arg-type, return-value]
+                    return finish(trial, outcome, attempts)
+                attempts.append(outcome)
+                # An answer that missed the schema is asked for again, from the same candidate
+                # (a new attempt with its own hold), before it counts as this one's failure.
+                if not isinstance(trial.error, InvalidOutput) or retry == OUTPUT_RETRIES:
+                    break
             if trial.error is not None:
                 last_error = trial.error
                 if not last_error.fallback:
@@ -342,7 +376,8 @@ class Router:
             trial.error = error
             timed_out = isinstance(error, ProviderTimeout)
             status = UsageStatus.TIMEOUT if timed_out else UsageStatus.ERROR
-            return trial.failed(status, error.kind, error.message, trial.elapsed_ms())
+            used = error.used if isinstance(error, InvalidOutput) else (0, 0)
+            return trial.failed(status, error.kind, error.message, trial.elapsed_ms(), used)
 
     def _provider(self, candidate: Candidate) -> AIProvider:
         key = self._keys.key_for(candidate)
@@ -372,14 +407,13 @@ def _raise_if_limits_unavailable(task: str, attempts: Sequence[Attempt]) -> None
 
 def _checked(
     prompt: str | None,
-    messages: Sequence[dict[str, str]] | None,
+    messages: Sequence[dict[str, Any]] | None,
     system_prompt: str | None,
     user_id: int | None,
     max_output_tokens: int,
-) -> tuple[str, tuple[tuple[str, str], ...], int]:
+) -> tuple[Content, tuple[Turn, ...], int]:
     """The prompt, the turns before it and the tokens to hold, once the arguments pass
     (arguments.py: TypeError / ValueError before anything is held or sent)."""
     text, history = conversation(prompt, messages)
-    check_call(text, system_prompt, user_id, max_output_tokens)
-    assert isinstance(text, str)
+    check_options(system_prompt, user_id, max_output_tokens)
     return text, history, reservation_size(text, system_prompt, max_output_tokens, history=history)

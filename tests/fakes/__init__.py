@@ -15,14 +15,17 @@ from .provider_server import (
     count_tokens,
     make_reply,
 )
+from .structured import NOT_JSON, WRONG, structured_answer
 
 __all__ = [
     "DEFAULT_API_KEYS",
     "DEFAULT_MODELS",
     "FAULT_MODES",
     "IMAGE_TOKENS",
+    "NOT_JSON",
     "PROVIDERS",
     "REDACTED",
+    "WRONG",
     "AttackerServer",
     "FakeProviderServer",
     "NetworkAccessBlocked",
@@ -32,4 +35,5 @@ __all__ = [
     "block_network",
     "count_tokens",
     "make_reply",
+    "structured_answer",
 ]

@@ -2,8 +2,9 @@
 
 Each provider lives under its own path prefix (`/openai`, `/anthropic`, `/gemini`) because all
 three use `/v1/models`; the `*_base_url` properties already include it. Replies are
-deterministic: the text is `make_reply(last user text)` and usage comes from `count_tokens`, so
-tests can predict both. Faults are queued per provider with `fail_next` and consumed one per
+deterministic: the text is `make_reply(last user text)` (for a request for JSON, the schema's
+object: tests/fakes/structured.py) and usage comes from `count_tokens`, so tests can predict
+both. Faults are queued per provider with `fail_next` and consumed one per
 request, in order. Streamed answers speak each provider's server-sent events
 (tests/fakes/streams.py), sent a piece at a time in chunks.
 """
@@ -33,6 +34,7 @@ from tests.fakes.streams import (
     openai_events,
     openai_usage,
 )
+from tests.fakes.structured import answer_text
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 DEFAULT_API_KEYS: dict[str, frozenset[str]] = {
@@ -47,7 +49,17 @@ DEFAULT_MODELS: dict[str, tuple[str, ...]] = {
 }
 IMAGE_TOKENS = 85
 """Fake input-token cost of one image (or any other inline file)."""
-FAULT_MODES = ("status", "slow", "malformed", "incomplete", "disconnect", "cut")
+FAULT_MODES = (
+    "status",
+    "slow",
+    "malformed",
+    "incomplete",
+    "disconnect",
+    "cut",
+    "invalid_json",
+    "wrong_type",
+)
+STRUCTURED_FAULTS = ("invalid_json", "wrong_type")  # bad answers to a request for JSON
 REDACTED = "REDACTED"
 _SECRET_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 _MESSAGES = {
@@ -83,6 +95,7 @@ class Prompt:
     images: int = 0
     last_user_text: str = ""
     max_tokens: int | None = None
+    schema: dict[str, Any] | None = None  # the request asked for JSON of this schema
 
     def add(self, text: str, *, from_user: bool) -> None:
         self.texts.append(text)
@@ -189,6 +202,9 @@ class OpenAIFormat:
                     prompt.add(part["text"], from_user=message.get("role") == "user")
                 elif kind in ("image_url", "input_audio", "file"):
                     prompt.images += 1
+        response_format = body.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            prompt.schema = response_format["json_schema"]["schema"]
         return prompt
 
     def completion(self, done: Completion) -> dict[str, Any]:
@@ -273,6 +289,9 @@ class AnthropicFormat:
                     prompt.add(part["text"], from_user=message.get("role") == "user")
                 elif kind in ("image", "document"):
                     prompt.images += 1
+        output_format = (body.get("output_config") or {}).get("format") or {}
+        if output_format.get("type") == "json_schema":
+            prompt.schema = output_format["schema"]
         return prompt
 
     def completion(self, done: Completion) -> dict[str, Any]:
@@ -358,6 +377,8 @@ class GeminiFormat:
                     prompt.add(part["text"], from_user=content.get("role", "user") == "user")
                 elif "inlineData" in part or "fileData" in part:
                     prompt.images += 1
+        if config.get("responseMimeType") == "application/json":
+            prompt.schema = config.get("responseJsonSchema") or config.get("responseSchema") or {}
         return prompt
 
     def completion(self, done: Completion) -> dict[str, Any]:
@@ -542,6 +563,10 @@ class FakeProviderServer:
         mode "disconnect": close the connection without any response.
         mode "cut": answer, but hang up after `pieces` pieces of a streamed answer (or halfway
         through a blocking one's body): a stream that breaks off mid-answer.
+        mode "invalid_json" / "wrong_type": a request for JSON of a schema (OpenAI
+        response_format json_schema, Anthropic output_config.format, Gemini responseMimeType
+        application/json) is answered with prose, or with the schema's object whose integers,
+        numbers and booleans are words (tests/fakes/structured.py); other requests as usual.
         `delay` also postpones the other modes. `message` replaces the error text (to plant a
         key in it, say, as some providers echo part of the key they refused).
         A 3xx `status` answers a redirect: `Location: location` and a small HTML page.
@@ -596,7 +621,8 @@ class FakeProviderServer:
         key = fmt.api_key(headers, query)
         if key not in self.api_keys[provider]:
             return fmt.bad_key(key)
-        reply = self._route(fmt, method, path, body if isinstance(body, dict) else {})
+        structured = fault.mode if fault is not None and fault.mode in STRUCTURED_FAULTS else None
+        reply = self._route(fmt, method, path, body if isinstance(body, dict) else {}, structured)
         if fault is not None and fault.mode == "cut":
             reply.cut_after = fault.pieces
         return reply
@@ -636,14 +662,19 @@ class FakeProviderServer:
             return Reply(0, disconnect=True)
         return None
 
-    def _route(self, fmt: Format, method: str, path: str, body: dict[str, Any]) -> Reply:
+    def _route(
+        self, fmt: Format, method: str, path: str, body: dict[str, Any], structured: str | None
+    ) -> Reply:
         for route_method, pattern, action in fmt.routes:
             match = pattern.fullmatch(path)
             if route_method == method and match:
-                return self._act(fmt, action, fmt.model(body, match.groupdict()), body)
+                model = fmt.model(body, match.groupdict())
+                return self._act(fmt, action, model, body, structured)
         return fmt.error(404, f"No fake route for {method} {path}.")
 
-    def _act(self, fmt: Format, action: str, model: str, body: dict[str, Any]) -> Reply:
+    def _act(
+        self, fmt: Format, action: str, model: str, body: dict[str, Any], structured: str | None
+    ) -> Reply:
         known = self.models[fmt.name]
         if action == "list_models":
             return json_reply(200, fmt.model_list(known))
@@ -651,15 +682,22 @@ class FakeProviderServer:
             return fmt.unknown_model(model)
         if action == "get_model":
             return json_reply(200, fmt.model_info(model.removeprefix("models/")))
-        done = self._complete(model, fmt.prompt(body))
+        done = self._complete(model, fmt.prompt(body), structured)
         if action == "stream" or body.get("stream") is True:
             return Reply(
                 200, headers={"Content-Type": "text/event-stream"}, events=fmt.events(done, body)
             )
         return json_reply(200, fmt.completion(done))
 
-    def _complete(self, model: str, prompt: Prompt) -> Completion:
-        text = make_reply(prompt.last_user_text, prompt.max_tokens)
+    def _complete(self, model: str, prompt: Prompt, structured: str | None = None) -> Completion:
+        """The answer: make_reply's echo, or for a request for JSON the schema's object
+        (tests/fakes/structured.py, spoiled by a `structured` fault), cut to max_tokens words."""
+        if prompt.schema is None:
+            whole = make_reply(prompt.last_user_text)
+        else:
+            whole = answer_text(prompt.schema, prompt.last_user_text, structured)
+        words = whole.split(" ")
+        text = whole if prompt.max_tokens is None else " ".join(words[: prompt.max_tokens])
         input_tokens = count_tokens(prompt.texts, prompt.images)
         output_tokens = count_tokens([text])
         cached = min(self.cached_tokens, input_tokens)
@@ -669,7 +707,7 @@ class FakeProviderServer:
             text=text,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            truncated=text != make_reply(prompt.last_user_text),
+            truncated=text != whole,
             cached_tokens=cached,
             cache_write_tokens=min(self.cache_write_tokens, input_tokens - cached),
             reasoning_tokens=min(self.reasoning_tokens, max(output_tokens - 1, 0)),

@@ -7,6 +7,7 @@ import traceback
 import pytest
 
 from core.providers import AIProvider, AuthenticationFailed, BadRequest, ProviderUnavailable
+from core.providers.base import Image
 from core.providers.streaming import ProviderStream
 from tests.fakes import FakeProviderServer, count_tokens, make_reply
 from tests.fakes.streams import pieces
@@ -134,7 +135,10 @@ def test_bad_input_is_refused_before_any_call(
         with pytest.raises(BadRequest, match="max_output_tokens"):
             provider.stream_content(PROMPT, max_output_tokens=0)
         with pytest.raises(BadRequest, match="image type"):
-            provider.stream_content(PROMPT, image=(b"GIF89a", "application/pdf"))
+            provider.stream_content((PROMPT, Image(b"GIF89a", "application/pdf")))
+        with pytest.raises(BadRequest, match="accepts at most"):  # in an earlier turn too
+            big = Image(b"\0" * (provider.max_image_bytes + 1), "image/png")
+            provider.stream_content(PROMPT, history=(("user", (big,)), ("assistant", "ok")))
 
     call(case, fake_providers, action)
     assert fake_providers.requests == []

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from core.config import PROJECT_ROOT
+from core.models import UsageLog
 from tests.fakes import FakeProviderServer, make_reply
 from tests.support.database import MigratedDatabase
 from tests.support.routing import add_config, allow_planted_keys, usage_rows
@@ -47,18 +48,34 @@ def run_example(db: MigratedDatabase, example: str, tmp_path) -> str:  # type: i
     return done.stdout
 
 
+def run_against_the_fake(
+    db: MigratedDatabase,
+    fake: FakeProviderServer,
+    marker: str,
+    provider: str,
+    task: str,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> tuple[list[str], UsageLog]:
+    """Run the example that contains `marker` with one `provider` config serving `task`: the
+    lines it printed, and the one usage row it wrote."""
+    allow_planted_keys(fake)
+    add_config(db, fake, provider, tasks=[task])
+    out = run_example(db, readme_example(marker), tmp_path)
+    [row] = usage_rows(db)
+    return out.splitlines(), row
+
+
 @pytest.mark.slow
 def test_the_readme_example_runs(
     db: MigratedDatabase, fake_providers: FakeProviderServer, tmp_path
 ) -> None:
-    allow_planted_keys(fake_providers)
-    add_config(db, fake_providers, "openai", tasks=["extraction"])
-    out = run_example(db, readme_example("router.generate("), tmp_path)
+    lines, row = run_against_the_fake(
+        db, fake_providers, "except QuotaExceeded", "openai", "extraction", tmp_path
+    )
     prompt = "Extract the job title: Senior Data Engineer, Berlin"
-    first, second = out.splitlines()
+    first, second = lines
     assert first == f"{make_reply(prompt)} openai gpt-4o-mini"
     assert second.endswith(" ms") and " USD, " in second
-    [row] = usage_rows(db)
     assert (row.user_id, row.status) == (42, "success")
 
 
@@ -66,11 +83,25 @@ def test_the_readme_example_runs(
 def test_the_readme_streaming_example_runs(
     db: MigratedDatabase, fake_providers: FakeProviderServer, tmp_path
 ) -> None:
-    allow_planted_keys(fake_providers)
-    add_config(db, fake_providers, "claude", tasks=["cv_draft"])
-    out = run_example(db, readme_example("router.stream("), tmp_path)
-    text, totals = out.splitlines()
+    lines, row = run_against_the_fake(
+        db, fake_providers, "router.stream(", "claude", "cv_draft", tmp_path
+    )
+    text, totals = lines
     assert text == make_reply("Draft a two-line CV summary for a data engineer")
     assert totals.endswith(" USD") and " tokens, " in totals
-    [row] = usage_rows(db)
     assert (row.user_id, row.status, row.task_type) == (42, "success", "cv_draft")
+
+
+@pytest.mark.slow
+def test_the_readme_structured_output_example_runs(
+    db: MigratedDatabase, fake_providers: FakeProviderServer, tmp_path
+) -> None:
+    lines, row = run_against_the_fake(
+        db, fake_providers, "response_schema=", "gemini", "extraction", tmp_path
+    )
+    prompt = "Extract the posting: Senior Data Engineer, Berlin, 85000 EUR"
+    # the fake fills a string with its echo of the prompt, an integer with its word count
+    assert lines == [f"{make_reply(prompt)} {len(prompt.split())}"]
+    assert (row.status, row.task_type) == ("success", "extraction")
+    body = fake_providers.last_request("gemini").body
+    assert body["generationConfig"]["responseMimeType"] == "application/json"
