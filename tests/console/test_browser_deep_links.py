@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 from tests.support.browser import sign_in
 from tests.support.console_server import ConsoleServer, with_analyst
 from tests.support.database import MigratedDatabase
+from ui import COOKIE_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -25,7 +26,9 @@ def test_a_deep_link_survives_sign_in_and_a_forbidden_page_says_why(
         expect(page.get_by_role("heading", name="Account", exact=True)).to_be_visible()
         assert page.url.endswith("/account")
 
-        page.goto(f"{console.url}/providers")  # typed by hand
+        # A typed URL is a new page load: it resumes from the sign-in cookie, once written.
+        page.wait_for_function(f"document.cookie.includes('{COOKIE_NAME}=')")
+        page.goto(f"{console.url}/providers")
         expect(
             page.get_by_text("Providers is for super-admins; you are signed in as an analyst.")
         ).to_be_visible()
