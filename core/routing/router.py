@@ -209,8 +209,7 @@ class Router:
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> StreamCall:
         """Stream the answer (to `prompt` or `messages`, images included, as for `generate`):
-        `async with
-        router.stream(task, prompt) as stream: async for text in stream`, then
+        `async with router.stream(task, prompt) as stream: async for text in stream`, then
         `stream.result` (core/routing/streams.py)."""
         text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
 

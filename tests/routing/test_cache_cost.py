@@ -75,7 +75,8 @@ def test_cached_tokens_are_stored_and_priced_at_the_cached_price(
     cost = price_by_hand(provider, CACHED, written, out)
     uncached = price_by_hand(provider, 0, 0, out)
     assert result.cost_usd is not None and abs(result.cost_usd - cost) < Decimal("0.000001")
-    assert result.cost_usd < uncached or written  # reads are cheaper; Anthropic's writes dearer
+    if not written:  # cache reads are cheaper (Anthropic's writes are dearer: priced above)
+        assert result.cost_usd < uncached
     assert result.cache_savings_usd == uncached - result.cost_usd
     [row] = rows(db)
     assert (row.cached_input_tokens, row.cache_write_tokens, row.reasoning_tokens) == (
