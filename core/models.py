@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -227,6 +228,14 @@ class ProviderConfig(Base):
             "monthly_token_limit IS NULL OR monthly_token_limit >= 0",
             name="monthly_limit_non_negative",
         ),
+        CheckConstraint(
+            "daily_budget_micro_usd IS NULL OR daily_budget_micro_usd >= 0",
+            name="daily_budget_non_negative",
+        ),
+        CheckConstraint(
+            "monthly_budget_micro_usd IS NULL OR monthly_budget_micro_usd >= 0",
+            name="monthly_budget_non_negative",
+        ),
         CheckConstraint("version >= 1", name="version_positive"),
         # At most one default config: a partial unique index, enforced by the database itself.
         Index(
@@ -256,6 +265,10 @@ class ProviderConfig(Base):
     priority: Mapped[int] = mapped_column(default=100, server_default="100")
     daily_token_limit: Mapped[int | None] = mapped_column(BigInteger)
     monthly_token_limit: Mapped[int | None] = mapped_column(BigInteger)
+    # Dollar budgets in integer micro-dollars, like costs (NULL = none); daily_budget_usd and
+    # monthly_budget_usd below read them as Decimal dollars.
+    daily_budget_micro_usd: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_budget_micro_usd: Mapped[int | None] = mapped_column(BigInteger)
     last_tested_at: Mapped[datetime | None]
     last_test_success: Mapped[bool | None]
     last_test_message: Mapped[str | None] = mapped_column(Text)
@@ -275,6 +288,18 @@ class ProviderConfig(Base):
     def serves(self, task: TaskType | str) -> bool:
         """True when this config is flagged for `task` (not counting the is_default fallback)."""
         return bool(getattr(self, f"default_for_{TaskType(task).value}"))
+
+    @property
+    def daily_budget_usd(self) -> Decimal | None:
+        return _dollars(self.daily_budget_micro_usd)
+
+    @property
+    def monthly_budget_usd(self) -> Decimal | None:
+        return _dollars(self.monthly_budget_micro_usd)
+
+
+def _dollars(micro: int | None) -> Decimal | None:
+    return None if micro is None else Decimal(micro) / 1_000_000
 
 
 class UsageLog(Base):
@@ -341,12 +366,14 @@ class UsageLog(Base):
 
 
 class QuotaCounter(Base):
-    """Tokens used and reserved per config and UTC day (see core/quota.py for the protocol)."""
+    """Tokens and micro-dollars used and reserved per config and UTC day (core/quota/ledger.py)."""
 
     __tablename__ = "ai_provider_quota_counters"
     __table_args__ = (
         CheckConstraint("used_tokens >= 0", name="used_non_negative"),
         CheckConstraint("reserved_tokens >= 0", name="reserved_non_negative"),
+        CheckConstraint("used_micro_usd >= 0", name="used_micro_usd_non_negative"),
+        CheckConstraint("reserved_micro_usd >= 0", name="reserved_micro_usd_non_negative"),
     )
 
     config_id: Mapped[int] = mapped_column(
@@ -355,17 +382,21 @@ class QuotaCounter(Base):
     day: Mapped[date] = mapped_column(primary_key=True)
     used_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    used_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    reserved_micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class QuotaReservation(Base):
-    """Tokens held on a counter: by one in-flight call, or by a router's lease that its calls
-    draw down (core/quota.py). Expired holds are released by a sweep."""
+    """Tokens and micro-dollars held on a counter: by one in-flight call, or by a router's
+    lease that its calls draw down (core/quota/leases.py). Expired holds are released by a
+    sweep."""
 
     __tablename__ = "ai_provider_quota_reservations"
     # AUTOINCREMENT: SQLite would otherwise hand a deleted row's id to the next reservation, and
     # a late settlement of the old one (an overdue call, a swept lease) would act on the new.
     __table_args__ = (
         CheckConstraint("tokens >= 0", name="tokens_non_negative"),
+        CheckConstraint("micro_usd >= 0", name="micro_usd_non_negative"),
         {"sqlite_autoincrement": True},
     )
 
@@ -375,6 +406,7 @@ class QuotaReservation(Base):
     )
     day: Mapped[date]
     tokens: Mapped[int] = mapped_column(BigInteger)
+    micro_usd: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     expires_at: Mapped[datetime] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
 

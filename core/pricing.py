@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from datetime import date, datetime
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from genai_prices import Usage, calc_price
 
@@ -117,11 +117,59 @@ def estimate_cost_usd(
     return Decimal(price.total_price)
 
 
+def can_price(provider_type: str, model_name: str) -> bool:
+    """Whether genai-prices knows this model's price today (a dollar budget needs one)."""
+    return estimate_cost_usd(provider_type, model_name, 1, 1) is not None
+
+
+def worst_case_micro_usd(
+    provider_type: str, model_name: str, input_tokens: int, output_tokens: int, at: datetime
+) -> int | None:
+    """The most a call of at most `input_tokens` in and `output_tokens` out can cost at the
+    price in force at `at`, in micro-dollars rounded up; None when unpriced. Every input token
+    is priced at the dearer of the input and cache-write prices, and the prompt at the tier of
+    its upper bound (a longer prompt never costs less). The bound is rounded up to a step of
+    at most an eighth of it, so calls of similar size share one cached figure per day."""
+    step = max(64, 1 << max(input_tokens.bit_length() - 4, 0))
+    rounded = -(-input_tokens // step) * step
+    key = (provider_type, model_name, rounded, output_tokens, at.date())
+    if key not in _WORST_CASES:
+        if len(_WORST_CASES) >= 4096:
+            _WORST_CASES.clear()
+        _WORST_CASES[key] = _worst_case(provider_type, model_name, rounded, output_tokens, at)
+    return _WORST_CASES[key]
+
+
+# genai-prices' prices change by the day: one figure per model, size and UTC day.
+_WORST_CASES: dict[tuple[str, str, int, int, date], int | None] = {}
+
+
+def _worst_case(
+    provider_type: str, model_name: str, input_tokens: int, output_tokens: int, at: datetime
+) -> int | None:
+    costs = [
+        estimate_cost_usd(provider_type, model_name, input_tokens, output_tokens, at, **extra)
+        for extra in ({}, {"cache_write_tokens": input_tokens})
+    ]
+    known = [cost for cost in costs if cost is not None]
+    if not known:
+        return None
+    return int((max(known) * MICRO).to_integral_value(rounding=ROUND_CEILING))
+
+
 def to_micro_usd(cost: Decimal | None) -> int | None:
     """Integer micro-dollars (half up), or None for an unpriced call."""
     if cost is None:
         return None
     return int((cost * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def format_usd(micro: int) -> str:
+    """Micro-dollars for people: "$1,234.50", and small amounts to the hundredth of a cent
+    ("$0.0042") instead of "$0.00"."""
+    dollars = Decimal(micro) / MICRO
+    places = 2 if dollars == 0 or abs(dollars) >= Decimal("0.01") else 4
+    return f"{'-' if dollars < 0 else ''}${abs(dollars):,.{places}f}"
 
 
 def from_micro_usd(micro: int | None) -> Decimal | None:

@@ -76,6 +76,8 @@ class GenerationResult:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     parsed: Any = None
+    # Set when the router lowered max_output_tokens to this to fit a limit (fit_to_budget).
+    fitted_max_output_tokens: int | None = None
 
     @property
     def cost_usd(self) -> Decimal | None:

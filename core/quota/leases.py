@@ -63,7 +63,12 @@ class _Lease:
     usable_until: float  # monotonic
     last_draw: float
     balance: int  # tokens not yet promised to a call
+    balance_micro_usd: int  # ...and micro-dollars (0 for a config without a budget)
     unsettled: int = 0  # draws handed out and not yet settled by the usage writer
+
+    @property
+    def spare(self) -> bool:
+        return self.balance > 0 or self.balance_micro_usd > 0
 
 
 class QuotaLeases:
@@ -112,7 +117,7 @@ class QuotaLeases:
                 lease = self._current.get(config_id)
                 if lease is not None:
                     if self._covers(lease, demand):
-                        return self._draw(lease, demand.tokens)
+                        return self._draw(lease, demand)
                     self._retire(lease)
                 pending = self._asking.get(config_id)
                 if pending is not None and pending.done():  # its loop stopped before cleanup
@@ -145,18 +150,26 @@ class QuotaLeases:
         # gets small leases instead of none. The reservation checks the share again, so a
         # race with other processes can only make it refused, never exceed the limit.
         standing = await self.ledger.standing_now(config_id, demand.now)
-        calls = min(self._calls, standing.left(limits) // ((self._share + 1) * demand.tokens))
+        part = self._share + 1
+        calls = min(self._calls, standing.left(limits) // (part * demand.tokens))
+        if demand.micro_usd:
+            calls = min(calls, standing.left_micro_usd(limits) // (part * demand.micro_usd))
         grant = None
         if calls >= 2:
             block = demand.scaled(calls)
             grant = await self.ledger.reserve(
-                block, self.expiry, margin=(self._share - 1) * block.tokens
+                block,
+                self.expiry,
+                margin=(self._share - 1) * block.tokens,
+                margin_micro_usd=(self._share - 1) * block.micro_usd,
             )
         with self._lock:
             if grant is None:
                 self._refused_until[config_id] = self._clock() + self._window_s
                 return
-            lease = _Lease(grant, limits, asked_at + self._window_s, asked_at, grant.tokens)
+            lease = _Lease(
+                grant, limits, asked_at + self._window_s, asked_at, grant.tokens, grant.micro_usd
+            )
             if (old := self._current.get(config_id)) is not None:
                 self._retire(old)
             self._current[config_id] = self._open[grant.id] = lease
@@ -169,15 +182,16 @@ class QuotaLeases:
         if not task.cancelled():
             task.exception()  # seen: the callers waiting on it got it, or reserved alone
 
-    def spent(self, hold: Reservation, used: int) -> None:
-        """The call on `hold` is over, having used `used` tokens: its lease (if it drew on one)
-        may promise the rest to other calls."""
+    def spent(self, hold: Reservation, used: int, used_micro_usd: int = 0) -> None:
+        """The call on `hold` is over, having used `used` tokens and `used_micro_usd`: its
+        lease (if it drew on one) may promise the rest to other calls."""
         if not hold.draw:
             return
         with self._lock:
             lease = self._open.get(hold.id)
             if lease is not None:
                 lease.balance += hold.tokens - used
+                lease.balance_micro_usd += hold.micro_usd - used_micro_usd
 
     def settled(self, holds: Iterable[Reservation | None]) -> None:
         """The usage writer has committed these calls' settlements."""
@@ -198,9 +212,10 @@ class QuotaLeases:
             self._held = {hold: at for hold, at in self._held.items() if at >= oldest}
             return [*self._open, *self._held]
 
-    def due(self) -> tuple[list[Reservation], list[tuple[Reservation, int]]]:
+    def due(self) -> tuple[list[Reservation], list[tuple[Reservation, int, int]]]:
         """What to give back now: whole leases (retired, every call settled, or expired), and
-        the unpromised balance of retired leases whose calls are still running. Leases past
+        the unpromised balance (tokens, micro-dollars) of retired leases whose calls are still
+        running. Leases past
         their window or idle are retired first. The caller (the usage writer) must give back
         everything it is handed."""
         with self._lock:
@@ -209,7 +224,7 @@ class QuotaLeases:
                 if now >= lease.usable_until or now - lease.last_draw >= self._idle_s:
                     self._retire(lease)
             whole: list[Reservation] = []
-            part: list[tuple[Reservation, int]] = []
+            part: list[tuple[Reservation, int, int]] = []
             for lease in list(self._open.values()):
                 if self._is_current(lease):
                     continue
@@ -218,9 +233,8 @@ class QuotaLeases:
                 if not lease.unsettled or now >= lease.usable_until + self._ttl.total_seconds():
                     del self._open[lease.grant.id]
                     whole.append(lease.grant)
-                elif lease.balance > 0:
-                    part.append((lease.grant, lease.balance))
-                    lease.balance = 0
+                elif lease.spare:
+                    part.append(self._take_spare(lease))
         return whole, part
 
     def retire_all(self) -> None:
@@ -240,18 +254,17 @@ class QuotaLeases:
                     self._held[own.id] = self._clock()
                 return own
             with self._lock:
-                spare: list[tuple[_Lease, int]] = []
+                spare: list[tuple[Reservation, int, int]] = []
                 for lease in self._open.values():
                     if lease.grant.config_id != demand.config_id:
                         continue
                     if self._covers(lease, demand):
-                        return self._draw(lease, demand.tokens)
-                    if not self._is_current(lease) and lease.balance > 0:  # writer not there yet
-                        spare.append((lease, lease.balance))
-                        lease.balance = 0
+                        return self._draw(lease, demand)
+                    if not self._is_current(lease) and lease.spare:  # writer not there yet
+                        spare.append(self._take_spare(lease))
             if attempt == 2 or not spare:
                 return None
-            given = [await self.ledger.give_back(lease.grant, n) for lease, n in spare]
+            given = [await self.ledger.give_back(*part) for part in spare]
             if not any(given):
                 return None
         return None
@@ -267,16 +280,26 @@ class QuotaLeases:
         whatever its calls are doing."""
         return (
             lease.balance >= demand.tokens
+            and lease.balance_micro_usd >= demand.micro_usd
             and lease.limits == demand.limits
             and lease.grant.day == demand.now.date()
             and self._clock() < lease.usable_until
         )
 
-    def _draw(self, lease: _Lease, tokens: int) -> Reservation:
-        lease.balance -= tokens
+    def _draw(self, lease: _Lease, demand: Demand) -> Reservation:
+        lease.balance -= demand.tokens
+        lease.balance_micro_usd -= demand.micro_usd
         lease.unsettled += 1
         lease.last_draw = self._clock()
-        return replace(lease.grant, tokens=tokens, draw=True)
+        return replace(lease.grant, tokens=demand.tokens, micro_usd=demand.micro_usd, draw=True)
+
+    @staticmethod
+    def _take_spare(lease: _Lease) -> tuple[Reservation, int, int]:
+        """What `lease` holds unpromised, to give back (a balance overdrawn gives back 0)."""
+        spare = (lease.grant, max(lease.balance, 0), max(lease.balance_micro_usd, 0))
+        lease.balance = min(lease.balance, 0)
+        lease.balance_micro_usd = min(lease.balance_micro_usd, 0)
+        return spare
 
     def _is_current(self, lease: _Lease) -> bool:
         """Not yet retired: new calls may draw on it."""

@@ -42,7 +42,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -62,35 +62,45 @@ IMAGE_TOKENS_ESTIMATE = 2_000  # generous; providers charge ~250–1,600 for a t
 
 @dataclass(frozen=True)
 class Limits:
-    """A config's token limits; None is no limit."""
+    """A config's token limits and dollar budgets (in micro-dollars); None is none."""
 
     daily: int | None = None
     monthly: int | None = None
+    daily_micro_usd: int | None = None
+    monthly_micro_usd: int | None = None
+
+    @property
+    def budgeted(self) -> bool:
+        return self.daily_micro_usd is not None or self.monthly_micro_usd is not None
 
 
 @dataclass(frozen=True)
 class Demand:
-    """What one call (or a lease for many) asks of a config's limits, at a moment."""
+    """What one call (or a lease for many) asks of a config's limits, at a moment: tokens, and
+    for a config with a budget the call's worst-case cost in micro-dollars."""
 
     config_id: int
     tokens: int
     limits: Limits
     now: datetime
+    micro_usd: int = 0
 
     def scaled(self, calls: int) -> Demand:
-        return Demand(self.config_id, self.tokens * calls, self.limits, self.now)
+        return replace(self, tokens=self.tokens * calls, micro_usd=self.micro_usd * calls)
 
 
 @dataclass(frozen=True)
 class Reservation:
-    """Tokens held on a config's day. `draw` marks one call's share of a lease: settling it
-    draws the call's usage down from the lease's row instead of finishing the row."""
+    """Tokens and micro-dollars held on a config's day. `draw` marks one call's share of a
+    lease: settling it draws the call's usage down from the lease's row instead of finishing
+    the row."""
 
     id: int
     config_id: int
     day: date
     tokens: int
     draw: bool = False
+    micro_usd: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,25 +111,40 @@ class Spend:
     day: date
     tokens: int
     reservation: Reservation | None = None
+    micro_usd: int = 0
 
 
 @dataclass(frozen=True)
 class Standing:
-    """A config's tokens in the current UTC day and month (used = settled, reserved = in flight)."""
+    """A config's tokens and micro-dollars in the current UTC day and month (used = settled,
+    reserved = in flight)."""
 
     day_used: int
     day_reserved: int
     month_used: int
     month_reserved: int
+    day_used_micro_usd: int = 0
+    day_reserved_micro_usd: int = 0
+    month_used_micro_usd: int = 0
+    month_reserved_micro_usd: int = 0
 
     def left(self, limits: Limits) -> int:
         """Tokens neither used nor held under the tighter of `limits` (UNLIMITED: none)."""
-        room = [UNLIMITED]
-        if limits.daily is not None:
-            room.append(limits.daily - self.day_used - self.day_reserved)
-        if limits.monthly is not None:
-            room.append(limits.monthly - self.month_used - self.month_reserved)
-        return min(room)
+        return _room(
+            (limits.daily, self.day_used + self.day_reserved),
+            (limits.monthly, self.month_used + self.month_reserved),
+        )
+
+    def left_micro_usd(self, limits: Limits) -> int:
+        """Micro-dollars neither spent nor held under the tighter budget (UNLIMITED: none)."""
+        return _room(
+            (limits.daily_micro_usd, self.day_used_micro_usd + self.day_reserved_micro_usd),
+            (limits.monthly_micro_usd, self.month_used_micro_usd + self.month_reserved_micro_usd),
+        )
+
+
+def _room(*periods: tuple[int | None, int]) -> int:
+    return min([UNLIMITED, *(limit - taken for limit, taken in periods if limit is not None)])
 
 
 def reservation_size(
@@ -169,10 +194,13 @@ class QuotaLedger:
         self._reserve_sql = str(sql.RESERVE.compile(dialect=engine.dialect))
         self._standing_sql = str(sql.STANDING.compile(dialect=engine.dialect))
 
-    async def reserve(self, demand: Demand, ttl: timedelta, margin: int = 0) -> Reservation | None:
-        """Hold `demand.tokens` against its limits, if `margin` more tokens would still fit;
-        None when they would not. The hold expires after `ttl` (then a sweep releases it)."""
-        params = _params(demand, ttl, margin)
+    async def reserve(
+        self, demand: Demand, ttl: timedelta, margin: int = 0, margin_micro_usd: int = 0
+    ) -> Reservation | None:
+        """Hold `demand.tokens` and `demand.micro_usd` against its limits, if `margin` more
+        tokens and `margin_micro_usd` more micro-dollars would still fit; None when they would
+        not. The hold expires after `ttl` (then a sweep releases it)."""
+        params = _params(demand, ttl, margin, margin_micro_usd)
         row = await self._reach.query(
             self._reserve_sql,
             self._reserve_sqlite,
@@ -181,7 +209,7 @@ class QuotaLedger:
         )
         if row is None:
             return None
-        return Reservation(int(row[0]), demand.config_id, params["day"], demand.tokens)
+        return _hold(row, demand, params["day"])
 
     async def standing_now(self, config_id: int, now: datetime) -> Standing:
         """`standing` for the routing path: bounded and failing fast like `reserve`."""
@@ -197,8 +225,7 @@ class QuotaLedger:
         except Exception:  # no hold was taken
             return
         if row is not None:
-            hold = Reservation(int(row[0]), demand.config_id, day, demand.tokens)
-            await asyncio.to_thread(self._release, hold)
+            await asyncio.to_thread(self._release, _hold(row, demand, day))
 
     def _release(self, hold: Reservation) -> None:
         try:
@@ -218,27 +245,25 @@ class QuotaLedger:
         server granted late."""
         await self._reach.aclose()
 
-    async def give_back(self, hold: Reservation, tokens: int) -> bool:
-        """Release `tokens` of a lease that no call will draw on, keeping the rest held;
-        False if the lease was already given back whole."""
-        return await asyncio.to_thread(self._give_back, hold, tokens)
+    async def give_back(self, hold: Reservation, tokens: int, micro_usd: int = 0) -> bool:
+        """Release `tokens` and `micro_usd` of a lease that no call will draw on, keeping the
+        rest held; False if the lease was already given back whole."""
+        return await asyncio.to_thread(self._give_back, hold, tokens, micro_usd)
 
-    def _give_back(self, hold: Reservation, tokens: int) -> bool:
+    def _give_back(self, hold: Reservation, tokens: int, micro_usd: int) -> bool:
         try:
             with write_transaction(self._engine) as conn:
-                return self.shrink(conn, hold, tokens)
+                return self.shrink(conn, hold, tokens, micro_usd)
         except UNAVAILABLE as exc:
             raise self._reach.went_down(exc) from exc
 
     @staticmethod
-    def shrink(conn: Connection, hold: Reservation, tokens: int) -> bool:
+    def shrink(conn: Connection, hold: Reservation, tokens: int, micro_usd: int = 0) -> bool:
         """`give_back` inside the caller's transaction."""
-        row = conn.execute(sql.TAKE, {"id": hold.id, "tokens": tokens}).first()
+        taken = {"id": hold.id, "tokens": tokens, "micro_usd": micro_usd}
+        row = conn.execute(sql.TAKE, taken).first()
         if row is not None:
-            conn.execute(
-                sql.RELEASE_HELD,
-                {"config_id": hold.config_id, "day": hold.day, "released": tokens},
-            )
+            conn.execute(sql.RELEASE_HELD, [_released(hold.config_id, hold.day, tokens, micro_usd)])
         return row is not None
 
     @staticmethod
@@ -253,40 +278,54 @@ class QuotaLedger:
         (an overdue call) only adds its usage.
         """
         items = list(spends)
-        used: dict[tuple[int, date], int] = {}
-        freed: dict[tuple[int, date], int] = {}
-        drawn: dict[int, tuple[tuple[int, date], int]] = {}
+        used: dict[tuple[int, date], Amount] = {}
+        freed: dict[tuple[int, date], Amount] = {}
+        drawn: dict[int, tuple[tuple[int, date], Amount]] = {}
         finished: dict[int, tuple[int, date]] = {}
         for spend in items:
             hold = spend.reservation
             key = (hold.config_id, hold.day) if hold is not None else (spend.config_id, spend.day)
-            used[key] = used.get(key, 0) + spend.tokens
+            spent = Amount(spend.tokens, spend.micro_usd)
+            used[key] = used.get(key, NOTHING) + spent
             if hold is None:
                 continue
             if hold.draw:
-                drawn[hold.id] = (key, drawn.get(hold.id, (key, 0))[1] + spend.tokens)
+                # Money is drawn only as far as the call held it: none without a budget, where
+                # the cost still counts as spent.
+                take = Amount(spend.tokens, min(spend.micro_usd, hold.micro_usd))
+                drawn[hold.id] = (key, drawn.get(hold.id, (key, NOTHING))[1] + take)
             else:
                 finished[hold.id] = key
-        for lease_id, (key, tokens) in drawn.items():
-            if not tokens:
+        for lease_id, (key, amount) in drawn.items():
+            if not amount:
                 continue
-            if conn.execute(sql.TAKE, {"id": lease_id, "tokens": tokens}).first() is not None:
-                freed[key] = freed.get(key, 0) + tokens
+            taken = {"id": lease_id, "tokens": amount.tokens, "micro_usd": amount.micro_usd}
+            if conn.execute(sql.TAKE, taken).first() is not None:
+                freed[key] = freed.get(key, NOTHING) + amount
             else:  # swept, or its calls used more than it held (images): finish it
                 finished[lease_id] = key
         if finished:
-            released = dict(conn.execute(sql.RELEASE, {"ids": list(finished)}).all())  # type: ignore[arg-type]
+            released = {
+                hold_id: Amount(tokens, micro_usd)
+                for hold_id, tokens, micro_usd in conn.execute(
+                    sql.RELEASE, {"ids": list(finished)}
+                ).all()
+            }
             for hold_id, key in finished.items():
-                freed[key] = freed.get(key, 0) + released.get(hold_id, 0)
+                freed[key] = freed.get(key, NOTHING) + released.get(hold_id, NOTHING)
         if any(freed.values()):
             conn.execute(
                 sql.RELEASE_HELD,
-                [{"config_id": c, "day": d, "released": n} for (c, d), n in freed.items() if n],
+                [_released(c, d, n.tokens, n.micro_usd) for (c, d), n in freed.items() if n],
             )
         if any(used.values()):
             conn.execute(
                 sql.ADD_USED,
-                [{"config_id": c, "day": d, "used": n} for (c, d), n in used.items() if n],
+                [
+                    {"config_id": c, "day": d, "used": n.tokens, "used_micro_usd": n.micro_usd}
+                    for (c, d), n in used.items()
+                    if n
+                ],
             )
 
     def renew(self, hold_ids: Sequence[int], until: datetime) -> None:
@@ -300,14 +339,12 @@ class QuotaLedger:
         with write_transaction(self._engine) as conn:
             expired = conn.execute(sql.EXPIRED, {"now": now}).all()
             if expired:
-                conn.execute(
-                    sql.RELEASE_HELD,
-                    [{"config_id": c, "day": d, "released": n} for c, d, n in expired],
-                )
+                conn.execute(sql.RELEASE_HELD, [_released(*row) for row in expired])
         return len(expired)
 
     def standing(self, config_id: int, now: datetime) -> Standing:
-        """Used and reserved tokens today and this month, for explain() and the console."""
+        """Used and reserved tokens and micro-dollars today and this month, for explain() and
+        the console."""
         return Standing(*(int(value) for value in self._standing_row(_period(config_id, now))))
 
     def _standing_row(self, params: dict[str, Any]) -> Sequence[Any]:
@@ -315,29 +352,68 @@ class QuotaLedger:
             return conn.execute(sql.STANDING, params).one()
 
 
+@dataclass(frozen=True)
+class Amount:
+    """Tokens and micro-dollars together, as settling adds them up."""
+
+    tokens: int = 0
+    micro_usd: int = 0
+
+    def __add__(self, other: Amount) -> Amount:
+        return Amount(self.tokens + other.tokens, self.micro_usd + other.micro_usd)
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.micro_usd)
+
+
+NOTHING = Amount()
+
+
+def _hold(row: Sequence[Any], demand: Demand, day: date) -> Reservation:
+    return Reservation(
+        int(row[0]), demand.config_id, day, demand.tokens, micro_usd=demand.micro_usd
+    )
+
+
+def _released(config_id: int, day: date, tokens: int, micro_usd: int) -> dict[str, Any]:
+    return {"config_id": config_id, "day": day, "released": tokens, "released_micro_usd": micro_usd}
+
+
 def _period(config_id: int, now: datetime) -> dict[str, Any]:
     day = now.astimezone(UTC).date()
     return {"config_id": config_id, "day": day, "month_start": month_start(day)}
 
 
-def _params(demand: Demand, ttl: timedelta, margin: int) -> dict[str, Any]:
-    if demand.tokens < 0 or margin < 0:  # either would let a hold exceed the limit
-        raise ValueError(f"cannot hold {demand.tokens} tokens with a margin of {margin}")
+def _params(demand: Demand, ttl: timedelta, margin: int, margin_micro_usd: int) -> dict[str, Any]:
+    if min(demand.tokens, demand.micro_usd, margin, margin_micro_usd) < 0:
+        # any of them would let a hold exceed the limit
+        raise ValueError(
+            f"cannot hold {demand.tokens} tokens and {demand.micro_usd} micro-dollars with a "
+            f"margin of {margin} and {margin_micro_usd}"
+        )
     # psycopg gets these values as they are (not through UTCDateTime): a naive time would be
     # read in the server's time zone and count the hold against the wrong day or expiry.
     if demand.now.utcoffset() is None:
         raise ValueError("naive datetime given; use an aware UTC datetime (core.models.utcnow)")
     now = demand.now.astimezone(UTC)
     day = now.date()
-    daily, monthly = demand.limits.daily, demand.limits.monthly
+    limits = demand.limits
     return {
         "config_id": demand.config_id,
         "day": day,
         "tokens": demand.tokens,
         "margin": margin,
+        "micro_usd": demand.micro_usd,
+        "margin_micro_usd": margin_micro_usd,
         "month_start": month_start(day),
-        "daily_limit": UNLIMITED if daily is None else daily,
-        "monthly_limit": UNLIMITED if monthly is None else monthly,
+        "daily_limit": _or_unlimited(limits.daily),
+        "monthly_limit": _or_unlimited(limits.monthly),
+        "daily_budget": _or_unlimited(limits.daily_micro_usd),
+        "monthly_budget": _or_unlimited(limits.monthly_micro_usd),
         "expires_at": now + ttl,
         "now": now,
     }
+
+
+def _or_unlimited(limit: int | None) -> int:
+    return UNLIMITED if limit is None else limit

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from core import metrics
 from core.models import UsageSource, UsageStatus, utcnow
-from core.pricing import Priced
+from core.pricing import Priced, to_micro_usd
 from core.providers.base import GenerationResult
 from core.providers.errors import ProviderError
 from core.providers.redaction import redact
@@ -52,7 +52,7 @@ class Recorder:
 
     def submit(self, record: UsageRecord, reservation: Reservation | None) -> None:
         if reservation is not None:
-            self._leases.spent(reservation, record.total_tokens)
+            self._leases.spent(reservation, record.total_tokens, _cost(record, reservation))
         self._writer.submit(record, reservation)
 
 
@@ -68,13 +68,14 @@ class Trial:
     reservation: Reservation | None = None
     error: ProviderError | None = None
     recorded: bool = False
+    fitted: int | None = None  # the max_output_tokens its answer was shortened to (budgets.py)
 
     def elapsed_ms(self) -> int:
         return round((utcnow() - self.started).total_seconds() * 1000)
 
-    def refused(self) -> Attempt:
-        """No limit left for this call."""
-        return self.failed(UsageStatus.REJECTED, "quota", "daily or monthly token limit reached")
+    def refused(self, reason: str | None = None) -> Attempt:
+        """No limit left for this call (or, `reason`, none can be held)."""
+        return self.failed(UsageStatus.REJECTED, "quota", reason or _limits_reached(self.candidate))
 
     def failed(
         self,
@@ -111,7 +112,13 @@ class Trial:
         metrics.observe(
             c.provider_type, self.task, "success", result.total_tokens, result.latency_ms
         )
-        return replace(result, config_id=c.config_id, priced=priced, attempts=tuple(before))
+        return replace(
+            result,
+            config_id=c.config_id,
+            priced=priced,
+            attempts=tuple(before),
+            fitted_max_output_tokens=self.fitted,
+        )
 
     def abandoned(
         self, exc: BaseException | None, used: tuple[int, int] = (0, 0), note: str = ""
@@ -180,3 +187,25 @@ class Trial:
             cache_write_tokens=written,
             reasoning_tokens=result.reasoning_tokens if result else 0,
         )
+
+
+def _cost(record: UsageRecord, hold: Reservation) -> int:
+    """What a call under a dollar budget cost, for its lease's balance: priced here, on the
+    caller's path, only when it held money (unpriced with tokens used: all it held)."""
+    if not hold.micro_usd or not record.total_tokens:
+        return 0
+    cost = to_micro_usd(record.priced.usd) if record.priced is not None else None
+    return hold.micro_usd if cost is None else cost
+
+
+def _limits_reached(candidate: Candidate) -> str:
+    limits = candidate.limits
+    kinds = [
+        kind
+        for kind, periods in (
+            ("token limit", (limits.daily, limits.monthly)),
+            ("dollar budget", (limits.daily_micro_usd, limits.monthly_micro_usd)),
+        )
+        if any(limit is not None for limit in periods)
+    ]
+    return f"daily or monthly {' or '.join(kinds) or 'limit'} reached"

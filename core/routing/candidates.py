@@ -30,6 +30,8 @@ from core.routing.errors import DatabaseUnavailable, NoProviderAvailable, Unknow
 
 log = logging.getLogger(__name__)
 
+NO_LIMITS = Limits()
+
 LEGACY_PROVIDERS = (  # (type, key variable, model variable, default model)
     ("gemini", "GEMINI_API_KEY", "GEMINI_MODEL_FAST", "gemini-2.5-flash"),
     ("openai", "OPENAI_API_KEY", "OPENAI_MODEL", "gpt-4o-mini"),
@@ -53,6 +55,8 @@ class Candidate:
     priority: int = 0
     daily_token_limit: int | None = None
     monthly_token_limit: int | None = None
+    daily_budget_micro_usd: int | None = None
+    monthly_budget_micro_usd: int | None = None
     last_test_success: bool | None = None
     last_test_message: str | None = None
 
@@ -61,12 +65,18 @@ class Candidate:
         return self.config_id is None
 
     @property
-    def limited(self) -> bool:
-        return self.daily_token_limit is not None or self.monthly_token_limit is not None
+    def limits(self) -> Limits:
+        return Limits(
+            self.daily_token_limit,
+            self.monthly_token_limit,
+            self.daily_budget_micro_usd,
+            self.monthly_budget_micro_usd,
+        )
 
     @property
-    def limits(self) -> Limits:
-        return Limits(self.daily_token_limit, self.monthly_token_limit)
+    def limited(self) -> bool:
+        """Whether it has a token limit or a dollar budget (its calls reserve first)."""
+        return self.limits != NO_LIMITS
 
     def __repr__(self) -> str:  # never the secret
         return f"Candidate({self.config_id}, {self.provider_type}, {self.model_name!r})"
@@ -229,6 +239,8 @@ def candidate_from(row: ProviderConfig) -> Candidate:
         priority=row.priority,
         daily_token_limit=row.daily_token_limit,
         monthly_token_limit=row.monthly_token_limit,
+        daily_budget_micro_usd=row.daily_budget_micro_usd,
+        monthly_budget_micro_usd=row.monthly_budget_micro_usd,
         last_test_success=row.last_test_success,
         last_test_message=row.last_test_message,
     )

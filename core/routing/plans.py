@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from core.crypto import SecretBox
 from core.db import UNAVAILABLE, failure_reason
 from core.models import ProviderConfig, TaskType, utcnow
+from core.pricing import format_usd
 from core.quota.ledger import QuotaLedger, Standing
 from core.quota.reach import LedgerUnavailable
 from core.routing.candidates import (
@@ -126,12 +127,14 @@ def _eligibility(
             standing = standing_of(candidate.config_id, now)
         except (*UNAVAILABLE, LedgerUnavailable) as exc:
             return False, (
-                "its token limits cannot be checked: the database did not answer "
+                "its limits cannot be checked: the database did not answer "
                 f"({failure_reason(exc)}); it serves only what this process's leases hold"
             )
         if full := _limit_reached(candidate, standing):
             return False, full
     why = "default for every task" if candidate.is_default else "serves this task"
+    if candidate.limited:
+        why += f" ({_left(candidate, standing)})"
     if key_state is KeyState.STALE:
         why += f" with the key it decrypted before; warning: {restart_hint(candidate.config_id)}"
     if candidate.last_test_success is False:
@@ -140,14 +143,46 @@ def _eligibility(
 
 
 def _limit_reached(candidate: Candidate, standing: Standing) -> str | None:
-    checks = (
-        ("daily", candidate.daily_token_limit, standing.day_used, standing.day_reserved),
-        ("monthly", candidate.monthly_token_limit, standing.month_used, standing.month_reserved),
-    )
-    for period, limit, used, reserved in checks:
+    for period, limit, used, reserved, unit in _periods(candidate, standing):
         if limit is not None and used + reserved >= limit:
+            if unit == "tokens":
+                return (
+                    f"{period} limit reached: {used:,} used + {reserved:,} reserved by running "
+                    f"calls of {limit:,} tokens"
+                )
             return (
-                f"{period} limit reached: {used:,} used + {reserved:,} reserved by running "
-                f"calls of {limit:,} tokens"
+                f"{period} budget reached: {format_usd(used)} spent + {format_usd(reserved)} "
+                f"held by running calls of {format_usd(limit)}"
             )
     return None
+
+
+def _left(candidate: Candidate, standing: Standing) -> str:
+    """What each limit leaves, e.g. "left: 12,000 tokens today, $0.58 today, $9.10 this month"."""
+    left = []
+    for period, limit, used, reserved, unit in _periods(candidate, standing):
+        if limit is not None:
+            room = limit - used - reserved
+            when = "today" if period == "daily" else "this month"
+            left.append(
+                f"{room:,} tokens {when}" if unit == "tokens" else f"{format_usd(room)} {when}"
+            )
+    return "left: " + ", ".join(left)
+
+
+def _periods(
+    candidate: Candidate, standing: Standing
+) -> tuple[tuple[str, int | None, int, int, str], ...]:
+    limits, s = candidate.limits, standing
+    return (
+        ("daily", limits.daily, s.day_used, s.day_reserved, "tokens"),
+        ("monthly", limits.monthly, s.month_used, s.month_reserved, "tokens"),
+        ("daily", limits.daily_micro_usd, s.day_used_micro_usd, s.day_reserved_micro_usd, "usd"),
+        (
+            "monthly",
+            limits.monthly_micro_usd,
+            s.month_used_micro_usd,
+            s.month_reserved_micro_usd,
+            "usd",
+        ),
+    )

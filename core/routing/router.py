@@ -25,7 +25,7 @@ from core.providers.egress import Allowlist
 from core.providers.errors import ProviderTimeout
 from core.providers.structured import InvalidOutput
 from core.quota.leases import HOLD_EXPIRY, LEASE_CALLS, LEASE_SHARE, QuotaLeases
-from core.quota.ledger import Demand, QuotaLedger, reservation_size
+from core.quota.ledger import QuotaLedger, reservation_size
 from core.quota.reach import LedgerUnavailable
 from core.routing.arguments import (
     check_call,
@@ -35,6 +35,7 @@ from core.routing.arguments import (
     conversation,
 )
 from core.routing.attempts import Attempt, Recorder, Trial
+from core.routing.budgets import Need, Unpriced, demand, fitted
 from core.routing.candidates import (
     Candidate,
     ConfigCache,
@@ -146,6 +147,7 @@ class Router:
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         response_schema: type[BaseModel] | dict[str, Any] | None = None,
+        fit_to_budget: bool = False,
     ) -> GenerationResult:
         """Answer `prompt`, or the conversation so far (`messages`: [{"role": "user" |
         "assistant", "content": ...}], the last the user's), with the provider that serves
@@ -161,18 +163,25 @@ class Router:
         without one `parsed` is None. An answer that does not parse or validate is asked for
         once more from the same provider; if that one fails too, ProviderCallError names the
         field. Both answers are usage rows with their tokens. The next candidate is not tried
-        after an invalid answer: the schema is the caller's, not the provider's fault."""
-        text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
+        after an invalid answer: the schema is the caller's, not the provider's fault.
+
+        A candidate whose token limit or dollar budget cannot cover the call is skipped. With
+        `fit_to_budget=True` it is asked instead with max_output_tokens lowered to what is left
+        (if at least 64 tokens fit), and `result.fitted_max_output_tokens` says so
+        (core/routing/budgets.py)."""
+        text, history, need = _checked(
+            prompt, messages, system_prompt, user_id, max_output_tokens, fit_to_budget
+        )
         expected = check_schema(response_schema)
         schema = expected.schema if expected is not None else None
 
-        async def send(provider: AIProvider) -> GenerationResult:
+        async def send(provider: AIProvider, max_output: int) -> GenerationResult:
             result = await provider.generate_content(
-                text, system_prompt, max_output_tokens, history, schema
+                text, system_prompt, max_output, history, schema
             )
             return result if expected is None else expected.accept(result)
 
-        return await self._route(task, user_id, size, send)
+        return await self._route(task, user_id, need, send)
 
     async def generate_with_image(
         self,
@@ -184,6 +193,7 @@ class Router:
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        fit_to_budget: bool = False,
     ) -> GenerationResult:
         """Like `generate`, with one image (checked for type and size before any call)."""
         check_call(prompt, system_prompt, user_id, max_output_tokens)
@@ -192,9 +202,9 @@ class Router:
         return await self._route(
             task,
             user_id,
-            size,
-            lambda p: p.generate_content_with_image(
-                prompt, image_bytes, mime_type, system_prompt, max_output_tokens
+            Need(size - max_output_tokens, max_output_tokens, fit_to_budget),
+            lambda p, max_output: p.generate_content_with_image(
+                prompt, image_bytes, mime_type, system_prompt, max_output
             ),
         )
 
@@ -207,22 +217,25 @@ class Router:
         system_prompt: str | None = None,
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        fit_to_budget: bool = False,
     ) -> StreamCall:
-        """Stream the answer (to `prompt` or `messages`, images included, as for `generate`):
-        `async with router.stream(task, prompt) as stream: async for text in stream`, then
-        `stream.result` (core/routing/streams.py)."""
-        text, history, size = _checked(prompt, messages, system_prompt, user_id, max_output_tokens)
+        """Stream the answer (to `prompt` or `messages`, images included, as for `generate`,
+        and `fit_to_budget` too): `async with router.stream(task, prompt) as stream: async
+        for text in stream`, then `stream.result` (core/routing/streams.py)."""
+        text, history, need = _checked(
+            prompt, messages, system_prompt, user_id, max_output_tokens, fit_to_budget
+        )
 
         def begin(trial: Trial, opened: Opened, attempts: list[Attempt]) -> RoutedStream:
-            return RoutedStream(trial, opened, attempts, size - max_output_tokens)
+            return RoutedStream(trial, opened, attempts, need.prompt_tokens)
 
         return StreamCall(
             lambda: self._route(
                 task,
                 user_id,
-                size,
-                lambda p: open_stream(
-                    p.stream_content(text, system_prompt, max_output_tokens, history=history)
+                need,
+                lambda p, max_output: open_stream(
+                    p.stream_content(text, system_prompt, max_output, history=history)
                 ),
                 begin,
             )
@@ -287,13 +300,13 @@ class Router:
         self,
         task: str | TaskType,
         user_id: int | None,
-        size: int,
-        send: Callable[[AIProvider], Awaitable[T]],
+        need: Need,
+        send: Callable[[AIProvider, int], Awaitable[T]],
         finish: Callable[[Trial, T, list[Attempt]], R] | None = None,
     ) -> R:
-        """Try the candidates in order until one answers: `send` is the call (for a stream,
-        up to its first piece), `finish` makes the answer the caller gets (default: the
-        GenerationResult, recorded as a success)."""
+        """Try the candidates in order until one answers: `send` is the call with the
+        max_output_tokens to ask for (for a stream, up to its first piece), `finish` makes the
+        answer the caller gets (default: the GenerationResult, recorded as a success)."""
         task_name = check_task(task)
         candidates = candidates_for(task_name, await self._snapshot(), self._environ)
         attempts: list[Attempt] = []
@@ -304,7 +317,7 @@ class Router:
             for retry in range(OUTPUT_RETRIES + 1):
                 trial = Trial(self._recorder, candidate, task_name, user_id)
                 try:
-                    outcome = await self._try(trial, size, send)
+                    outcome = await self._try(trial, need, send)
                 except BaseException as exc:
                     trial.abandoned(exc)
                     raise
@@ -329,7 +342,7 @@ class Router:
         _raise_if_limits_unavailable(task_name, attempts)
         if attempts and all(a.status == UsageStatus.REJECTED for a in attempts):
             raise QuotaExceeded(
-                f"Every provider for {task_name!r} is at its token limit: "
+                f"Every provider for {task_name!r} is at its token limit or dollar budget: "
                 + "; ".join(f"{a.provider_type} {a.model_name}" for a in attempts),
                 attempts,
             )
@@ -354,29 +367,48 @@ class Router:
             raise never_read(f"no answer within {self._db_wait_s:g} s") from None
 
     async def _try(
-        self, trial: Trial, size: int, send: Callable[[AIProvider], Awaitable[T]]
+        self, trial: Trial, need: Need, send: Callable[[AIProvider, int], Awaitable[T]]
     ) -> T | Attempt:
-        """One candidate: hold its tokens, call it. A result, or the attempt that failed."""
+        """One candidate: hold its tokens (and dollars), call it. A result, or the attempt
+        that failed."""
         candidate = trial.candidate
         if candidate.limited:
-            assert candidate.config_id is not None
             try:
-                trial.reservation = await self._leases.hold(
-                    Demand(candidate.config_id, size, candidate.limits, trial.started)
-                )
+                held = await self._hold(trial, need)
             except LedgerUnavailable as exc:
                 return trial.failed(UsageStatus.ERROR, LIMITS_UNAVAILABLE, str(exc))
-            if trial.reservation is None:
+            except Unpriced as exc:
+                return trial.refused(str(exc))
+            if held is None:
                 return trial.refused()
+            need = held
         provider = self._provider(candidate)
         try:
-            return await send(provider)
+            return await send(provider, need.max_output_tokens)
         except ProviderError as error:
             trial.error = error
             timed_out = isinstance(error, ProviderTimeout)
             status = UsageStatus.TIMEOUT if timed_out else UsageStatus.ERROR
             used = error.used if isinstance(error, InvalidOutput) else (0, 0)
             return trial.failed(status, error.kind, error.message, trial.elapsed_ms(), used)
+
+    async def _hold(self, trial: Trial, need: Need) -> Need | None:
+        """Hold what `need` asks of the candidate's limits; if refused and the caller allows
+        it, what a shorter answer asks (budgets.py). The need held, or None."""
+        candidate = trial.candidate
+        assert candidate.config_id is not None
+        trial.reservation = await self._leases.hold(demand(candidate, need, trial.started))
+        if trial.reservation is not None or not need.fit:
+            return need if trial.reservation is not None else None
+        standing = await self._ledger.standing_now(candidate.config_id, trial.started)
+        smaller = fitted(candidate, need, standing, trial.started)
+        if smaller is None:
+            return None
+        trial.reservation = await self._leases.hold(demand(candidate, smaller, trial.started))
+        if trial.reservation is None:
+            return None
+        trial.fitted = smaller.max_output_tokens
+        return smaller
 
     def _provider(self, candidate: Candidate) -> AIProvider:
         key = self._keys.key_for(candidate)
@@ -410,9 +442,13 @@ def _checked(
     system_prompt: str | None,
     user_id: int | None,
     max_output_tokens: int,
-) -> tuple[Content, tuple[Turn, ...], int]:
-    """The prompt, the turns before it and the tokens to hold, once the arguments pass
+    fit_to_budget: bool,
+) -> tuple[Content, tuple[Turn, ...], Need]:
+    """The prompt, the turns before it and what to hold, once the arguments pass
     (arguments.py: TypeError / ValueError before anything is held or sent)."""
     text, history = conversation(prompt, messages)
     check_options(system_prompt, user_id, max_output_tokens)
-    return text, history, reservation_size(text, system_prompt, max_output_tokens, history=history)
+    if not isinstance(fit_to_budget, bool):
+        raise TypeError(f"fit_to_budget must be True or False, not {type(fit_to_budget).__name__}")
+    size = reservation_size(text, system_prompt, max_output_tokens, history=history)
+    return text, history, Need(size - max_output_tokens, max_output_tokens, fit_to_budget)

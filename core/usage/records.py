@@ -3,7 +3,7 @@ with the row's columns, its time as ISO text, the reservation its settlement fin
 for a row whose cost is still to be worked out, the models to price it by (the writer's thread
 prices it, and what the prompt cache saved, when it reads the entry back: core/pricing.py).
 An entry spooled by an earlier version (without the cache and reasoning columns) is stored with
-them NULL."""
+them NULL; its hold (without micro-dollars) held none."""
 
 from __future__ import annotations
 
@@ -57,7 +57,14 @@ def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
     entry = {name: getattr(record, name) for name in COLUMNS}
     entry["created_at"] = record.created_at.isoformat()
     if hold is not None:
-        entry["hold"] = [hold.id, hold.config_id, hold.day.isoformat(), hold.tokens, hold.draw]
+        entry["hold"] = [
+            hold.id,
+            hold.config_id,
+            hold.day.isoformat(),
+            hold.tokens,
+            hold.draw,
+            hold.micro_usd,
+        ]
     if record.priced is not None and record.cost_micro_usd is None:
         entry["price_by"] = list(record.priced.models)
     return entry
@@ -72,9 +79,14 @@ def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] |
             return None
         hold = None
         if (raw := entry.get("hold")) is not None:
-            hold_id, config_id, day, tokens, draw = raw
+            hold_id, config_id, day, tokens, draw, *money = raw  # no money: an earlier version
             hold = Reservation(
-                int(hold_id), int(config_id), date.fromisoformat(day), int(tokens), bool(draw)
+                int(hold_id),
+                int(config_id),
+                date.fromisoformat(day),
+                int(tokens),
+                bool(draw),
+                int(money[0]) if money else 0,
             )
         if (models := entry.get("price_by")) is not None:
             priced = Priced(

@@ -271,9 +271,7 @@ class UsageWriter:
         self._ledger.settle(
             conn,
             [
-                Spend(
-                    row["provider_config_id"], row["created_at"].date(), row["total_tokens"], hold
-                )
+                _spend(row, hold)
                 for row, (_, _, hold) in zip(rows, items, strict=True)
                 if row["attempt_id"] in inserted and row["provider_config_id"] is not None
             ],
@@ -285,9 +283,13 @@ class UsageWriter:
         if hold is None:
             return
         tokens = row["total_tokens"] if isinstance(row["total_tokens"], int) else 0
+        cost = row["cost_micro_usd"] if isinstance(row["cost_micro_usd"], int) else None
+        spent = max(cost, 0) if cost is not None else hold.micro_usd if tokens else 0
         try:
             with write_transaction(self._engine) as conn:
-                self._ledger.settle(conn, [Spend(hold.config_id, hold.day, max(tokens, 0), hold)])
+                self._ledger.settle(
+                    conn, [Spend(hold.config_id, hold.day, max(tokens, 0), hold, spent)]
+                )
         except Exception as exc:  # the hold expires and is swept
             log.warning("usage writer: settling a refused row failed (%s)", type(exc).__name__)
 
@@ -337,8 +339,8 @@ class UsageWriter:
             return
         try:
             with write_transaction(self._engine) as conn:
-                for hold, tokens in part:
-                    self._ledger.shrink(conn, hold, tokens)
+                for hold, tokens, micro_usd in part:
+                    self._ledger.shrink(conn, hold, tokens, micro_usd)
                 self._ledger.settle(conn, [Spend(r.config_id, r.day, 0, r) for r in whole])
         except Exception as exc:
             log.warning(
@@ -381,6 +383,18 @@ class _Unavailable(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(type(cause).__name__)
         self.cause = cause
+
+
+def _spend(row: dict[str, Any], hold: Reservation | None) -> Spend:
+    """What a stored row spent against its config's day. A call that used tokens the price
+    data cannot price counts, under a budget, as the worst case its hold allowed for: unknown
+    is not free."""
+    cost = row["cost_micro_usd"]
+    if cost is None:
+        cost = hold.micro_usd if hold is not None and row["total_tokens"] else 0
+    return Spend(
+        row["provider_config_id"], row["created_at"].date(), row["total_tokens"], hold, cost
+    )
 
 
 def _insert_new(conn: Connection) -> Insert:

@@ -208,5 +208,5 @@ def test_explain_says_the_limits_cannot_be_checked_while_the_database_is_away(
         return plan.reason
 
     reason = asyncio.run(scenario())
-    assert reason.startswith("its token limits cannot be checked: the database did not answer")
+    assert reason.startswith("its limits cannot be checked: the database did not answer")
     assert "it serves only what this process's leases hold" in reason
