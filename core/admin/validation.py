@@ -2,8 +2,9 @@
 else happens, with one message per bad field that names it.
 
 Text must carry no control characters (PostgreSQL refuses NUL; nothing typed needs the rest),
-numbers must fit their columns, and a base URL must be http(s) and pass the egress policy
-(core.providers.egress) unless the operator allowed its host.
+numbers must fit their columns, a dollar budget needs a model genai-prices can price, and a
+base URL must be http(s) and pass the egress policy (core.providers.egress) unless the
+operator allowed its host.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import re
 import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
 from core.models import TASKS, ProviderType
+from core.pricing import can_price
 from core.providers.egress import Allowlist, EgressRefused, check_base_url
 
 MAX_NAME = 200
@@ -31,6 +34,9 @@ MAX_PRIORITY = 2**31 - 1  # the column is a 32-bit integer
 
 
 MAX_TOKENS = 2**63 - 1  # and the limits 64-bit ones
+
+
+MAX_BUDGET_USD = Decimal(1_000_000_000)  # far above any real budget; micro-dollars fit 64 bits
 
 
 class AdminError(Exception):
@@ -59,6 +65,8 @@ class ProviderInput:
     priority: Any = 100
     daily_token_limit: Any = None
     monthly_token_limit: Any = None
+    daily_budget_usd: Any = None  # dollars: "25", "2.50", "$1,000" or a Decimal
+    monthly_budget_usd: Any = None
     is_active: bool = True
     is_default: bool = False
 
@@ -117,6 +125,15 @@ def clean(
     out["priority"] = _whole(data.priority, "priority", errors, MAX_PRIORITY, allow_none=False)
     for name in ("daily_token_limit", "monthly_token_limit"):
         out[name] = _whole(getattr(data, name), name, errors, MAX_TOKENS)
+    for period in ("daily", "monthly"):
+        name = f"{period}_budget_usd"
+        out[f"{period}_budget_micro_usd"] = budget = _dollars(getattr(data, name), name, errors)
+        named = not errors.keys() & {"provider_type", "model_name"}
+        if budget is not None and named and not can_price(kind, out["model_name"]):
+            errors[name] = (
+                f"cannot be set: genai-prices has no price for {out['model_name'][:80]}, "
+                "so what its calls cost is not known (use a token limit instead)"
+            )
     out["is_active"] = bool(data.is_active)
     out["is_default"] = bool(data.is_default)
 
@@ -169,6 +186,29 @@ def _clean_url(raw: str | None, errors: dict[str, str], allowlist: Allowlist | N
         except EgressRefused as exc:
             errors["base_url"] = str(exc)
     return url.rstrip("/")
+
+
+def _dollars(value: Any, name: str, errors: dict[str, str]) -> int | None:
+    """A dollar amount as integer micro-dollars (None: no budget)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        errors[name] = "must be an amount in dollars, such as 25 or 2.50"
+        return None
+    text = str(value).strip().removeprefix("$").replace(",", "").replace("_", "").strip()
+    if not re.fullmatch(r"-?([0-9]{1,40}(\.[0-9]*)?|\.[0-9]+)", text):
+        errors[name] = "must be an amount in dollars, such as 25 or 2.50"
+        return None
+    amount = Decimal(text)
+    if amount < 0:
+        errors[name] = "must not be negative"
+    elif amount > MAX_BUDGET_USD:
+        errors[name] = f"must be at most ${MAX_BUDGET_USD:,}"
+    elif amount != amount.quantize(Decimal("0.000001")):
+        errors[name] = "must be in whole micro-dollars (at most 6 decimal places)"
+    else:
+        return int(amount * 1_000_000)
+    return None
 
 
 def _whole(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,6 +25,8 @@ class ProviderView:
     priority: int
     daily_token_limit: int | None
     monthly_token_limit: int | None
+    daily_budget_usd: Decimal | None
+    monthly_budget_usd: Decimal | None
     is_active: bool
     is_default: bool
     key_last4: str
@@ -50,6 +53,8 @@ class ProviderView:
         for key, value in out.items():
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
+            elif isinstance(value, Decimal):
+                out[key] = _text(value)
         out["tasks"] = list(self.tasks)
         return out
 
@@ -66,10 +71,16 @@ def describe(row: ProviderConfig) -> dict[str, Any]:
         "priority": row.priority,
         "daily_token_limit": row.daily_token_limit,
         "monthly_token_limit": row.monthly_token_limit,
+        "daily_budget_usd": _text(row.daily_budget_usd),
+        "monthly_budget_usd": _text(row.monthly_budget_usd),
         "is_active": row.is_active,
         "is_default": row.is_default,
         "key_last4": row.key_last4,
     }
+
+
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else format(amount.normalize(), "f")
 
 
 def _without_credentials(url: str | None) -> str | None:

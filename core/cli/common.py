@@ -24,6 +24,8 @@ FLAGS = {
     "priority": "--priority",
     "daily_token_limit": "--daily-limit",
     "monthly_token_limit": "--monthly-limit",
+    "daily_budget_usd": "--daily-budget-usd",
+    "monthly_budget_usd": "--monthly-budget-usd",
 }
 
 

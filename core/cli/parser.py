@@ -70,6 +70,10 @@ def _add_command(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add.add_argument("--priority", default="100", help="lower is tried first")
     add.add_argument("--daily-limit", help="tokens per UTC day (default unlimited)")
     add.add_argument("--monthly-limit", help="tokens per UTC month (default unlimited)")
+    add.add_argument("--daily-budget-usd", metavar="USD", help="dollars per UTC day (default none)")
+    add.add_argument(
+        "--monthly-budget-usd", metavar="USD", help="dollars per UTC month (default none)"
+    )
     add.add_argument("--description", default="")
     add.add_argument("--inactive", action="store_true", help="save it switched off")
     add.add_argument("--skip-validation", action="store_true", help="save without testing")
@@ -94,6 +98,10 @@ def _edit_command(actions: argparse._SubParsersAction[argparse.ArgumentParser]) 
     edit.add_argument("--priority", help="lower is tried first")
     edit.add_argument("--daily-limit", help="tokens per UTC day, or `unlimited`")
     edit.add_argument("--monthly-limit", help="tokens per UTC month, or `unlimited`")
+    edit.add_argument("--daily-budget-usd", metavar="USD", help="dollars per UTC day, or `none`")
+    edit.add_argument(
+        "--monthly-budget-usd", metavar="USD", help="dollars per UTC month, or `none`"
+    )
     edit.add_argument("--description")
     state = edit.add_mutually_exclusive_group()
     state.add_argument("--active", dest="active", action="store_true", default=None)

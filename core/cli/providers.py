@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from decimal import Decimal
 
 from core.access import Actor
 from core.admin import (
@@ -20,6 +21,7 @@ from core.crypto import (
 )
 from core.db import make_session_factory
 from core.models import TASKS
+from core.pricing import format_usd, to_micro_usd
 from core.routing import LEGACY_PROVIDERS
 
 
@@ -67,8 +69,8 @@ def cmd_providers_list(settings: Settings, args: argparse.Namespace) -> None:
                 ",".join(v.tasks) or "-",
                 state,
                 str(v.priority),
-                _limit(v.daily_token_limit),
-                _limit(v.monthly_token_limit),
+                _limit(v.daily_token_limit, v.daily_budget_usd),
+                _limit(v.monthly_token_limit, v.monthly_budget_usd),
                 v.masked_key,
                 tested,
             )
@@ -80,8 +82,12 @@ def cmd_providers_list(settings: Settings, args: argparse.Namespace) -> None:
         )
 
 
-def _limit(value: int | None) -> str:
-    return "unlimited" if value is None else f"{value:,}"
+def _limit(tokens: int | None, usd: Decimal | None) -> str:
+    """A period's limits: "50,000" (tokens), "$2.50", "50,000, $2.50" or "unlimited"."""
+    parts = [f"{tokens:,}"] if tokens is not None else []
+    if usd is not None:
+        parts.append(format_usd(to_micro_usd(usd) or 0))
+    return ", ".join(parts) or "unlimited"
 
 
 CUT_AT = 28  # longer names and models are cut in the table (`--wide` or `--json`: whole)
@@ -104,6 +110,8 @@ def cmd_providers_add(settings: Settings, args: argparse.Namespace) -> None:
         priority=args.priority,
         daily_token_limit=_unlimited(args.daily_limit),
         monthly_token_limit=_unlimited(args.monthly_limit),
+        daily_budget_usd=_unlimited(args.daily_budget_usd),
+        monthly_budget_usd=_unlimited(args.monthly_budget_usd),
         is_active=not args.inactive,
         is_default=args.default,
     )
@@ -137,6 +145,8 @@ def cmd_providers_edit(settings: Settings, args: argparse.Namespace) -> None:
         priority=given(args.priority, view.priority),
         daily_token_limit=given(_unlimited(args.daily_limit), view.daily_token_limit),
         monthly_token_limit=given(_unlimited(args.monthly_limit), view.monthly_token_limit),
+        daily_budget_usd=given(_unlimited(args.daily_budget_usd), view.daily_budget_usd),
+        monthly_budget_usd=given(_unlimited(args.monthly_budget_usd), view.monthly_budget_usd),
         is_active=view.is_active if args.active is None else args.active,
         is_default=view.is_default if args.default is None else args.default,
     )
@@ -171,7 +181,7 @@ def _tasks(raw: str) -> list[str]:
 
 
 def _unlimited(value: str | None) -> str | None:
-    """A limit flag's value: `unlimited` (or `none`) clears the limit."""
+    """A limit or budget flag's value: `unlimited` (or `none`) clears it."""
     if value is not None and value.strip().lower() in ("unlimited", "none"):
         return ""
     return value

@@ -98,6 +98,20 @@ def test_add_list_test_remove(
     [
         (["--daily-limit", "-5"], "error: not saved: --daily-limit: must not be negative"),
         (["--tasks", "poems"], "error: not saved: --tasks: unknown task poems"),
+        (
+            ["--daily-budget-usd", "ten"],
+            "error: not saved: --daily-budget-usd: must be an amount in dollars, such as 25",
+        ),
+        (["--monthly-budget-usd", "-1"], "error: not saved: --monthly-budget-usd: must not be"),
+        (
+            ["--daily-budget-usd", "0.0000001"],
+            "error: not saved: --daily-budget-usd: must be in whole micro-dollars",
+        ),
+        (
+            ["--model", "acme-unpriced-1", "--daily-budget-usd", "5"],
+            "error: not saved: --daily-budget-usd: cannot be set: genai-prices has no price "
+            "for acme-unpriced-1",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_saves_nothing(
@@ -112,6 +126,33 @@ def test_bad_input_is_one_line_and_saves_nothing(
     assert err.startswith(message) and err.count("\n") == 1
     with db.session() as session:
         assert session.scalars(select(ProviderConfig)).all() == []
+
+
+def test_budgets_are_set_listed_edited_and_cleared(
+    db: MigratedDatabase, cli_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = add_args(cli_env, "--daily-limit", "50000", "--daily-budget-usd", "$2.50")
+    assert main([*args, "--monthly-budget-usd", "40"], settings=db.settings) == 0
+    capsys.readouterr()
+    assert main(["providers", "list"], settings=db.settings) == 0
+    row = capsys.readouterr().out.splitlines()[1]
+    assert "50,000, $2.50" in row and "$40.00" in row
+
+    edit = ["providers", "edit", "1", "--daily-budget-usd", "none", "--monthly-budget-usd", "60"]
+    assert main(edit, settings=db.settings) == 0
+    capsys.readouterr()
+    assert main(["providers", "list", "--json"], settings=db.settings) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["daily_budget_usd"], listed["monthly_budget_usd"]) == (None, "60")
+    assert listed["daily_token_limit"] == 50000  # a flag not given keeps its value
+
+    with db.session() as session:
+        row = session.get(ProviderConfig, 1)
+        assert row is not None and row.monthly_budget_micro_usd == 60_000_000
+        edited = session.scalars(
+            select(AdminActionLog).where(AdminActionLog.action == "provider.update")
+        ).one()
+    assert "60" in json.dumps(edited.details)  # the audit row says what changed
 
 
 def test_a_missing_key_variable_is_explained(

@@ -1,4 +1,5 @@
-"""Token limits hold across OS processes calling at once, and a crash leaves nothing held."""
+"""Token limits and dollar budgets hold across OS processes calling at once, and a crash leaves
+nothing held."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.models import QuotaCounter, QuotaReservation, UsageLog, utcnow
+from core.pricing import estimate_cost_usd, to_micro_usd, worst_case_micro_usd
 from core.quota.leases import HOLD_EXPIRY
 from core.quota.ledger import QuotaLedger, reservation_size
 from core.usage.writer import SWEEP_EVERY
@@ -21,7 +23,7 @@ from tests.fakes import FakeProviderServer
 from tests.fakes.provider_server import count_tokens, make_reply
 from tests.support.database import MigratedDatabase
 from tests.support.quota_worker import PROMPT, call_and_hang, hammer
-from tests.support.routing import add_config, allow_planted_keys
+from tests.support.routing import MODELS, add_config, allow_planted_keys
 
 
 @pytest.fixture(autouse=True)
@@ -115,6 +117,70 @@ def test_many_processes_never_overspend_a_daily_limit(
         0,
     )
     assert held == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", sorted(CALLS))
+def test_many_processes_never_overspend_a_dollar_budget(
+    db: MigratedDatabase, fake_providers: FakeProviderServer, how: str
+) -> None:
+    """The same with a daily dollar budget: each call holds its worst-case cost and settles to
+    what it really cost, and the usage rows' recorded cost stays within the budget."""
+    leases = CALLS[how]
+    allow_planted_keys(fake_providers)
+    model = MODELS["openai"]
+    now = utcnow()
+    bound = reservation_size(PROMPT, None, MAX_OUTPUT) - MAX_OUTPUT
+    worst = worst_case_micro_usd("openai", model, bound, MAX_OUTPUT, now)
+    real = estimate_cost_usd(
+        "openai",
+        model,
+        count_tokens([PROMPT]),
+        count_tokens([make_reply(PROMPT, MAX_OUTPUT)]),
+        now,
+    )
+    assert worst is not None and real is not None
+    cost = to_micro_usd(real)
+    assert cost is not None and 0 < cost < worst  # settling gives back the difference
+    calls = PROCESSES * CALLS_PER_PROCESS
+    budget = 40 * cost  # reached by usage: 100 calls cost far more
+    config = add_config(
+        db, fake_providers, "openai", tasks=["extraction"], daily_budget_micro_usd=budget
+    )
+
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(PROCESSES) as pool:
+        results = pool.starmap(
+            hammer, [(db.settings, CALLS_PER_PROCESS, CONCURRENCY, MAX_OUTPUT, leases)] * PROCESSES
+        )
+    outcomes: dict[str, int] = {}
+    for result in results:
+        for kind, n in result.items():
+            outcomes[kind] = outcomes.get(kind, 0) + n
+    outcomes.pop("round_trips")
+    assert set(outcomes) == {"ok", "QuotaExceeded"}, outcomes
+    assert sum(outcomes.values()) == calls
+    lease_calls = leases["lease_calls"] if leases["lease_calls"] > 1 else 0
+    # The budget was spent, not just refused (as for tokens: what idle holds keep back).
+    assert outcomes["ok"] >= (budget - PROCESSES * (lease_calls + 1) * worst) // cost
+
+    with db.session() as session:
+        spent = session.scalar(select(func.sum(UsageLog.cost_micro_usd)))
+        successes = session.scalar(select(func.count()).where(UsageLog.status == "success"))
+        rejected = session.scalars(
+            select(UsageLog.error_message).where(UsageLog.status == "rejected")
+        ).all()
+        counter = session.scalars(select(QuotaCounter)).one()
+        held = session.scalars(select(QuotaReservation)).all()
+    assert spent is not None and spent <= budget
+    assert successes == outcomes["ok"] and len(rejected) == outcomes["QuotaExceeded"]
+    assert set(rejected) == {"daily or monthly dollar budget reached"}
+    assert (counter.config_id, counter.used_micro_usd, counter.reserved_micro_usd) == (
+        config,
+        spent,
+        0,
+    )
+    assert counter.reserved_tokens == 0 and held == []
 
 
 @pytest.mark.real_clock  # its worker process runs on the real clock
