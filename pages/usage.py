@@ -287,12 +287,6 @@ def _configs(report: UsageReport) -> None:
                 "Success rate": row.success_rate,
                 "Cost (USD)": float(row.cost_usd),
                 "Avg latency (ms)": _rounded(row.avg_latency_ms),
-                "Tokens today": row.used_today,
-                "Daily limit": _limit(row.daily_token_limit),
-                "Of daily limit": _share(row.used_today, row.daily_token_limit),
-                "Tokens this month": row.used_this_month,
-                "Monthly limit": _limit(row.monthly_token_limit),
-                "Of monthly limit": _share(row.used_this_month, row.monthly_token_limit),
             }
             for row in report.configs
         ],
@@ -303,30 +297,43 @@ def _configs(report: UsageReport) -> None:
             "Success rate": st.column_config.NumberColumn(format="percent"),
             "Cost (USD)": st.column_config.NumberColumn(format="dollar"),
             "Avg latency (ms)": st.column_config.NumberColumn(format="localized"),
-            "Tokens today": st.column_config.NumberColumn(format="localized"),
-            "Tokens this month": st.column_config.NumberColumn(format="localized"),
-            "Daily limit": st.column_config.TextColumn(),
-            "Monthly limit": st.column_config.TextColumn(),
-            "Of daily limit": st.column_config.ProgressColumn(format="percent"),
-            "Of monthly limit": st.column_config.ProgressColumn(format="percent"),
         },
     )
+    st.caption("For the selected range.")
+
+
+def _limits(report: UsageReport) -> None:
+    st.subheader("Limits and budgets")
+    rows = [
+        {
+            "Config": row.name,
+            "Limit": forecast.name.capitalize(),
+            "Used": forecast.used_text,
+            "Of limit": min(forecast.used / forecast.limit, 1.0) if forecast.limit else 1.0,
+            "Forecast": str(forecast).removeprefix(forecast.name).lstrip(": ") or "reached",
+        }
+        for row in report.configs
+        for forecast in row.forecasts
+    ]
+    if not rows:
+        st.caption(
+            "No config has a token limit or a dollar budget. Set them on the Providers page."
+        )
+        return
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={"Of limit": st.column_config.ProgressColumn(format="percent")},
+    )
     st.caption(
-        "Calls, success, cost and latency are for the selected range; tokens and limits are "
-        "today's and this month's (UTC), as the limits count them."
+        "Today's and this month's use (UTC), as the limits count them; the forecast is at the "
+        "rate of the last 7 days."
     )
 
 
 def _rounded(value: float | None) -> int | None:
     return None if value is None else round(value)
-
-
-def _limit(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}"
-
-
-def _share(used: int, limit: int | None) -> float | None:
-    return None if not limit else min(used / limit, 1.0)
 
 
 me = ui.require_user(UserRole.SUPER_ADMIN, UserRole.ANALYST)
@@ -366,6 +373,7 @@ for note in report.notes:
     st.caption(note)
 _charts(report)
 _configs(report)
+_limits(report)
 
 factory, exporter = ui.session_factory(), ui.actor(me)
 

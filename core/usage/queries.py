@@ -33,6 +33,7 @@ from core.models import (
     utcnow,
 )
 from core.pricing import from_micro_usd
+from core.quota.forecast import forecasts
 from core.quota.ledger import month_start
 from core.usage.percentiles import (
     EXACT_MAX_CALLS,
@@ -212,7 +213,8 @@ def config_usage(
     session: Session, actor: Actor, query: UsageQuery, now: datetime | None = None
 ) -> list[ConfigUsage]:
     """Per config: calls, success, cost and latency in the range, plus its daily and monthly
-    token limits with the tokens used in the current UTC day and month (quota counters).
+    token limits with the tokens used in the current UTC day and month (quota counters), and
+    when each limit and budget will be reached (core/quota/forecast.py).
     Stored configs matching the provider/config/model filters are listed even when idle."""
     require_role(session, actor, *READERS)
     measures = ("calls", "cost_micro_usd", "latency_ms_sum")
@@ -243,6 +245,7 @@ def config_usage(
         )
     }
     ids = set(usage) | {c.id for c in stored.values() if _matches(c, query)}
+    outlook = forecasts(session, [stored[i] for i in ids if i in stored], now or utcnow())
     rows = []
     for config_id in ids:
         config, figures = stored.get(config_id), usage.get(config_id, {})
@@ -263,6 +266,7 @@ def config_usage(
                 monthly_token_limit=config.monthly_token_limit if config else None,
                 used_today=day_used,
                 used_this_month=month_used,
+                forecasts=tuple(outlook.get(config_id, ())),
             )
         )
     return sorted(rows, key=lambda r: (-r.cost_usd, -r.calls, r.config_id))

@@ -20,6 +20,7 @@ from core.models import (
     utcnow,
 )
 from core.pricing import from_micro_usd
+from core.quota.forecast import Forecast
 from core.usage.rollup import (
     Grain,
     UsageFilter,
@@ -225,6 +226,7 @@ class ConfigUsage:
     monthly_token_limit: int | None = None
     used_today: int = 0  # tokens, UTC day (from the quota counters)
     used_this_month: int = 0
+    forecasts: tuple[Forecast, ...] = ()  # each limit and budget: used, and when it is reached
 
     @property
     def success_rate(self) -> float | None:

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 import streamlit as st
+import time_machine
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
 from core.access import Actor
-from core.models import AdminActionLog, utcnow
+from core.models import AdminActionLog, ProviderConfig, QuotaCounter, utcnow
 from core.usage import export
 from core.usage.export import COLUMNS, export_csv
 from core.usage.queries import usage_report
@@ -78,10 +79,49 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
         "gemini config",
         "(no stored config)",
     }
-    assert table.loc[table["Config"] == "openai config", "Daily limit"].item() == "1,000,000"
-    assert "None" not in set(table["Daily limit"]) | set(table["Monthly limit"])  # "—" instead
+    assert "None" not in set(table.astype(str).to_numpy().ravel())  # "—" instead
+    limits = at.dataframe[1].value  # each limit and budget, with its use and forecast
+    assert limits.to_dict("records") == [
+        {
+            "Config": "openai config",
+            "Limit": "Daily token limit",
+            "Used": "0 of 1,000,000 tokens",  # these rows were stored, not routed
+            "Of limit": 0.0,
+            "Forecast": "not reached today at the last 7 days' rate",
+        },
+        {
+            "Config": "openai config",
+            "Limit": "Monthly token limit",
+            "Used": "0 of 9,000,000 tokens",
+            "Of limit": 0.0,
+            "Forecast": "not reached this month at the last 7 days' rate",
+        },
+    ]
     assert any("demo data" in c.value for c in at.caption)  # some rows are marked demo
     assert at.get("download_button")[0].label == "Export CSV"
+
+
+def test_limits_and_budgets_show_their_use_and_forecast(console: Console) -> None:
+    configs = add_configs(console.db)
+    noon = utcnow().replace(hour=12, minute=0, second=0, microsecond=0)
+    rows = random_rows(random.Random(5), 20, noon - timedelta(days=3), noon, configs)
+    insert_out_of_order(console.db, rows)  # the page shows its tables for a range with calls
+    with console.db.session() as session, session.begin():
+        config = session.get_one(ProviderConfig, configs["claude"])
+        config.created_at = noon - timedelta(days=30)
+        config.daily_budget_micro_usd, config.monthly_budget_micro_usd = 1_000_000, 30_000_000
+        for back in range(1, 8):  # $1.50 a day for the last 7 days, and $0.75 this morning
+            day = (noon - timedelta(days=back)).date()
+            session.add(QuotaCounter(config_id=config.id, day=day, used_micro_usd=1_500_000))
+        session.add(QuotaCounter(config_id=config.id, day=noon.date(), used_micro_usd=750_000))
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    with time_machine.travel(noon, tick=False):
+        at = console.page(PAGE, analyst).run()
+    limits = at.dataframe[1].value.set_index(["Config", "Limit"])
+    daily = limits.loc[("claude config", "Daily budget")]
+    assert (daily["Used"], daily["Of limit"]) == ("$0.75 of $1.00", 0.75)
+    assert daily["Forecast"] == "reached about 16:00 UTC"  # $0.25 left at $1.50 a day: 4 hours
+    assert limits.loc[("claude config", "Monthly budget"), "Used"].endswith(" of $30.00")
 
 
 def test_the_range_and_the_filters_change_the_figures(console: Console) -> None:

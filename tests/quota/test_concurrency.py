@@ -143,7 +143,7 @@ def test_many_processes_never_overspend_a_dollar_budget(
     cost = to_micro_usd(real)
     assert cost is not None and 0 < cost < worst  # settling gives back the difference
     calls = PROCESSES * CALLS_PER_PROCESS
-    budget = 40 * cost  # reached by usage: 100 calls cost far more
+    budget = 80 * cost  # reached by usage: 100 calls cost more
     config = add_config(
         db, fake_providers, "openai", tasks=["extraction"], daily_budget_micro_usd=budget
     )
@@ -161,8 +161,12 @@ def test_many_processes_never_overspend_a_dollar_budget(
     assert set(outcomes) == {"ok", "QuotaExceeded"}, outcomes
     assert sum(outcomes.values()) == calls
     lease_calls = leases["lease_calls"] if leases["lease_calls"] > 1 else 0
-    # The budget was spent, not just refused (as for tokens: what idle holds keep back).
-    assert outcomes["ok"] >= (budget - PROCESSES * (lease_calls + 1) * worst) // cost
+    # The budget was spent, not just refused. The last refusal saw less than a worst case left
+    # beside what the successes had spent or still held (each at most a worst case: a call holds
+    # it until the writer settles it) and the idle leases (at most a lease each).
+    floor = budget - worst - PROCESSES * lease_calls * worst
+    assert floor > budget // 2
+    assert outcomes["ok"] >= floor // worst
 
     with db.session() as session:
         spent = session.scalar(select(func.sum(UsageLog.cost_micro_usd)))
