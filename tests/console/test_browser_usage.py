@@ -28,7 +28,9 @@ def test_an_analyst_sees_the_demo_data_charted(
         # The metric's label; once the cost chart has drawn, its axis title says the same.
         expect(page.get_by_role("paragraph").filter(has_text="Cost (USD)")).to_be_visible()
         expect(page.locator(".js-plotly-plot")).to_have_count(4)
-        expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+        # The configs table, and the demo configs' limits with their use and forecast.
+        expect(page.get_by_test_id("stDataFrame")).to_have_count(2)
+        expect(page.get_by_role("heading", name="Limits and budgets")).to_be_visible()
         expect(page.get_by_role("button", name="Export CSV")).to_be_visible()
         # Demo calls read a prompt cache on about a third of calls: what that saved is shown.
         expect(page.get_by_test_id("stMetric").filter(has_text="Saved by caching")).to_contain_text(
