@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from typing import Any
 
@@ -13,6 +14,22 @@ from core.routing import Router
 # Single-letter words: the fake provider counts a token per word, so a call really uses close to
 # half of what it reserves (a byte per token), and the limit is reached by usage, not only holds.
 PROMPT = " ".join(["a"] * 200)
+
+
+def patient(settings: Settings) -> Settings:
+    """`settings` waiting as long as it takes for the database. These tests count what the
+    limits let through; a loaded CI machine may keep a statement waiting on the counter's row
+    longer than the 2 s a router waits by default, and a LimitsUnavailable then is the machine's
+    speed, not the ledger's arithmetic (the fault tests cover the timeouts)."""
+    return dataclasses.replace(settings, db_connect_timeout_s=60, db_statement_timeout_s=60.0)
+
+
+def stopped_clock() -> float:
+    """The leases' clock, stopped: a lease serves its calls until its balance runs low, never
+    retired early because a loaded machine left it idle for half a second, so how many calls
+    leases serve depends on the arithmetic, not the machine's speed. (A process whose lease was
+    refused once then reserves exactly for the rest of the run: the switch, at the same point.)"""
+    return 0.0
 
 
 def hammer(
@@ -38,7 +55,14 @@ def hammer(
     QuotaLedger.reserve = counted  # type: ignore[method-assign]
 
     async def main() -> Counter[str]:
-        router = Router(settings=settings, max_retries=0, timeout_s=10, environ={}, **leases)
+        router = Router(
+            settings=patient(settings),
+            max_retries=0,
+            timeout_s=60,
+            environ={},
+            lease_clock=stopped_clock,
+            **leases,
+        )
         slots = asyncio.Semaphore(concurrency)
 
         async def one() -> str:
