@@ -17,6 +17,8 @@ from typing import TypeVar
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from core.usage.attribution import check_service
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("development", "production")
 MIN_COOKIE_KEY_LENGTH = 32
@@ -74,8 +76,14 @@ class Settings:
     base_url_allowlist: tuple[str, ...] = field(
         default_factory=lambda: allowlist_entries(os.environ.get(ALLOWLIST_VARIABLE, ""))
     )
+    # The service a router's calls are for unless they name one (core/usage/attribution.py).
+    service: str = ""
 
     def __post_init__(self) -> None:
+        try:
+            check_service(self.service, "AI_CONSOLE_SERVICE")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.env not in ENVIRONMENTS:
             raise ConfigError(
                 f"AI_CONSOLE_ENV must be one of {', '.join(ENVIRONMENTS)}, not {self.env!r}"
@@ -150,6 +158,7 @@ class Settings:
             else None,
             cookie_key=env.get("AI_CONSOLE_COOKIE_KEY", "").strip(),
             base_url_allowlist=allowlist_entries(env.get(ALLOWLIST_VARIABLE, "")),
+            service=env.get("AI_CONSOLE_SERVICE", "").strip(),
         )
 
 

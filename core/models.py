@@ -356,6 +356,10 @@ class UsageLog(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[int] = mapped_column(default=0, server_default="0")
     source: Mapped[str] = mapped_column(String(16), default="router", server_default="router")
+    # Who the call was for (core/usage/attribution.py): the calling service and its tags as
+    # "key=value,..." sorted by key; '' for none (they are rollup keys, which take no NULL).
+    service: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    tags: Mapped[str] = mapped_column(String(800), default="", server_default="")
     # The attempt's own id, made by the router before the row is spooled: a spool replayed
     # after a crash inserts each attempt once. NULL on rows from other writers (seed helper).
     attempt_id: Mapped[str | None] = mapped_column(String(32), unique=True)
@@ -464,6 +468,8 @@ def _usage_rollup(name: str, period: Column[Any]) -> Table:
         Column("task_type", String(32), primary_key=True),
         Column("status", String(16), primary_key=True),
         Column("source", String(16), primary_key=True),
+        Column("service", String(64), primary_key=True, server_default=""),
+        Column("tags", String(800), primary_key=True, server_default=""),
         Column("calls", Integer(), nullable=False, server_default="0"),
         Column("priced_calls", Integer(), nullable=False, server_default="0"),  # cost not NULL
         Column("cost_micro_usd", BigInteger(), nullable=False, server_default="0"),

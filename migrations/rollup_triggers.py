@@ -41,6 +41,7 @@ class Rollups:
     sums: tuple[tuple[str, str], ...]
     bounds: tuple[int, ...]
     watched: tuple[str, ...]
+    key: tuple[str, ...] = KEY  # the rollup rows' key columns, after their hour or day
 
     @property
     def latency(self) -> tuple[str, ...]:
@@ -54,7 +55,23 @@ class Rollups:
     def plus(self, *columns: str) -> Rollups:
         """These rollups, also summing each of `columns` of the usage rows (NULL adds 0)."""
         sums = tuple((name, f"COALESCE({{r}}{name}, 0)") for name in columns)
-        return Rollups(self.sums + sums, self.bounds, self.watched + columns)
+        return Rollups(self.sums + sums, self.bounds, self.watched + columns, self.key)
+
+    def keyed(self, *columns: str) -> Rollups:
+        """These rollups, also keyed by each of `columns` of the usage rows (NOT NULL ones)."""
+        return Rollups(self.sums, self.bounds, self.watched + columns, self.key + columns)
+
+    @property
+    def _grouped(self) -> str:
+        """GROUP BY / ORDER BY positions: the period, then the key."""
+        return ", ".join(str(n) for n in range(1, len(self.key) + 2))
+
+    def _usage_key(self, r: str = "") -> list[str]:
+        """The key as SQL over a usage row (`r`: its qualifier with the dot, or nothing)."""
+        return [
+            f"COALESCE({r}provider_config_id, 0)" if k == "config_id" else f"{r}{k}"
+            for k in self.key
+        ]
 
     def create(self, postgres: bool) -> None:
         if postgres:
@@ -87,15 +104,14 @@ class Rollups:
         ]
         op.execute(
             f"INSERT INTO {HOURLY} ({self._list('hour')}) "
-            f"SELECT {hour}, provider_type, COALESCE(provider_config_id, 0), model_name, "
-            f"task_type, status, source, {', '.join(values)} FROM {USAGE} "
-            "GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            f"SELECT {hour}, {', '.join(self._usage_key())}, {', '.join(values)} FROM {USAGE} "
+            f"GROUP BY {self._grouped}"
         )
         day = "CAST(hour AT TIME ZONE 'UTC' AS date)" if postgres else "substr(hour, 1, 10)"
         sums = ", ".join(f"SUM({c})" for c in self.columns)
         op.execute(
             f"INSERT INTO {DAILY} ({self._list('day')}) "
-            f"SELECT {day}, {', '.join(KEY)}, {sums} FROM {HOURLY} GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            f"SELECT {day}, {', '.join(self.key)}, {sums} FROM {HOURLY} GROUP BY {self._grouped}"
         )
 
     # --- shared -------------------------------------------------------------------------------
@@ -112,7 +128,7 @@ class Rollups:
         return f"{x} >= {self.bounds[k]} AND {x} < {self.bounds[k + 1]}"
 
     def _list(self, period: str) -> str:
-        return ", ".join((period, *KEY, *self.columns))
+        return ", ".join((period, *self.key, *self.columns))
 
     def _add_excluded(self, alias: str = "") -> str:
         prefix = f"{alias}." if alias else ""
@@ -129,29 +145,32 @@ class Rollups:
             f"COALESCE(SUM(sign) FILTER (WHERE b = {k}), 0) AS {c}"
             for k, c in enumerate(self.latency)
         ]
-        keys = ", ".join(KEY)
+        keys = ", ".join(self.key)
+        usage_key = ", ".join(
+            f"{v} AS {k}" if v != k else k for k, v in zip(self.key, self._usage_key(), strict=True)
+        )
+        grouped = self._grouped
         sums = ", ".join(f"SUM({c})" for c in self.columns)
         measures = ",\n        ".join(deltas)
         return f"""
 WITH changed AS ({rows}),
 delta AS (
-    SELECT {_PG_HOUR.format(c="created_at")} AS hour_utc, provider_type,
-        COALESCE(provider_config_id, 0) AS config_id, model_name, task_type, status, source,
+    SELECT {_PG_HOUR.format(c="created_at")} AS hour_utc, {usage_key},
         {measures}
     FROM (SELECT c.*, width_bucket(c.latency_ms, ARRAY[{thresholds}]) AS b FROM changed c) x
-    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    GROUP BY {grouped}
 ),
 hourly AS (
     INSERT INTO {HOURLY} AS r ({self._list("hour")})
     SELECT hour_utc AT TIME ZONE 'UTC', {keys}, {", ".join(self.columns)} FROM delta
-    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY {grouped}
     ON CONFLICT (hour, {keys}) DO UPDATE SET {self._add_excluded("r")}
     RETURNING 1
 )
 INSERT INTO {DAILY} AS r ({self._list("day")})
 SELECT CAST(hour_utc AS date), {keys}, {sums} FROM delta
-GROUP BY 1, 2, 3, 4, 5, 6, 7
-ORDER BY 1, 2, 3, 4, 5, 6, 7
+GROUP BY {grouped}
+ORDER BY {grouped}
 ON CONFLICT (day, {keys}) DO UPDATE SET {self._add_excluded("r")}"""
 
     def _pg_create(self) -> None:
@@ -194,29 +213,28 @@ DELETE FROM {DAILY} WHERE calls = 0 AND day IN (
     def _sqlite_values(self, r: str) -> list[str]:
         x = f"{r}.latency_ms"
         return [
-            f"{r}.provider_type", f"COALESCE({r}.provider_config_id, 0)", f"{r}.model_name",
-            f"{r}.task_type", f"{r}.status", f"{r}.source",
+            *self._usage_key(r + "."),
             *(f"({value.format(r=r + '.')})" for _, value in self.sums),
             *(f"({self._in_bucket(k, x)})" for k in self._buckets()),
-        ]  # fmt: skip
+        ]
 
     def _sqlite_add(self, table: str, r: str = "NEW") -> str:
         period, expr = _SQLITE_PERIODS[table]
         values = ", ".join([expr.format(r=r + "."), *self._sqlite_values(r)])
         return (
             f"INSERT INTO {table} ({self._list(period)}) VALUES ({values}) "
-            f"ON CONFLICT ({period}, {', '.join(KEY)}) DO UPDATE SET {self._add_excluded()};"
+            f"ON CONFLICT ({period}, {', '.join(self.key)}) DO UPDATE SET {self._add_excluded()};"
         )
 
     def _sqlite_subtract(self, table: str, r: str = "OLD") -> str:
         period, expr = _SQLITE_PERIODS[table]
         values = self._sqlite_values(r)
         sets = ", ".join(
-            f"{c} = {c} - {v}" for c, v in zip(self.columns, values[len(KEY) :], strict=True)
+            f"{c} = {c} - {v}" for c, v in zip(self.columns, values[len(self.key) :], strict=True)
         )
         match = " AND ".join(
             [f"{period} = {expr.format(r=r + '.')}"]
-            + [f"{c} = {v}" for c, v in zip(KEY, values, strict=False)]
+            + [f"{c} = {v}" for c, v in zip(self.key, values, strict=False)]
         )
         return (
             f"UPDATE {table} SET {sets} WHERE {match}; "

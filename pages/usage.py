@@ -69,7 +69,22 @@ def _filters(options: FilterOptions) -> dict[str, Any]:
         "task_type": columns[3].selectbox("Task", [ANY, *options.tasks]),
         "status": columns[4].selectbox("Status", [ANY, *options.statuses]),
     }
+    if options.services != [""] or options.tags:  # some calls named who they were for
+        columns = st.columns(5)
+        picks["service"] = columns[0].selectbox(
+            "Service", [ANY, *options.services], format_func=_service_name
+        )
+        picks["tag"] = columns[1].selectbox(
+            "Tag", [ANY, *options.tags], help="Calls with this tag (a call may have several)."
+        )
     return {name: value for name, value in picks.items() if value != ANY}
+
+
+def _service_name(service: str) -> str:
+    return service or NO_SERVICE
+
+
+NO_SERVICE = "(no service named)"
 
 
 def _percent(change: float | None) -> str | None:
@@ -217,6 +232,44 @@ def _charts(report: UsageReport) -> None:
     else:
         figure = _stacked(tokens, "Task", "Tokens", "Kind", {"input": SAFE[0], "output": SAFE[1]})
         right.plotly_chart(_tidy(figure), key="tokens_chart")
+
+
+def _groups(report: UsageReport) -> None:
+    """Cost by calling service and by tag over the range (core/usage/attribution.py)."""
+    if not any(g.name for g in report.cost_by_service) and not report.cost_by_tag:
+        st.caption(
+            "No call in this range named its service or tags: pass `service=` and `tags=` to "
+            "`generate` (or `Router(service=...)`, `AI_CONSOLE_SERVICE`) to split cost by them."
+        )
+        return
+    left, right = st.columns(2)
+    for column, title, groups, colour in (
+        (left, "Cost by service", report.cost_by_service, SAFE[0]),
+        (right, "Cost by tag", report.cost_by_tag, SAFE[2]),
+    ):
+        column.subheader(title)
+        rows = [
+            {"Name": _service_name(g.name) if groups is report.cost_by_service else g.name,
+             "Cost (USD)": float(g.cost_usd), "Calls": g.calls}
+            for g in groups
+        ]  # fmt: skip
+        if not any(r["Cost (USD)"] for r in rows):
+            _nothing_to_draw(column, "No cost to draw for these calls.")
+            continue
+        figure = px.bar(
+            rows[::-1],  # dearest on top
+            x="Cost (USD)",
+            y="Name",
+            orientation="h",
+            hover_data=["Calls"],
+            color_discrete_sequence=[colour],
+        )
+        figure.update_xaxes(tickprefix="$", tickformat=",~")
+        figure.update_yaxes(title=None, type="category")
+        figure.update_layout(height=max(220, 60 + 32 * len(rows)))
+        column.plotly_chart(_tidy(figure), key=f"{title.lower().replace(' ', '_')}_chart")
+    if report.cost_by_tag:
+        right.caption("A call with several tags counts for each.")
 
 
 def _stacked(
@@ -372,6 +425,7 @@ st.caption(
 for note in report.notes:
     st.caption(note)
 _charts(report)
+_groups(report)
 _configs(report)
 _limits(report)
 

@@ -56,6 +56,15 @@ class Recorder:
         self._writer.submit(record, reservation)
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a call is for, as its usage rows say (core/usage/attribution.py): checked."""
+
+    user_id: int | None = None
+    service: str = ""
+    tags: str = ""  # "key=value,..." sorted by key
+
+
 @dataclass
 class Trial:
     """One attempt in progress. Exactly one of its ending methods records it."""
@@ -63,7 +72,7 @@ class Trial:
     recorder: Recorder
     candidate: Candidate
     task: str
-    user_id: int | None
+    caller: Caller
     started: datetime = field(default_factory=utcnow)
     reservation: Reservation | None = None
     error: ProviderError | None = None
@@ -169,7 +178,9 @@ class Trial:
         )
         return UsageRecord(
             provider_config_id=c.config_id,
-            user_id=self.user_id,
+            user_id=self.caller.user_id,
+            service=self.caller.service,
+            tags=self.caller.tags,
             provider_type=c.provider_type,
             model_name=model,
             task_type=self.task,

@@ -34,7 +34,7 @@ from core.routing.arguments import (
     check_schema,
     conversation,
 )
-from core.routing.attempts import Attempt, Recorder, Trial
+from core.routing.attempts import Attempt, Caller, Recorder, Trial
 from core.routing.budgets import Need, Unpriced, demand, fitted
 from core.routing.candidates import (
     Candidate,
@@ -56,6 +56,7 @@ from core.routing.keyring import Keyring, restart_hint
 from core.routing.plans import RoutePlan, plan
 from core.routing.streams import Opened, RoutedStream, StreamCall, SyncStream, open_stream
 from core.routing.sync_loop import SyncLoop, refuse_inside_a_loop
+from core.usage.attribution import check_service, tags_text
 from core.usage.writer import UsageWriter
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Router:
         lease_share: int = LEASE_SHARE,
         lease_clock: Callable[[], float] = time.monotonic,
         environ: Mapping[str, str] | None = None,
+        service: str | None = None,
     ) -> None:
         if settings is None:
             base = Settings.from_env()
@@ -94,6 +96,9 @@ class Router:
                 database_url=database_url or base.database_url,
                 fernet_keys=tuple(fernet_keys) if fernet_keys else base.fernet_keys,
             )
+        # The service named on this process's usage rows when a call names none
+        # (core/usage/attribution.py); AI_CONSOLE_SERVICE through the settings.
+        self._service = check_service(settings.service if service is None else service)
         self._owns_engine = engine is None
         self._engine = engine or make_engine(settings, statement_timeout=True)
         # PostgreSQL may be away, frozen or restarting: no call waits on it for longer than
@@ -132,7 +137,8 @@ class Router:
 
     @classmethod
     def from_env(cls, **options: Any) -> Router:
-        """A router configured by AI_CONSOLE_DATABASE_URL and AI_CONSOLE_FERNET_KEYS."""
+        """A router configured by AI_CONSOLE_DATABASE_URL and AI_CONSOLE_FERNET_KEYS (and
+        AI_CONSOLE_SERVICE, the service its calls are for unless they say)."""
         return cls(settings=Settings.from_env(), **options)
 
     # --- calling ---
@@ -148,6 +154,8 @@ class Router:
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         response_schema: type[BaseModel] | dict[str, Any] | None = None,
         fit_to_budget: bool = False,
+        service: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> GenerationResult:
         """Answer `prompt`, or the conversation so far (`messages`: [{"role": "user" |
         "assistant", "content": ...}], the last the user's), with the provider that serves
@@ -168,10 +176,15 @@ class Router:
         A candidate whose token limit or dollar budget cannot cover the call is skipped. With
         `fit_to_budget=True` it is asked instead with max_output_tokens lowered to what is left
         (if at least 64 tokens fit), and `result.fitted_max_output_tokens` says so
-        (core/routing/budgets.py)."""
+        (core/routing/budgets.py).
+
+        `service` (default: the router's) and `tags` ({"feature": "cv"}: a few values each,
+        never ids) are stored on the call's usage rows, for cost by service and tag
+        (core/usage/attribution.py)."""
         text, history, need = _checked(
             prompt, messages, system_prompt, user_id, max_output_tokens, fit_to_budget
         )
+        caller = self._caller(user_id, service, tags)
         expected = check_schema(response_schema)
         schema = expected.schema if expected is not None else None
 
@@ -181,7 +194,7 @@ class Router:
             )
             return result if expected is None else expected.accept(result)
 
-        return await self._route(task, user_id, need, send)
+        return await self._route(task, caller, need, send)
 
     async def generate_with_image(
         self,
@@ -194,14 +207,17 @@ class Router:
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         fit_to_budget: bool = False,
+        service: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> GenerationResult:
         """Like `generate`, with one image (checked for type and size before any call)."""
         check_call(prompt, system_prompt, user_id, max_output_tokens)
         check_image(image_bytes, mime_type)
+        caller = self._caller(user_id, service, tags)
         size = reservation_size(prompt, system_prompt, max_output_tokens, images=1)
         return await self._route(
             task,
-            user_id,
+            caller,
             Need(size - max_output_tokens, max_output_tokens, fit_to_budget),
             lambda p, max_output: p.generate_content_with_image(
                 prompt, image_bytes, mime_type, system_prompt, max_output
@@ -218,13 +234,17 @@ class Router:
         user_id: int | None = None,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         fit_to_budget: bool = False,
+        service: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> StreamCall:
         """Stream the answer (to `prompt` or `messages`, images included, as for `generate`,
-        and `fit_to_budget` too): `async with router.stream(task, prompt) as stream: async
-        for text in stream`, then `stream.result` (core/routing/streams.py)."""
+        and `fit_to_budget`, `service` and `tags` too): `async with router.stream(task,
+        prompt) as stream: async for text in stream`, then `stream.result`
+        (core/routing/streams.py)."""
         text, history, need = _checked(
             prompt, messages, system_prompt, user_id, max_output_tokens, fit_to_budget
         )
+        caller = self._caller(user_id, service, tags)
 
         def begin(trial: Trial, opened: Opened, attempts: list[Attempt]) -> RoutedStream:
             return RoutedStream(trial, opened, attempts, need.prompt_tokens)
@@ -232,7 +252,7 @@ class Router:
         return StreamCall(
             lambda: self._route(
                 task,
-                user_id,
+                caller,
                 need,
                 lambda p, max_output: open_stream(
                     p.stream_content(text, system_prompt, max_output, history=history)
@@ -299,7 +319,7 @@ class Router:
     async def _route(
         self,
         task: str | TaskType,
-        user_id: int | None,
+        caller: Caller,
         need: Need,
         send: Callable[[AIProvider, int], Awaitable[T]],
         finish: Callable[[Trial, T, list[Attempt]], R] | None = None,
@@ -315,7 +335,7 @@ class Router:
             if self._keys.key_for(candidate) is None:  # skipped like an inactive one (keyring.py)
                 continue
             for retry in range(OUTPUT_RETRIES + 1):
-                trial = Trial(self._recorder, candidate, task_name, user_id)
+                trial = Trial(self._recorder, candidate, task_name, caller)
                 try:
                     outcome = await self._try(trial, need, send)
                 except BaseException as exc:
@@ -409,6 +429,13 @@ class Router:
             return None
         trial.fitted = smaller.max_output_tokens
         return smaller
+
+    def _caller(
+        self, user_id: int | None, service: str | None, tags: Mapping[str, str] | None
+    ) -> Caller:
+        """Who the call's usage rows are for (user_id is checked with the other options)."""
+        named = self._service if service is None else check_service(service)
+        return Caller(user_id, named, tags_text(tags))
 
     def _provider(self, candidate: Candidate) -> AIProvider:
         key = self._keys.key_for(candidate)

@@ -21,6 +21,7 @@ COLUMNS = (
     "user_id", "provider_config_id", "provider_type", "model_name", "task_type", "input_tokens",
     "output_tokens", "total_tokens", "cost_micro_usd", "status", "error_type", "error_message",
     "latency_ms", "source", "created_at", "cached_input_tokens", "cache_savings_micro_usd",
+    "service", "tags",
 )  # fmt: skip
 
 
@@ -176,9 +177,33 @@ def _frame(
             "created_at": pd.to_datetime(micros, unit="us", utc=True),
             "cached_input_tokens": cached,
             "cache_savings_micro_usd": savings,
+            **_attribution(rng, task),
         },
         columns=list(COLUMNS),
     )
+
+
+# The service that makes each task's calls, and the tags it sets (core/usage/attribution.py).
+SERVICES = {
+    "extraction": "jobs-ingest",
+    "cv_draft": "cv-builder",
+    "cover_letter": "cv-builder",
+    "validation": "photo-check",
+}
+UNNAMED = 0.05  # calls from scripts that name no service
+PRO = 0.3  # calls for users on the paid plan
+
+
+def _attribution(rng: np.random.Generator, task: np.ndarray) -> dict[str, np.ndarray]:
+    size = task.size
+    service = np.array([SERVICES[t] for t in task], dtype=object)
+    unnamed = rng.random(size) < UNNAMED
+    plan = np.where(rng.random(size) < PRO, "plan=pro", "plan=free")
+    tags = np.array([f"feature={t},{p}" for t, p in zip(task, plan, strict=True)], dtype=object)
+    return {
+        "service": np.where(unnamed, "", service).astype(object),
+        "tags": np.where(unnamed, "", tags).astype(object),
+    }
 
 
 def _tasks_and_tokens(

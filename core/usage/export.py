@@ -1,7 +1,8 @@
 """CSV export of the Usage page: every figure it shows, as one long table, and an audit row.
 
-One row per figure — section, period start, provider, task, config, metric, value — so a
-spreadsheet pivot rebuilds any of the page's charts and tables. Percentiles carry their
+One row per figure — section, period start, provider, task, config, metric, value, and the
+service or tag of the cost-by-service and cost-by-tag rows — so a spreadsheet pivot rebuilds any
+of the page's charts and tables. Percentiles carry their
 kind ("exact" or "approximate") in the `basis` column. The first rows (section "selection")
 say which range and filters the file holds; rates and averages are rounded to 4 decimals,
 money is exact to the micro-dollar.
@@ -24,7 +25,7 @@ from core.usage.queries import READERS
 from core.usage.report import Percentiles, Totals, UsageReport
 
 COLUMNS = ("section", "period_start", "provider_type", "task_type", "config", "metric", "value")
-COLUMNS += ("basis",)
+COLUMNS += ("basis", "service", "tag")
 TOTALS = (
     "calls", "succeeded", "failed", "rejected", "success_rate", "error_rate", "cost_usd",
     "unpriced_calls", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
@@ -37,7 +38,8 @@ def report_csv(report: UsageReport) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
-    writer.writerows([_cell(v) for v in row] for row in _rows(report))
+    pad = [""] * len(COLUMNS)
+    writer.writerows([_cell(v) for v in [*row, *pad][: len(COLUMNS)]] for row in _rows(report))
     return buffer.getvalue()
 
 
@@ -53,7 +55,7 @@ def export_csv(session: Session, actor: Actor, report: UsageReport) -> str:
     return text
 
 
-FILTERS = ("provider_type", "config_id", "model_name", "task_type", "status")
+FILTERS = ("provider_type", "config_id", "model_name", "task_type", "status", "service", "tag")
 
 
 def selection(report: UsageReport) -> dict[str, Any]:
@@ -70,7 +72,13 @@ def file_name(report: UsageReport) -> str:
         if isinstance(value, datetime):
             parts.append(f"{value:%Y%m%d-%H%M}")
         else:
-            parts.append(f"config{value}" if name == "config_id" else str(value))
+            parts.append(
+                f"config{value}"
+                if name == "config_id"
+                else "no-service"
+                if name == "service" and not value
+                else str(value)
+            )
     return "usage-" + "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in parts) + ".csv"
 
 
@@ -91,6 +99,14 @@ def _rows(report: UsageReport) -> Iterator[list[Any]]:
         yield [*base, "calls", point.calls, ""]
         yield [*base, "avg_ms", point.avg_ms, ""]
         yield from ([*base, *row] for row in _percentiles(point.latency))
+    for section, groups in (
+        ("cost by service", report.cost_by_service),
+        ("cost by tag", report.cost_by_tag),
+    ):
+        for g in groups:
+            by = [g.name, ""] if section == "cost by service" else ["", g.name]  # service, tag
+            for metric in ("calls", "cost_usd", "total_tokens"):
+                yield [section, "", "", "", "", metric, getattr(g, metric), "", *by]
     for t in report.tokens_by_task:
         for metric in ("calls", "input_tokens", "output_tokens", "total_tokens"):
             yield ["tokens by task", "", "", t.task_type, "", metric, getattr(t, metric), ""]

@@ -10,7 +10,7 @@ What they return, and what the figures mean, is in core/usage/report.py.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -35,6 +35,7 @@ from core.models import (
 from core.pricing import from_micro_usd
 from core.quota.forecast import forecasts
 from core.quota.ledger import month_start
+from core.usage.attribution import tag_pairs
 from core.usage.percentiles import (
     EXACT_MAX_CALLS,
     HISTOGRAM_ERROR,
@@ -50,6 +51,7 @@ from core.usage.report import (
     ConfigUsage,
     CostPoint,
     FilterOptions,
+    GroupCost,
     Headline,
     LatencyPoint,
     Percentiles,
@@ -209,6 +211,43 @@ def tokens_by_task(session: Session, actor: Actor, query: UsageQuery) -> list[Ta
     return sorted(out, key=lambda t: (-t.total_tokens, t.task_type))
 
 
+def cost_by_service(session: Session, actor: Actor, query: UsageQuery) -> list[GroupCost]:
+    """Calls, cost and tokens per calling service over the range, dearest first."""
+    require_role(session, actor, *READERS)
+    measures = ("calls", "cost_micro_usd", "total_tokens")
+    select_ = aggregate(query.start, query.end, query.bucket, ("service",), measures, query.where)
+    rows = run(connection(session), select_)
+    return _dearest_first(
+        GroupCost(r["service"], r["calls"], _usd(r["cost_micro_usd"]), r["total_tokens"])
+        for r in rows
+    )
+
+
+def cost_by_tag(session: Session, actor: Actor, query: UsageQuery) -> list[GroupCost]:
+    """Calls, cost and tokens per "key=value" tag over the range, dearest first: a call with
+    two tags counts for each (so the figures do not add up to the total); untagged calls are
+    not listed."""
+    require_role(session, actor, *READERS)
+    measures = ("calls", "cost_micro_usd", "total_tokens")
+    select_ = aggregate(query.start, query.end, query.bucket, ("tags",), measures, query.where)
+    sums: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in run(connection(session), select_):
+        for pair in tag_pairs(row["tags"]):
+            for n, measure in enumerate(measures):
+                sums[pair][n] += row[measure]
+    return _dearest_first(
+        GroupCost(pair, calls, _usd(cost), tokens) for pair, (calls, cost, tokens) in sums.items()
+    )
+
+
+def _usd(micro_usd: int) -> Decimal:
+    return from_micro_usd(micro_usd) or Decimal(0)
+
+
+def _dearest_first(groups: Iterable[GroupCost]) -> list[GroupCost]:
+    return sorted(groups, key=lambda g: (-g.cost_usd, -g.calls, g.name))
+
+
 def config_usage(
     session: Session, actor: Actor, query: UsageQuery, now: datetime | None = None
 ) -> list[ConfigUsage]:
@@ -291,12 +330,15 @@ def filter_options(session: Session, actor: Actor) -> FilterOptions:
     if any(config_id == NO_CONFIG for config_id, _ in used):
         labels.append((NO_CONFIG, "(no stored config)"))
     models = {model for _, model in used} | {c.model_name for c in configs.values()}
+    attributed = session.execute(select(usage_daily.c.service, usage_daily.c.tags).distinct()).all()
     return FilterOptions(
         providers=[p.value for p in ProviderType],
         configs=labels,
         models=sorted(models),
         tasks=[t.value for t in TaskType],
         statuses=[s.value for s in UsageStatus],
+        services=sorted({service for service, _ in attributed}),
+        tags=sorted({pair for _, tags in attributed for pair in tag_pairs(tags)}),
     )
 
 
@@ -307,6 +349,8 @@ PAGE_QUERIES: dict[str, Callable[[Session, Actor, UsageQuery], Any]] = {
     "latency_by_provider": latency_by_provider,
     "tokens_by_task": tokens_by_task,
     "configs": config_usage,
+    "cost_by_service": cost_by_service,
+    "cost_by_tag": cost_by_tag,
 }
 
 

@@ -2,8 +2,8 @@
 with the row's columns, its time as ISO text, the reservation its settlement finishes, and,
 for a row whose cost is still to be worked out, the models to price it by (the writer's thread
 prices it, and what the prompt cache saved, when it reads the entry back: core/pricing.py).
-An entry spooled by an earlier version (without the cache and reasoning columns) is stored with
-them NULL; its hold (without micro-dollars) held none."""
+An entry spooled by an earlier version (without the cache and reasoning columns, or service and
+tags) is stored with them NULL (or ""); its hold (without micro-dollars) held none."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ class UsageRecord:
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
     cache_savings_micro_usd: int | None = None
+    service: str = ""  # core/usage/attribution.py
+    tags: str = ""
     created_at: datetime = field(default_factory=utcnow)
     attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Not a column: when set (and cost_micro_usd is None), the cost is priced from it.
@@ -47,7 +49,14 @@ class UsageRecord:
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord) if f.name != "priced")
 # Columns a spool written by an earlier version lacks (its rows are stored with them NULL).
-LATER = ("cached_input_tokens", "cache_write_tokens", "reasoning_tokens", "cache_savings_micro_usd")
+LATER = {
+    "cached_input_tokens": None,
+    "cache_write_tokens": None,
+    "reasoning_tokens": None,
+    "cache_savings_micro_usd": None,
+    "service": "",
+    "tags": "",
+}
 
 
 def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
@@ -73,7 +82,10 @@ def encode(record: UsageRecord, hold: Reservation | None) -> dict[str, Any]:
 def decode(entry: dict[str, Any]) -> tuple[dict[str, Any], Reservation | None] | None:
     """The row (column -> value) and hold of a spool entry; None if it is not one."""
     try:
-        row = {name: entry[name] if name not in LATER else entry.get(name) for name in COLUMNS}
+        row = {
+            name: entry[name] if name not in LATER else entry.get(name, LATER[name])
+            for name in COLUMNS
+        }
         row["created_at"] = datetime.fromisoformat(entry["created_at"])
         if row["created_at"].utcoffset() is None or not isinstance(row["attempt_id"], str):
             return None

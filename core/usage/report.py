@@ -50,6 +50,8 @@ class UsageQuery:
     model_name: str | None = None
     task_type: str | None = None
     status: str | None = None
+    service: str | None = None  # "" selects calls that named none (core/usage/attribution.py)
+    tag: str | None = None  # "key=value": calls with that tag
     grain: Grain | None = None  # None: by hour up to two days, by day beyond
 
     def __post_init__(self) -> None:
@@ -73,7 +75,13 @@ class UsageQuery:
     @property
     def where(self) -> UsageFilter:
         return UsageFilter(
-            self.provider_type, self.config_id, self.model_name, self.task_type, self.status
+            self.provider_type,
+            self.config_id,
+            self.model_name,
+            self.task_type,
+            self.status,
+            self.service,
+            self.tag,
         )
 
     def previous(self) -> UsageQuery:
@@ -209,6 +217,16 @@ class TaskTokens:
 
 
 @dataclass(frozen=True)
+class GroupCost:
+    """Calls, cost and tokens of one service (or one tag) over the range."""
+
+    name: str  # the service ("" for calls that named none) or the "key=value" tag
+    calls: int
+    cost_usd: Decimal
+    total_tokens: int
+
+
+@dataclass(frozen=True)
 class ConfigUsage:
     """One row of the per-config table: usage in the range, and limits with current use."""
 
@@ -249,6 +267,8 @@ class UsageReport:
     tokens_by_task: list[TaskTokens]
     configs: list[ConfigUsage]
     notes: list[str]
+    cost_by_service: list[GroupCost] = field(default_factory=list)  # dearest first
+    cost_by_tag: list[GroupCost] = field(default_factory=list)  # a call counts for each tag
 
     @property
     def empty(self) -> bool:
@@ -262,3 +282,5 @@ class FilterOptions:
     models: list[str]
     tasks: list[str]
     statuses: list[str]
+    services: list[str] = field(default_factory=list)  # every service named ("" for none)
+    tags: list[str] = field(default_factory=list)  # every "key=value" used

@@ -3,11 +3,13 @@
 Mechanism
 ---------
 `ai_provider_usage_hourly` and `ai_provider_usage_daily` (core.models) hold, per UTC hour or UTC
-day and per key (provider_type, config_id, model_name, task_type, status, source), the number of
+day and per key (provider_type, config_id, model_name, task_type, status, source, service,
+tags), the number of
 calls, priced calls, cost, input/output/total tokens, the latency sum, a 48-bucket latency
 histogram, and the cached, cache-write and reasoning tokens and what the cache saved. Database
 triggers on ai_provider_usage_logs (installed by migration 215e8de742e8, made again with more
-sums by 3b8e1f0c6a27; their SQL is migrations/rollup_triggers.py) keep them equal to the raw
+sums by 3b8e1f0c6a27 and keyed by service and tags by 5a7c2e9d1f03; their SQL is
+migrations/rollup_triggers.py) keep them equal to the raw
 rows inside the transaction that changes the raw rows:
 
 - every INSERT adds the new rows, every DELETE subtracts the old ones, every UPDATE does both
@@ -52,6 +54,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     literal_column,
     select,
     text,
@@ -75,7 +78,9 @@ from core.models import (
 
 Grain = Literal["hour", "day"]
 RAW = UsageLog.__table__
-KEY = ("provider_type", "config_id", "model_name", "task_type", "status", "source")
+KEY = (
+    "provider_type", "config_id", "model_name", "task_type", "status", "source", "service", "tags",
+)  # fmt: skip
 # Of input tokens: cached and cache-write; of output: reasoning; and what the cache saved.
 DETAILS = (
     "cached_input_tokens",
@@ -144,6 +149,8 @@ class UsageFilter:
     model_name: str | None = None
     task_type: str | None = None
     status: str | None = None
+    service: str | None = None  # "" selects calls that named none
+    tag: str | None = None  # "key=value" (core/usage/attribution.py)
 
 
 @dataclass(frozen=True)
@@ -248,9 +255,12 @@ def part(
     dims = {"t": period, "config_id": config}
     columns = [(dims.get(d) if d in dims else table.c[d]).label(d) for d in by]
     conditions = [*bounds]
-    for name in ("provider_type", "model_name", "task_type", "status"):
+    for name in ("provider_type", "model_name", "task_type", "status", "service"):
         if (value := getattr(where, name)) is not None:
             conditions.append(table.c[name] == value)
+    if where.tag is not None:  # one of the row's pairs: ",a=1,b=2," contains ",b=2,"
+        pairs = literal(",") + table.c.tags + literal(",")
+        conditions.append(pairs.contains(f",{where.tag},", autoescape=True))
     if where.config_id is not None:
         conditions.append(config == where.config_id)
     if measured_only:
@@ -326,7 +336,7 @@ def rebuild(conn: Connection) -> None:
         *(func.coalesce(func.sum(c[name]), 0) for name in DETAILS),
     ]
     keys = [c.provider_type, func.coalesce(c.provider_config_id, 0), c.model_name]
-    keys += [c.task_type, c.status, c.source]
+    keys += [c.task_type, c.status, c.source, c.service, c.tags]
     hour = utc_hour(c.created_at)
     conn.execute(
         insert(usage_hourly).from_select(

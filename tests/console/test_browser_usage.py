@@ -1,5 +1,6 @@
 """End to end in headless Chromium: after `python -m core demo-data`, an analyst who signs in
-lands on Usage and sees its four charts drawn. The screenshot is kept in test-artifacts/."""
+lands on Usage and sees its charts drawn, cost by service among them, and filters by a service.
+The screenshots are kept in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ def test_an_analyst_sees_the_demo_data_charted(
         expect(page.get_by_role("heading", name="Usage", exact=True)).to_be_visible()
         # The metric's label; once the cost chart has drawn, its axis title says the same.
         expect(page.get_by_role("paragraph").filter(has_text="Cost (USD)")).to_be_visible()
-        expect(page.locator(".js-plotly-plot")).to_have_count(4)
+        # Four over time and by task, then cost by service and by tag (demo calls name both).
+        expect(page.locator(".js-plotly-plot")).to_have_count(6)
+        expect(page.get_by_role("heading", name="Cost by service")).to_be_visible()
         # The configs table, and the demo configs' limits with their use and forecast.
         expect(page.get_by_test_id("stDataFrame")).to_have_count(2)
         expect(page.get_by_role("heading", name="Limits and budgets")).to_be_visible()
@@ -37,7 +40,18 @@ def test_an_analyst_sees_the_demo_data_charted(
             "$"
         )
         expect(page.get_by_text("Prompt cache:", exact=False)).to_contain_text("were read from")
-        page.set_viewport_size({"width": 1400, "height": 2200})  # the page scrolls inside
-        expect(page.locator(".js-plotly-plot")).to_have_count(4)
+        page.set_viewport_size({"width": 1400, "height": 2600})  # the page scrolls inside
+        expect(page.locator(".js-plotly-plot")).to_have_count(6)
         page.screenshot(path=artifacts / f"usage-{db.backend}.png", full_page=True)
+
+        calls = page.get_by_test_id("stMetric").filter(has_text="Calls").first
+        everything = calls.inner_text()
+        page.get_by_role("combobox", name="Service").click()
+        page.get_by_role("option", name="photo-check").click()
+        # Only the photo checks' calls: fewer, and cost by service shows that one service.
+        expect(calls).not_to_have_text(everything)
+        expect(page.locator(".js-plotly-plot")).to_have_count(6)
+        expect(page.get_by_test_id("stPlotlyChart").nth(4)).to_contain_text("photo-check")
+        expect(page.get_by_test_id("stPlotlyChart").nth(4)).not_to_contain_text("cv-builder")
+        page.screenshot(path=artifacts / f"usage-by-service-{db.backend}.png", full_page=True)
     assert "Traceback" not in console.output

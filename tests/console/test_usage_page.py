@@ -71,7 +71,7 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
     assert metric(at, "Calls") == f"{len(rows):,}"  # the last 30 days hold every row
     cost = sum(r["cost_micro_usd"] or 0 for r in rows) / 1_000_000
     assert metric(at, "Cost (USD)") == f"${cost:,.2f}"
-    assert len(at.get("plotly_chart")) == 4
+    assert len(at.get("plotly_chart")) == 6  # over time, by task, then cost by service and by tag
     table = at.dataframe[0].value
     assert set(table["Config"]) == {
         "openai config",
@@ -99,6 +99,31 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
     ]
     assert any("demo data" in c.value for c in at.caption)  # some rows are marked demo
     assert at.get("download_button")[0].label == "Export CSV"
+
+
+def test_the_page_splits_cost_by_service_and_tag_and_filters_by_them(console: Console) -> None:
+    rows = seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    at = console.page(PAGE, analyst).run()
+    start, end = window(at)
+    headings = [h.value for h in at.subheader]
+    assert "Cost by service" in headings and "Cost by tag" in headings
+    charts = [c.proto.spec for c in at.get("plotly_chart")]
+    by_service = json.loads(charts[4])["data"][0]
+    assert set(by_service["y"]) == {"(no service named)", "billing-api", "cv-builder"}
+
+    service = next(s for s in at.selectbox if s.label == "Service")
+    assert service.options == ["(any)", "(no service named)", "billing-api", "cv-builder"]
+    service.select("billing-api").run()
+    assert metric(at, "Calls") == f"{len(in_range(rows, start, end, service='billing-api')):,}"
+    next(s for s in at.selectbox if s.label == "Tag").select("team=growth").run()
+    both = in_range(rows, start, end, service="billing-api", tag="team=growth")
+    assert both and metric(at, "Calls") == f"{len(both):,}"
+    service.select("(no service named)").run()
+    assert (
+        metric(at, "Calls") == f"{len(in_range(rows, start, end, service='', tag='team=growth')):,}"
+    )
+    assert not at.exception
 
 
 def test_limits_and_budgets_show_their_use_and_forecast(console: Console) -> None:
@@ -223,8 +248,19 @@ def test_the_export_holds_what_the_page_shows_and_is_audited(console: Console) -
         "latency by provider",
         "tokens by task",
         "configs",
+        "cost by service",
+        "cost by tag",
     }
     assert {r["basis"] for r in table if r["metric"] == "p95_ms"} == {"exact"}
+    # Every call is for one service (or none): the services' costs add up to the range's.
+    by_service = {
+        r["service"]: Decimal(r["value"])
+        for r in table
+        if r["section"] == "cost by service" and r["metric"] == "cost_usd"
+    }
+    cost = next(r for r in table if r["section"] == "range" and r["metric"] == "cost_usd")
+    assert set(by_service) == {"", "billing-api", "cv-builder"}
+    assert sum(by_service.values()) == Decimal(cost["value"])
     with console.db.session() as session:
         entry = session.scalars(
             select(AdminActionLog).where(AdminActionLog.action == "usage.exported")
@@ -286,7 +322,7 @@ def test_the_charts_share_the_ranges_days_and_mark_the_day_still_under_way(
     seed(console)
     analyst, _ = console.add_user("ann", role="analyst", mfa=False)
     at = console.page(PAGE, analyst).run()
-    cost, calls, latency, _ = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+    cost, calls, latency, *_ = (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
     first, _ = window(at)
     # The cost chart starts where the calls chart does: on the range's first day.
     start = cost["layout"]["xaxis"]["range"][0]

@@ -33,6 +33,17 @@ BAD_CALLS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"max_output_tokens": 1.5}, TypeError, "max_output_tokens must be an int, not float"),
     ({"max_output_tokens": 0}, ValueError, "max_output_tokens must be between 1 and 128,000"),
     ({"max_output_tokens": MAX_OUTPUT_TOKENS_CAP + 1}, ValueError, "between 1 and 128,000"),
+    ({"service": 42}, TypeError, "service must be a str or None, not int"),
+    ({"service": "billing api"}, ValueError, "service must be 1 to 64 letters"),
+    ({"service": "x" * 65}, ValueError, "service must be 1 to 64 letters"),
+    ({"service": "-api"}, ValueError, "starting with a letter or digit"),
+    ({"tags": ["feature"]}, TypeError, "tags must be a dict of str to str or None, not list"),
+    ({"tags": {"feature": 3}}, TypeError, "tags must map str to str, not str to int"),
+    ({"tags": {"feature": "a,b"}}, ValueError, "the value of tag 'feature' must be"),
+    ({"tags": {"feature": "a=b"}}, ValueError, "no spaces, commas or '='"),
+    ({"tags": {"": "cv"}}, ValueError, "tag name '' must be 1 to 32"),
+    ({"tags": {"a b": "cv"}}, ValueError, "tag name 'a b' must be"),
+    ({"tags": {f"k{n}": "v" for n in range(9)}}, ValueError, "at most 8 entries (got 9)"),
 ]
 
 

@@ -77,6 +77,7 @@ def test_the_readme_example_runs(
     assert first == f"{make_reply(prompt)} openai gpt-4o-mini"
     assert second.endswith(" ms") and " USD, " in second
     assert (row.user_id, row.status) == (42, "success")
+    assert (row.service, row.tags) == ("jobs-ingest", "feature=job-titles")
 
 
 @pytest.mark.slow

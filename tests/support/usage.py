@@ -83,9 +83,16 @@ def random_rows(
                 "source": "router" if rng.random() < 0.8 else "demo",
                 "user_id": rng.randint(1, 50),
                 "created_at": moment,
+                "service": rng.choice(SERVICES),
+                "tags": rng.choice(TAGS),
             }
         )
     return rows
+
+
+# Attribution as services write it (core/usage/attribution.py): "" for none.
+SERVICES = ("", "billing-api", "cv-builder", "cv-builder")
+TAGS = ("", "feature=cv", "feature=cover_letter,team=growth", "team=growth")
 
 
 def _latency(rng: random.Random, kind: str, status: str) -> int:
@@ -125,10 +132,13 @@ def in_range(
 ) -> list[dict[str, Any]]:
     """Rows with start <= created_at < end matching every filter (config_id 0 = no config)."""
     out = []
+    tag = filters.pop("tag", None)  # one of the row's "key=value" pairs
     for row in rows:
         if not start <= row["created_at"] < end:
             continue
         if any(_value(row, name) != value for name, value in filters.items() if value is not None):
+            continue
+        if tag is not None and tag not in row["tags"].split(","):
             continue
         out.append(row)
     return out
@@ -172,7 +182,7 @@ def rollup_contents(db: MigratedDatabase, hourly: bool) -> dict[tuple[Any, ...],
     with db.engine.connect() as conn:
         rows = conn.execute(select(table)).mappings().all()
     period = "hour" if hourly else "day"
-    key = (period, "provider_type", "config_id", "model_name", "task_type", "status", "source")
+    key = (period, *ROLLUP_KEY)
     return {tuple(r[k] for k in key): {k: r[k] for k in r if k not in key} for r in rows}
 
 
@@ -193,6 +203,8 @@ def expected_rollup(
             r["task_type"],
             r["status"],
             r["source"],
+            r["service"],
+            r["tags"],
         )
         sums = out[key]
         sums["calls"] += 1
@@ -213,6 +225,9 @@ def expected_rollup(
     }  # fmt: skip
 
 
+ROLLUP_KEY = (
+    "provider_type", "config_id", "model_name", "task_type", "status", "source", "service", "tags",
+)  # fmt: skip
 # The usage columns summed as they are (NULL adds 0).
 DETAILS = (
     "cached_input_tokens",

@@ -21,6 +21,8 @@ from core.usage.queries import (
     calls_over_time,
     config_usage,
     cost_by_provider,
+    cost_by_service,
+    cost_by_tag,
     filter_options,
     headline,
     latency_by_provider,
@@ -54,9 +56,14 @@ QUERIES = {
     "errors of a model": dict(
         start=T0 - 6 * D, end=T0 + 2 * D, status="error", model_name="gemini-2.5-flash"
     ),
+    "a service": dict(start=T0 - 5 * D + 3 * H, end=T0 + D, service="billing-api"),
+    "no service": dict(start=T0 - 5 * D, end=T0 + D + 90 * M, service=""),
+    # "team=growth" alone and beside another tag; "feature=cv" is not "feature=cover_letter".
+    "a tag": dict(start=T0 - 6 * D, end=T0 + 2 * D + 7 * M, tag="team=growth"),
+    "a tag and a service": dict(start=T0 - 9 * D, end=T0, tag="feature=cv", service="cv-builder"),
 }
 Data = tuple[list[dict[str, Any]], dict[str, int], Actor]
-FILTERS = ("provider_type", "config_id", "model_name", "task_type", "status")
+FILTERS = ("provider_type", "config_id", "model_name", "task_type", "status", "service", "tag")
 
 
 @pytest.fixture
@@ -158,6 +165,8 @@ def test_series_match_brute_force(db: MigratedDatabase, data: Data, exact: bool,
         calls = calls_over_time(session, actor, query)
         latency = latency_by_provider(session, actor, query)
         tokens = tokens_by_task(session, actor, query)
+        services = cost_by_service(session, actor, query)
+        tags = cost_by_tag(session, actor, query)
 
     cost: dict[Any, list[int]] = defaultdict(lambda: [0, 0])
     for r in mine:
@@ -192,6 +201,18 @@ def test_series_match_brute_force(db: MigratedDatabase, data: Data, exact: bool,
         by_task[r["task_type"]][1] += r["input_tokens"]
         by_task[r["task_type"]][2] += r["output_tokens"]
     assert {t.task_type: [t.calls, t.input_tokens, t.output_tokens] for t in tokens} == by_task
+
+    by: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r in mine:  # a call counts for its service and for each of its tags
+        for group in [("service", r["service"])] + [("tag", t) for t in r["tags"].split(",") if t]:
+            by[group][0] += 1
+            by[group][1] += r["cost_micro_usd"] or 0
+            by[group][2] += r["total_tokens"]
+    found = {("service", g.name): g for g in services} | {("tag", g.name): g for g in tags}
+    assert {
+        k: [g.calls, int(g.cost_usd * 1_000_000), g.total_tokens] for k, g in found.items()
+    } == by
+    assert [g.cost_usd for g in services] == sorted((g.cost_usd for g in services), reverse=True)
 
 
 def test_per_config_usage_with_limits_and_todays_use(db: MigratedDatabase, data: Data) -> None:
@@ -271,6 +292,8 @@ def test_the_report_and_filter_options(db: MigratedDatabase, data: Data) -> None
     assert {c for c, _ in options.configs} == {0, *configs.values()}
     assert "some-other-model" in options.models
     assert options.statuses == ["success", "error", "timeout", "rejected", "cancelled"]
+    assert options.services == ["", "billing-api", "cv-builder"]
+    assert options.tags == ["feature=cover_letter", "feature=cv", "team=growth"]
 
 
 def test_an_empty_range_reads_as_zero_and_bad_ranges_are_refused(

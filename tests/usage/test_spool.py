@@ -164,8 +164,9 @@ def test_the_spool_of_a_killed_process_is_shipped_by_another(
             os.kill(child.pid, ending)  # type: ignore[arg-type]
             child.join()
         assert child.exitcode == -ending
+        assert answered == calls  # (else the child's error)
         assert len(spool_files(db)) == 1
-    assert answered == calls and usage_rows(db) == []
+    assert usage_rows(db) == []
     # Another process (here: a writer of this test's) finds the dead process's spool.
     ship_orphans(db)
     rows = usage_rows(db)
@@ -206,8 +207,9 @@ def test_a_row_is_priced_as_it_is_stored_at_the_price_when_its_call_started(
 def test_an_entry_spooled_by_the_version_before_is_stored_and_priced(
     db: MigratedDatabase,
 ) -> None:
-    """A deploy can leave rows spooled by the version before (no cache or reasoning columns)
-    for the new one to ship: they are stored, with those columns NULL, and priced."""
+    """A deploy can leave rows spooled by the version before (no cache or reasoning columns,
+    no service or tags) for the new one to ship: they are stored, with those columns NULL (or
+    unattributed), and priced."""
     started = good().created_at
     before = replace(good(2), priced=Priced("openai", ("gpt-4o-mini",), 10, 5, started))
     entry = records.encode(before, None)
@@ -221,6 +223,7 @@ def test_an_entry_spooled_by_the_version_before_is_stored_and_priced(
     assert (row.user_id, row.input_tokens, row.output_tokens) == (2, 10, 5)
     assert (row.cached_input_tokens, row.cache_write_tokens, row.reasoning_tokens) == (None,) * 3
     assert row.cache_savings_micro_usd is None
+    assert (row.service, row.tags) == ("", "")  # unattributed, not NULL
     assert row.cost_micro_usd == to_micro_usd(estimate_cost_usd("openai", "gpt-4o-mini", 10, 5))
     assert not (writer.spool_dir / spool.DEAD_LETTER).exists()
 
