@@ -4,6 +4,7 @@ actions Test, Activate/Deactivate and Delete. Changes need a fresh authenticator
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import streamlit as st
 from sqlalchemy.orm import Session
@@ -17,10 +18,13 @@ from core.admin import (
     ProviderInput,
     ProviderView,
     ValidationFailed,
+    amount_text,
     check_fields,
 )
 from core.models import TaskType, UserRole, utcnow
+from core.pricing import format_usd, to_micro_usd
 from core.providers import adapter_class
+from core.quota.forecast import Forecast
 from core.quota.ledger import QuotaLedger, Standing
 
 ui.through_the_app()
@@ -53,6 +57,8 @@ FIELD_LABELS = {
     "priority": "Priority",
     "daily_token_limit": "Daily token limit",
     "monthly_token_limit": "Monthly token limit",
+    "daily_budget_usd": "Daily budget (USD)",
+    "monthly_budget_usd": "Monthly budget (USD)",
 }
 
 
@@ -198,7 +204,7 @@ def _key_field(editing: ProviderView | None) -> None:
 
 
 def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
-    """Priority, token limits, active and default."""
+    """Priority, token limits, dollar budgets, active and default."""
     one, two, three = st.columns(3)
     priority = one.number_input(
         "Priority",
@@ -219,6 +225,21 @@ def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
         value="" if not editing or editing.monthly_token_limit is None
         else str(editing.monthly_token_limit),
     )  # fmt: skip
+    _, daily_usd, monthly_usd = st.columns(3)
+    budget_help = (
+        "Dollars, e.g. 25 or 2.50; empty means no budget. Calls hold their worst-case cost "
+        "before they run, so the period's cost never exceeds it. Needs a model with a known price."
+    )
+    daily_budget = daily_usd.text_input(
+        "Daily budget (USD)",
+        help=budget_help,
+        value=amount_text(editing.daily_budget_usd) or "" if editing else "",
+    )
+    monthly_budget = monthly_usd.text_input(
+        "Monthly budget (USD)",
+        help=budget_help,
+        value=amount_text(editing.monthly_budget_usd) or "" if editing else "",
+    )
     active, default = st.columns(2)
     is_active = active.toggle("Active", value=editing.is_active if editing else True)
     is_default = default.toggle(
@@ -230,6 +251,8 @@ def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
         "priority": priority,
         "daily_token_limit": daily,
         "monthly_token_limit": monthly,
+        "daily_budget_usd": daily_budget,
+        "monthly_budget_usd": monthly_budget,
         "is_active": is_active,
         "is_default": is_default,
     }
@@ -320,6 +343,20 @@ def limit_line(label: str, used: int, reserved: int, limit: int | None) -> None:
     st.progress(share, text=f"{label}: {used:,} of {limit:,} tokens ({share:.0%}){held}")
 
 
+def budget_line(label: str, spent: int, held: int, budget: Decimal | None) -> None:
+    """Dollars spent against a budget (micro-dollars); drawn only where a budget is set. Held
+    ones are the worst cases of calls in progress, so the bar includes them like tokens."""
+    if budget is None:
+        return
+    limit = to_micro_usd(budget) or 0
+    holding = f"; {format_usd(held)} held by running calls" if held else ""
+    share = min((spent + held) / limit, 1.0) if limit else 1.0
+    st.progress(
+        share,
+        text=f"{label}: {format_usd(spent)} of {format_usd(limit)} budget ({share:.0%}){holding}",
+    )
+
+
 def tested(view: ProviderView, now: datetime) -> str:
     if view.last_tested_at is None:
         return "Never tested"
@@ -334,7 +371,7 @@ def tested(view: ProviderView, now: datetime) -> str:
     return f"{'Test passed' if view.last_test_success else 'Test FAILED'} {when}"
 
 
-def card(view: ProviderView, standing: Standing, now: datetime) -> None:
+def card(view: ProviderView, standing: Standing, outlook: list[Forecast], now: datetime) -> None:
     name, colour = PROVIDERS[view.provider_type]
     with st.container(border=True):
         head, actions = st.columns([1, 1])
@@ -386,6 +423,20 @@ def card(view: ProviderView, standing: Standing, now: datetime) -> None:
         limit_line(
             "This month", standing.month_used, standing.month_reserved, view.monthly_token_limit
         )
+        budget_line(
+            "Today",
+            standing.day_used_micro_usd,
+            standing.day_reserved_micro_usd,
+            view.daily_budget_usd,
+        )
+        budget_line(
+            "This month",
+            standing.month_used_micro_usd,
+            standing.month_reserved_micro_usd,
+            view.monthly_budget_usd,
+        )
+        if outlook:  # "monthly budget reached about Dec 23", at the last 7 days' rate
+            st.caption(" · ".join(f.sentence for f in outlook))
         if st.session_state.get(FORM) == view.id:  # edited in place, not out of sight above
             provider_form(view)
 
@@ -437,8 +488,9 @@ if not views:
         icon=":material/add_circle:",
     )
 ledger = QuotaLedger(ui.engine())
+outlook = admin().outlook(ui.actor(me), now)
 for view in views:
-    card(view, ledger.standing(view.id, now), now)
+    card(view, ledger.standing(view.id, now), outlook.get(view.id, []), now)
 
 # A dialog opens again on every run until it is answered (a rerun would otherwise drop it).
 action, pending_id = st.session_state.get(CONFIRM) or (None, None)

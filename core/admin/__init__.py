@@ -15,7 +15,7 @@ from core.admin.validation import (
     ValidationFailed,
     check_fields,
 )
-from core.admin.views import ProviderView
+from core.admin.views import ProviderView, amount_text
 
 __all__ = [
     "DEFAULT_HOSTS",
@@ -33,6 +33,7 @@ __all__ = [
     "ProviderView",
     "StaleEdit",
     "ValidationFailed",
+    "amount_text",
     "check_fields",
     "target_host",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -44,6 +45,7 @@ from core.db import session_scope
 from core.models import TASKS, ProviderConfig, UserRole, utcnow
 from core.providers import CredentialCheck
 from core.providers.egress import Allowlist
+from core.quota.forecast import Forecast, forecasts
 from core.routing.candidates import candidate_from, serving_order
 
 ADMIN = UserRole.SUPER_ADMIN
@@ -90,6 +92,13 @@ class ProviderAdmin:
                 select(ProviderConfig).order_by(ProviderConfig.priority, ProviderConfig.id)
             )
             return [ProviderView.of(row) for row in rows]
+
+    def outlook(self, actor: Actor, now: datetime) -> dict[int, list[Forecast]]:
+        """Each limited config's forecasts: when, at the last 7 days' rate, its token limits
+        and dollar budgets will be reached (core/quota/forecast.py), by config id."""
+        with session_scope(self._sessions) as session:
+            require_role(session, actor, ADMIN, UserRole.ANALYST)
+            return forecasts(session, session.scalars(select(ProviderConfig)), now)
 
     def get(self, actor: Actor, config_id: int) -> ProviderView:
         with session_scope(self._sessions) as session:

@@ -54,7 +54,7 @@ class ProviderView:
             if isinstance(value, datetime):
                 out[key] = value.isoformat()
             elif isinstance(value, Decimal):
-                out[key] = _text(value)
+                out[key] = amount_text(value)
         out["tasks"] = list(self.tasks)
         return out
 
@@ -71,15 +71,16 @@ def describe(row: ProviderConfig) -> dict[str, Any]:
         "priority": row.priority,
         "daily_token_limit": row.daily_token_limit,
         "monthly_token_limit": row.monthly_token_limit,
-        "daily_budget_usd": _text(row.daily_budget_usd),
-        "monthly_budget_usd": _text(row.monthly_budget_usd),
+        "daily_budget_usd": amount_text(row.daily_budget_usd),
+        "monthly_budget_usd": amount_text(row.monthly_budget_usd),
         "is_active": row.is_active,
         "is_default": row.is_default,
         "key_last4": row.key_last4,
     }
 
 
-def _text(amount: Decimal | None) -> str | None:
+def amount_text(amount: Decimal | None) -> str | None:
+    """A dollar amount as typed back ("2.5", not "2.500000"); None stays None."""
     return None if amount is None else format(amount.normalize(), "f")
 
 

@@ -51,6 +51,12 @@ class Forecast:
             return f"{self.used:,} of {self.limit:,} tokens"
         return f"{format_usd(self.used)} of {format_usd(self.limit)}"
 
+    @property
+    def sentence(self) -> str:
+        """str(self) as a sentence: "Monthly budget reached about Dec 23"."""
+        text = str(self)
+        return text[:1].upper() + text[1:]
+
     def __str__(self) -> str:
         if self.reached:
             return f"{self.name} reached"

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import time_machine
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
-from core.models import AdminActionLog, ProviderConfig, utcnow
+from core.models import AdminActionLog, ProviderConfig, QuotaCounter, utcnow
 from core.quota.ledger import QuotaLedger
 from tests.fakes import FakeProviderServer
 from tests.support.pages import Console, dialogs, state_dump, texts
@@ -404,3 +405,60 @@ def test_edit_opens_in_the_card_clicked_not_above_the_cards(
     at.button(key="pf_cancel").click().run()
     assert "Edit Second" not in page_order(at)
     assert any(b.label == "Add provider" for b in at.button)
+
+
+def test_a_dollar_budget_is_set_in_the_form_and_its_card_shows_spend_and_forecast(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    """The walk-through of issue 15: a $1 daily budget (and $3 a month) on a config, then its
+    card: dollars spent against each, and when each is reached at the last 7 days' rate."""
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    now = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
+    config = add_config(
+        console.db,
+        fake_providers,
+        "openai",
+        display_name="Mini",
+        tasks=["extraction"],
+        created_at=datetime(2026, 11, 1, tzinfo=UTC),
+    )
+    with console.db.session() as session:  # $0.10 a day for a week, $0.30 so far today
+        for days_ago in range(1, 8):
+            day = (now - timedelta(days=days_ago)).date()
+            session.add(QuotaCounter(config_id=config, day=day, used_micro_usd=100_000))
+        session.add(QuotaCounter(config_id=config, day=now.date(), used_micro_usd=300_000))
+        session.commit()
+    with time_machine.travel(now, tick=False):
+        at = console.page(PAGE, admin).run()
+        button(at, f"edit-{config}").click().run()
+        fill_form(at, **{"Daily budget (USD)": "abc"})
+        at.button(key="FormSubmitter:provider_form-Save changes").click().run()
+        assert any(e.startswith("Daily budget (USD):") for e in errors(at)), errors(at)
+        with console.db.session() as session:
+            assert session.get(ProviderConfig, config).daily_budget_micro_usd is None  # type: ignore[union-attr]
+
+        fill_form(at, **{"Daily budget (USD)": "1", "Monthly budget (USD)": "$3"})
+        at.button(key="FormSubmitter:provider_form-Save changes").click().run()
+        assert not at.exception and not [e for e in errors(at) if "budget" in e]
+        with console.db.session() as session:
+            row = session.get(ProviderConfig, config)
+            assert row is not None
+            assert (row.daily_budget_micro_usd, row.monthly_budget_micro_usd) == (
+                1_000_000,
+                3_000_000,
+            )
+        at = console.page(PAGE, admin).run()
+    bars = [p.proto.text for p in at.get("progress")]
+    assert "Today: $0.30 of $1.00 budget (30%)" in bars
+    assert "This month: $1.00 of $3.00 budget (33%)" in bars
+    (outlook,) = [c.value for c in at.caption if "budget" in c.value]
+    assert re.fullmatch(
+        r"Daily budget: not reached today at the last 7 days' rate · "
+        r"Monthly budget reached about Dec \d+",
+        outlook,
+    ), outlook
+    # The form shows the budgets as typed back, not as micro-dollars.
+    button(at, f"edit-{config}").click().run()
+    budgets = {w.label: w.value for w in at.text_input if "budget" in w.label}
+    assert budgets == {"Daily budget (USD)": "1", "Monthly budget (USD)": "3"}
