@@ -101,10 +101,15 @@ def test_add_test_route_edit_delete_a_provider(
             assert elsewhere.requests == []
         field(page, "Base URL").fill(fake_providers.openai_base_url)
 
-        # Edit its daily limit (the key field left empty keeps the key).
+        # Edit its daily limit and give it a $1 daily budget (the key field left empty keeps
+        # the key): the card shows both, and the forecast at the last 7 days' rate.
         field(page, "Daily token limit").fill("250000")
+        field(page, "Daily budget (USD)").fill("1")
         press(page, "Save changes")
         expect(page.get_by_text("Today: 0 of 250,000 tokens (0%)")).to_be_visible()
+        expect(page.get_by_text("Today: $0.00 of $1.00 budget (0%)")).to_be_visible()
+        expect(page.get_by_text("Daily budget: not reached today")).to_be_visible()
+        page.screenshot(path=artifacts / f"providers-budget-{db.backend}.png", full_page=True)
         html.append(page.content())
 
         # Delete, confirming in the dialog, which warns that extraction is left unserved.
