@@ -345,6 +345,7 @@ def _configs(report: UsageReport) -> None:
         ],
         hide_index=True,
         width="stretch",
+        placeholder="—",  # an idle config has no success rate or latency: "—", not "None"
         column_config={
             "Calls": st.column_config.NumberColumn(format="localized"),
             "Success rate": st.column_config.NumberColumn(format="percent"),

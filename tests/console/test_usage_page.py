@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pandas as pd
 import pytest
 import streamlit as st
 import time_machine
@@ -79,7 +80,7 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
         "gemini config",
         "(no stored config)",
     }
-    assert "None" not in set(table.astype(str).to_numpy().ravel())  # "—" instead
+    assert at.dataframe[0].proto.placeholder == "—"  # for what has no value, not "None"
     limits = at.dataframe[1].value  # each limit and budget, with its use and forecast
     assert limits.to_dict("records") == [
         {
@@ -103,6 +104,16 @@ def test_an_analyst_sees_the_figures_charts_and_export(console: Console) -> None
 
 def test_the_page_splits_cost_by_service_and_tag_and_filters_by_them(console: Console) -> None:
     rows = seed(console)
+    with console.db.session() as session, session.begin():  # a config nothing has called
+        session.add(
+            ProviderConfig(
+                provider_type="openai",
+                model_name="gpt-4o",
+                display_name="idle config",
+                api_key_encrypted="x" * 20,
+                key_last4="xxxx",
+            )
+        )
     analyst, _ = console.add_user("ann", role="analyst", mfa=False)
     at = console.page(PAGE, analyst).run()
     start, end = window(at)
@@ -119,6 +130,11 @@ def test_the_page_splits_cost_by_service_and_tag_and_filters_by_them(console: Co
     next(s for s in at.selectbox if s.label == "Tag").select("team=growth").run()
     both = in_range(rows, start, end, service="billing-api", tag="team=growth")
     assert both and metric(at, "Calls") == f"{len(both):,}"
+    # A config nothing called is listed idle: no success rate or latency, which the browser
+    # shows as "—" (the table's placeholder), not "None".
+    (idle,) = at.dataframe[0].value.query("Config == 'idle config'").to_dict("records")
+    assert idle["Calls"] == 0 and pd.isna(idle["Avg latency (ms)"])
+    assert at.dataframe[0].proto.placeholder == "—"
     service.select("(no service named)").run()
     assert (
         metric(at, "Calls") == f"{len(in_range(rows, start, end, service='', tag='team=growth')):,}"
