@@ -206,9 +206,10 @@ def _key_field(editing: ProviderView | None) -> None:
 def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
     """Priority, token limits, dollar budgets, active and default."""
     one, two, three = st.columns(3)
+    # No min_value: the browser would only draw a red border round a negative number; the
+    # field rules say in words what is wrong, like every other field.
     priority = one.number_input(
         "Priority",
-        min_value=0,
         step=1,
         value=editing.priority if editing else 100,
         help="Lower numbers are tried first for a task.",

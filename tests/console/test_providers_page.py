@@ -462,3 +462,20 @@ def test_a_dollar_budget_is_set_in_the_form_and_its_card_shows_spend_and_forecas
     button(at, f"edit-{config}").click().run()
     budgets = {w.label: w.value for w in at.text_input if "budget" in w.label}
     assert budgets == {"Daily budget (USD)": "1", "Monthly budget (USD)": "3"}
+
+
+def test_a_negative_priority_is_refused_in_words(
+    console: Console, fake_providers: FakeProviderServer
+) -> None:
+    """Not just a red border: the form says what is wrong, and nothing is saved."""
+    allow_planted_keys(fake_providers)
+    admin, _ = console.add_user("ada")
+    config = add_config(console.db, fake_providers, "openai", display_name="Mini", priority=100)
+    at = console.page(PAGE, admin).run()
+    button(at, f"edit-{config}").click().run()
+    fill_form(at, Priority=-5)
+    at.button(key="FormSubmitter:provider_form-Save changes").click().run()
+    assert not at.exception
+    assert "Priority: must not be negative." in errors(at)
+    with console.db.session() as session:
+        assert session.get(ProviderConfig, config).priority == 100  # type: ignore[union-attr]
