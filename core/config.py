@@ -22,6 +22,8 @@ from core.usage.attribution import check_service
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("development", "production")
 MIN_COOKIE_KEY_LENGTH = 32
+MIN_RETENTION_DAYS = 1  # raw usage rows younger than a day are never pruned
+RETENTION_VARIABLE = "AI_CONSOLE_USAGE_RETENTION_DAYS"
 ALLOWLIST_VARIABLE = "AI_CONSOLE_BASE_URL_ALLOWLIST"
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _N = TypeVar("_N", int, float)
@@ -78,6 +80,9 @@ class Settings:
     )
     # The service a router's calls are for unless they name one (core/usage/attribution.py).
     service: str = ""
+    # Raw usage rows older than this many days may be pruned (core/usage/retention.py); None
+    # keeps them all.
+    usage_retention_days: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -116,6 +121,13 @@ class Settings:
             )
         for entry in self.base_url_allowlist:
             allowlist_entry(entry)
+        if self.usage_retention_days is not None and (
+            self.usage_retention_days < MIN_RETENTION_DAYS
+        ):
+            raise ConfigError(
+                f"{RETENTION_VARIABLE} must be at least {MIN_RETENTION_DAYS} (days), not "
+                f"{self.usage_retention_days}; leave it unset to keep every usage row"
+            )
 
     @property
     def is_production(self) -> bool:
@@ -159,6 +171,7 @@ class Settings:
             cookie_key=env.get("AI_CONSOLE_COOKIE_KEY", "").strip(),
             base_url_allowlist=allowlist_entries(env.get(ALLOWLIST_VARIABLE, "")),
             service=env.get("AI_CONSOLE_SERVICE", "").strip(),
+            usage_retention_days=_optional_int(env, RETENTION_VARIABLE),
         )
 
 
@@ -193,6 +206,11 @@ def allowlist_entry(entry: str) -> str:
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return _number(env, name, default, int, "a whole number")
+
+
+def _optional_int(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number, or None when the variable is unset or empty."""
+    return _int(env, name, 0) if env.get(name, "").strip() else None
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

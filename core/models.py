@@ -369,6 +369,19 @@ class UsageLog(Base):
     )
 
 
+class UsageRetention(Base):
+    """One row: raw usage rows created before `pruned_before` (a UTC midnight) have been
+    pruned (core/usage/retention.py). The rollup triggers do not subtract a deleted row older
+    than it, so the rollups keep those days' sums; it only ever moves forward."""
+
+    __tablename__ = "ai_provider_usage_retention"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    pruned_before: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
 class QuotaCounter(Base):
     """Tokens and micro-dollars used and reserved per config and UTC day (core/quota/ledger.py)."""
 

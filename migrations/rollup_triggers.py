@@ -11,19 +11,25 @@ row qualifier goes: `NEW.`, `OLD.` or nothing); the latency histogram is always 
   in with one aggregated upsert per statement, taking the rollup rows' locks in key order;
   TRUNCATE empties the rollups.
 - SQLite: row-level triggers (SQLite has no statement-level ones) doing the same upserts.
+
+`retained()` rollups (from migration 8d4f2b6e1a37 on) consult the retention watermark on
+DELETE: a deleted row created before `ai_provider_usage_retention.pruned_before` is not
+subtracted, so pruning raw rows (core/usage/retention.py) keeps the rollups of the days it
+empties. Inserts and updates are counted as before.
 """
 
 # ruff: noqa: S608 (every SQL string here is built from the migrations' constants, never input)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from alembic import op
 
 USAGE = "ai_provider_usage_logs"
 HOURLY = "ai_provider_usage_hourly"
 DAILY = "ai_provider_usage_daily"
+RETENTION = "ai_provider_usage_retention"
 KEY = ("provider_type", "config_id", "model_name", "task_type", "status", "source")
 EVENTS = ("insert", "delete", "update")
 _PG_HOUR = "date_trunc('hour', {c} AT TIME ZONE 'UTC')"  # a UTC wall-clock timestamp
@@ -42,6 +48,7 @@ class Rollups:
     bounds: tuple[int, ...]
     watched: tuple[str, ...]
     key: tuple[str, ...] = KEY  # the rollup rows' key columns, after their hour or day
+    retention: bool = False  # a DELETE of a row before the watermark subtracts nothing
 
     @property
     def latency(self) -> tuple[str, ...]:
@@ -55,11 +62,21 @@ class Rollups:
     def plus(self, *columns: str) -> Rollups:
         """These rollups, also summing each of `columns` of the usage rows (NULL adds 0)."""
         sums = tuple((name, f"COALESCE({{r}}{name}, 0)") for name in columns)
-        return Rollups(self.sums + sums, self.bounds, self.watched + columns, self.key)
+        return replace(self, sums=self.sums + sums, watched=self.watched + columns)
 
     def keyed(self, *columns: str) -> Rollups:
         """These rollups, also keyed by each of `columns` of the usage rows (NOT NULL ones)."""
-        return Rollups(self.sums, self.bounds, self.watched + columns, self.key + columns)
+        return replace(self, watched=self.watched + columns, key=self.key + columns)
+
+    def retained(self) -> Rollups:
+        """These rollups, whose DELETE trigger leaves rows before the retention watermark
+        counted (the table RETENTION must exist)."""
+        return replace(self, retention=True)
+
+    def _kept(self, r: str) -> str:
+        """SQL truth value: deleted usage row `r` (qualifier with the dot) is still counted
+        after its deletion, being older than the retention watermark."""
+        return f"EXISTS (SELECT 1 FROM {RETENTION} w WHERE {r}created_at < w.pruned_before)"
 
     @property
     def _grouped(self) -> str:
@@ -179,9 +196,12 @@ DELETE FROM {HOURLY} WHERE calls = 0 AND hour IN (
     SELECT DISTINCT {_PG_HOUR.format(c="created_at")} AT TIME ZONE 'UTC' FROM old_rows);
 DELETE FROM {DAILY} WHERE calls = 0 AND day IN (
     SELECT DISTINCT CAST(created_at AT TIME ZONE 'UTC' AS date) FROM old_rows);"""
+        deleted = "SELECT o.*, -1 AS sign FROM old_rows o"
+        if self.retention:
+            deleted += f" WHERE NOT {self._kept('o.')}"
         changed = {
             "insert": ("SELECT n.*, 1 AS sign FROM new_rows n", "NEW TABLE AS new_rows"),
-            "delete": ("SELECT o.*, -1 AS sign FROM old_rows o", "OLD TABLE AS old_rows"),
+            "delete": (deleted, "OLD TABLE AS old_rows"),
             "update": (
                 "SELECT n.*, 1 AS sign FROM new_rows n UNION ALL SELECT o.*, -1 FROM old_rows o",
                 "OLD TABLE AS old_rows NEW TABLE AS new_rows",
@@ -252,10 +272,10 @@ DELETE FROM {DAILY} WHERE calls = 0 AND day IN (
             ),
         }
         for event, (when, statements) in bodies.items():
+            only = f" WHEN NOT {self._kept('OLD.')}" if event == "delete" and self.retention else ""
             op.execute(
-                f"CREATE TRIGGER ai_usage_rollup_{event} {when} ON {USAGE} FOR EACH ROW BEGIN\n"
-                + "\n".join(statements)
-                + "\nEND"
+                f"CREATE TRIGGER ai_usage_rollup_{event} {when} ON {USAGE} FOR EACH ROW{only} "
+                "BEGIN\n" + "\n".join(statements) + "\nEND"
             )
 
 

@@ -17,6 +17,8 @@ def test_defaults_to_an_sqlite_file_in_the_data_dir(tmp_path: Path) -> None:
     assert settings.fernet_keys == ()
     assert settings.env == "development"
     assert settings.fernet_key_file == tmp_path / "fernet.key"
+    assert settings.usage_retention_days is None  # keep every usage row
+    assert Settings.from_env({"AI_CONSOLE_USAGE_RETENTION_DAYS": ""}).usage_retention_days is None
 
 
 def test_default_data_dir_is_the_projects_own() -> None:
@@ -35,8 +37,10 @@ def test_reads_every_variable() -> None:
             "AI_CONSOLE_DB_MAX_OVERFLOW": "0",
             "AI_CONSOLE_DB_CONNECT_TIMEOUT_S": "5",
             "AI_CONSOLE_DB_STATEMENT_TIMEOUT_S": "0.75",
+            "AI_CONSOLE_USAGE_RETENTION_DAYS": " 400 ",
         }
     )
+    assert settings.usage_retention_days == 400
     assert settings.database_url == "postgresql+psycopg://app@db:5432/console"
     assert settings.fernet_keys == ("newkey", "oldkey")
     assert settings.is_production
@@ -60,6 +64,14 @@ def test_reads_every_variable() -> None:
         ({"AI_CONSOLE_DB_CONNECT_TIMEOUT_S": "2.5"}, "must be a whole number"),
         ({"AI_CONSOLE_DB_STATEMENT_TIMEOUT_S": "soon"}, "must be a number of seconds"),
         ({"AI_CONSOLE_DB_STATEMENT_TIMEOUT_S": "0"}, "AI_CONSOLE_DB_STATEMENT_TIMEOUT_S above 0"),
+        (
+            {"AI_CONSOLE_USAGE_RETENTION_DAYS": "400d"},
+            "AI_CONSOLE_USAGE_RETENTION_DAYS must be a whole number, not '400d'",
+        ),
+        (
+            {"AI_CONSOLE_USAGE_RETENTION_DAYS": "0"},
+            "AI_CONSOLE_USAGE_RETENTION_DAYS must be at least 1",
+        ),
     ],
 )
 def test_bad_settings_get_one_clear_message(environ: dict[str, str], message: str) -> None:

@@ -5,9 +5,10 @@ a placeholder key) and N usage rows over the last D days with source 'demo': bus
 traffic, per-provider latency distributions, errors, timeouts and over-limit rejections, an
 afternoon-long incident, and costs from genai-prices (core.pricing). It also records the demo
 configs' token use in the quota counters, so their limit columns show something.
-`purge_demo_data` deletes every demo row (the rollup triggers subtract them) and the demo
-configs (their counters go with them). Rows are written with COPY on PostgreSQL and batched
-executemany on SQLite (`load`, which the bench uses too).
+`purge_demo_data` deletes every demo row (the rollup triggers subtract them; for days
+before the retention watermark, whose rows may have been pruned, it deletes the demo rollup
+rows itself) and the demo configs (their counters go with them). Rows are written with COPY
+on PostgreSQL and batched executemany on SQLite (`load`, which the bench uses too).
 
 The rows themselves are made in core/usage/demo_rows.py.
 """
@@ -29,8 +30,17 @@ from sqlalchemy.orm import Session
 from core import audit
 from core.access import Actor
 from core.admin import ProviderAdmin, ProviderInput
-from core.models import ProviderConfig, QuotaCounter, UsageLog, UsageSource, utcnow
+from core.models import (
+    ProviderConfig,
+    QuotaCounter,
+    UsageLog,
+    UsageSource,
+    usage_daily,
+    usage_hourly,
+    utcnow,
+)
 from core.usage.demo_rows import COLUMNS, MODELS, generate
+from core.usage.rollup import pruned_before
 
 DEMO_DESCRIPTION = "Demo data from `python -m core demo-data`; `--purge` removes it."
 
@@ -190,11 +200,24 @@ def _record_quota(conn: Connection, used: dict[tuple[int, date], int]) -> None:
     )
 
 
+def _purge_pruned_rollups(conn: Connection) -> None:
+    """Delete the demo sums of the hours and days before the retention watermark: their raw
+    rows were pruned (or, if not, their deletion subtracted nothing)."""
+    since = pruned_before(conn)
+    if since is None:
+        return
+    demo = UsageSource.DEMO.value
+    hourly, daily = usage_hourly.c, usage_daily.c
+    conn.execute(delete(usage_hourly).where(hourly.source == demo, hourly.hour < since))
+    conn.execute(delete(usage_daily).where(daily.source == demo, daily.day < since.date()))
+
+
 def purge_demo_data(engine: Engine, admin: ProviderAdmin, actor: Actor) -> PurgeSummary:
     """Delete every demo row, then the demo configs no other usage refers to."""
     usage = UsageLog.__table__
     with engine.begin() as conn:
         rows = conn.execute(delete(usage).where(usage.c.source == UsageSource.DEMO.value)).rowcount
+        _purge_pruned_rollups(conn)
         with Session(bind=conn) as session:
             audit.record(
                 session, actor, "usage.demo_purge", target_type="usage", details={"rows": rows}

@@ -7,7 +7,9 @@ Exact (PostgreSQL percentile_cont; on SQLite a window-function rank of the same 
 when the range holds at most EXACT_MAX_CALLS calls that reached a provider; beyond that,
 estimated from the summed histograms: the estimate lies in the same histogram bucket as the
 true order statistic, and from 50 ms to two minutes a bucket's upper bound is 1.2 times its
-lower one, so the estimate is within 20% (usually far closer). Results say which they are.
+lower one, so the estimate is within 20% (usually far closer). A range reaching before the
+retention watermark (retention.py: its raw rows may be pruned) is always estimated. Results
+say which they are.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import Connection, Integer, case, cast, func, literal_column, se
 from sqlalchemy.dialects.postgresql import array as pg_array
 
 from core.models import LATENCY_BUCKETS_MS, LATENCY_COLUMNS
-from core.usage.rollup import Grain, Span, UsageFilter, part
+from core.usage.rollup import Grain, Span, UsageFilter, part, pruned_before
 
 QUANTILES = (0.5, 0.95, 0.99)
 # Exact percentiles up to this many measured calls in a range (a sort of that many latencies
@@ -117,8 +119,14 @@ def _interpolate(q: float, n: int, low: float, high: float | None) -> float:
     return float(low) if high is None or share == 0 else low + share * (high - low)
 
 
-def exact_allowed(conn: Connection, measured_calls: int) -> bool:
-    return measured_calls <= EXACT_MAX_CALLS.get(conn.dialect.name, 0)
+def exact_allowed(conn: Connection, measured_calls: int, start: datetime) -> bool:
+    """Whether a range from `start` holding `measured_calls` gets exact percentiles: it is
+    small enough, and its raw rows are all there (it starts at or after the retention
+    watermark; before it they may have been pruned and only the histograms are whole)."""
+    if measured_calls > EXACT_MAX_CALLS.get(conn.dialect.name, 0):
+        return False
+    watermark = pruned_before(conn)
+    return watermark is None or start >= watermark
 
 
 def histogram(row: Mapping[str, Any]) -> list[int]:

@@ -47,6 +47,7 @@ from core.usage.percentiles import (
 from core.usage.report import (
     APPROXIMATE_NOTE,
     NO_CONFIG,
+    PRUNED_NOTE,
     CallsPoint,
     ConfigUsage,
     CostPoint,
@@ -60,7 +61,15 @@ from core.usage.report import (
     UsageQuery,
     UsageReport,
 )
-from core.usage.rollup import DETAILS, aggregate, connection, floor_day, floor_hour, run
+from core.usage.rollup import (
+    DETAILS,
+    aggregate,
+    connection,
+    floor_day,
+    floor_hour,
+    pruned_before,
+    run,
+)
 
 READERS = (UserRole.SUPER_ADMIN, UserRole.ANALYST)
 
@@ -99,7 +108,7 @@ def _totals(conn: Connection, query: UsageQuery) -> Totals:
             sums["measured_calls"] += row["calls"]
             sums["latency_ms_sum"] += row["latency_ms_sum"]
             hist = [a + b for a, b in zip(hist, histogram(row), strict=True)]
-    if exact_allowed(conn, sums["measured_calls"]):
+    if exact_allowed(conn, sums["measured_calls"], query.start):
         found = exact_percentiles(conn, query.start, query.end, query.bucket, (), query.where)
         latency = Percentiles(*found.get((), (None, None, None)), exact=True)
     else:
@@ -184,7 +193,7 @@ def latency_by_provider(session: Session, actor: Actor, query: UsageQuery) -> li
             query.start, query.end, query.bucket, by, measures, query.where, measured_only=True
         ),
     )
-    exact = exact_allowed(conn, sum(r["calls"] for r in rows))
+    exact = exact_allowed(conn, sum(r["calls"] for r in rows), query.start)
     found = (
         exact_percentiles(conn, query.start, query.end, query.bucket, by, query.where)
         if exact
@@ -362,7 +371,10 @@ def usage_report(session: Session, actor: Actor, query: UsageQuery) -> UsageRepo
     approximate = not report.headline.current.latency.exact or any(
         not p.latency.exact for p in report.latency_by_provider
     )
-    if approximate:
+    watermark = pruned_before(session)
+    if watermark is not None and query.start < watermark:
+        report.notes.append(PRUNED_NOTE.format(watermark.date(), HISTOGRAM_ERROR))
+    elif approximate:
         limit = EXACT_MAX_CALLS.get(session.get_bind().dialect.name, 0)
         report.notes.append(APPROXIMATE_NOTE.format(HISTOGRAM_ERROR, limit))
     if report.headline.current.demo_calls:

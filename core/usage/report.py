@@ -37,6 +37,10 @@ APPROXIMATE_NOTE = (
     "true value) because the range holds more than {:,} calls; counts, costs, tokens, rates and "
     "average latency are always exact."
 )
+PRUNED_NOTE = (
+    "Raw rows before {} were pruned; latency percentiles marked ≈ come from histograms (within "
+    "{:.0%} of the true value). Counts, costs, tokens, rates and average latency are exact."
+)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ from core.models import (
     LATENCY_COLUMNS,
     UNMEASURED_STATUSES,
     UsageLog,
+    UsageRetention,
     UTCDateTime,
     usage_daily,
     usage_hourly,
@@ -313,16 +314,28 @@ def run(conn: Connection, query: Select[Any] | None) -> list[dict[str, Any]]:
     return rows
 
 
+def pruned_before(conn: Connection | Session) -> datetime | None:
+    """The retention watermark (a UTC midnight): raw rows created before it may have been
+    pruned (core/usage/retention.py), so only the rollups have those days whole. None: no
+    prune ever ran."""
+    return conn.execute(select(UsageRetention.pruned_before)).scalar_one_or_none()
+
+
 # --- repair ------------------------------------------------------------------------------
 
 
 def rebuild(conn: Connection) -> None:
     """Recompute both rollups from the raw rows, inside the caller's transaction (a repair after
-    loading rows with triggers disabled; the triggers make it unnecessary otherwise)."""
+    loading rows with triggers disabled; the triggers make it unnecessary otherwise). Only the
+    hours and days from the retention watermark on: before it the raw rows were pruned and
+    the rollups are all there is."""
     if conn.dialect.name == "postgresql":  # no writer may slip a row in between
         conn.execute(text(f"LOCK TABLE {RAW.name} IN SHARE MODE"))
-    conn.execute(delete(usage_hourly))
-    conn.execute(delete(usage_daily))
+    since = pruned_before(conn)
+    h = usage_hourly.c
+    conn.execute(delete(usage_hourly).where(*([h.hour >= since] if since else [])))
+    d = usage_daily.c
+    conn.execute(delete(usage_daily).where(*([d.day >= since.date()] if since else [])))
     c = RAW.c
     sums = [
         func.count(),
@@ -338,18 +351,20 @@ def rebuild(conn: Connection) -> None:
     keys = [c.provider_type, func.coalesce(c.provider_config_id, 0), c.model_name]
     keys += [c.task_type, c.status, c.source, c.service, c.tags]
     hour = utc_hour(c.created_at)
+    recent = [c.created_at >= since] if since else []
     conn.execute(
         insert(usage_hourly).from_select(
-            ["hour", *KEY, *SUMS], select(hour, *keys, *sums).group_by(hour, *keys)
+            ["hour", *KEY, *SUMS],
+            select(hour, *keys, *sums).where(*recent).group_by(hour, *keys),
         )
     )
-    h = usage_hourly.c
     day = utc_day(h.hour)
     rollup_keys = [h[k] for k in KEY]
+    sums_by_day = select(day, *rollup_keys, *(func.sum(h[s]) for s in SUMS))
     conn.execute(
         insert(usage_daily).from_select(
             ["day", *KEY, *SUMS],
-            select(day, *rollup_keys, *(func.sum(h[s]) for s in SUMS)).group_by(day, *rollup_keys),
+            sums_by_day.where(*([h.hour >= since] if since else [])).group_by(day, *rollup_keys),
         )
     )
 
