@@ -4,7 +4,7 @@ Each command exits non-zero with one clear line on bad input, and every change i
 an audit row with actor_label `cli:<os user>`.
 """
 
-# The grammar is in parser.py, the commands in operators.py and providers.py.
+# The grammar is in parser.py, the commands in operators.py, providers.py and usage.py.
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from core.cli.providers import (
     cmd_providers_test,
     cmd_seed_from_env,
 )
+from core.cli.usage import cmd_usage_prune
 from core.config import ConfigError, Settings
 from core.crypto import DecryptionError
 
@@ -54,11 +55,13 @@ def _command(args: argparse.Namespace) -> Command:
         ("users", "add"): cmd_users_add,
         ("users", "unlock"): cmd_users_unlock,
         ("users", "reset-mfa"): cmd_users_reset_mfa,
+        ("usage", "prune"): cmd_usage_prune,
     }
     action = (
         getattr(args, "keys_command", None)
         or getattr(args, "providers_command", None)
         or getattr(args, "users_command", None)
+        or getattr(args, "usage_command", None)
     )
     return table[(args.command, action)]
 

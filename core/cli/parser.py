@@ -36,7 +36,29 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     demo.add_argument("--purge", action="store_true", help="remove all demo rows and configs")
 
     _user_commands(commands)
+    _usage_commands(commands)
     return parser
+
+
+def _usage_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    usage = commands.add_parser("usage", help="usage rows")
+    actions = usage.add_subparsers(dest="usage_command", required=True, metavar="ACTION")
+    prune = actions.add_parser(
+        "prune",
+        help="delete raw usage rows older than an age, in batches; the rollups keep their sums",
+        description="Deletes the raw usage rows created before the UTC midnight at or before "
+        "now minus the age. The Usage page's totals do not change; latency percentiles of "
+        "pruned days come from histograms (marked ≈). Quota counters are not touched.",
+    )
+    prune.add_argument(
+        "--older-than",
+        metavar="AGE",
+        help="an age in days, e.g. 400d (at least 1d); default AI_CONSOLE_USAGE_RETENTION_DAYS",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count the rows, delete nothing")
+    prune.add_argument(
+        "--batch-size", default="5000", metavar="N", help="rows per delete transaction"
+    )
 
 
 def _provider_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
