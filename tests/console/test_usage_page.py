@@ -27,6 +27,7 @@ from core.usage import export
 from core.usage.export import COLUMNS, export_csv
 from core.usage.queries import usage_report
 from core.usage.report import UsageQuery
+from core.usage.retention import cutoff_for, prune
 from tests.support.pages import Console
 from tests.support.usage import add_configs, in_range, insert_out_of_order, random_rows, raw_rows
 
@@ -351,3 +352,30 @@ def test_the_charts_share_the_ranges_days_and_mark_the_day_still_under_way(
     # Latency: one small chart per provider, the percentiles told apart by colour.
     assert {t["yaxis"] for t in latency["data"]} == {"y", "y2", "y3"}
     assert len({t["line"]["color"] for t in latency["data"]}) == 3
+
+
+def test_pruned_days_keep_their_totals_and_show_estimated_percentiles(console: Console) -> None:
+    rows = seed(console)
+    analyst, _ = console.add_user("ann", role="analyst", mfa=False)
+    cutoff = cutoff_for(10, utcnow())
+    assert any(r["created_at"] < cutoff for r in rows)
+    before = console.page(PAGE, analyst).run()
+    assert metric_label(before, "p95 latency") == "p95 latency"  # exact: every raw row is there
+
+    prune(console.db.engine, cutoff, actor=Actor(label="cli:test", is_operator=True))
+    st.cache_data.clear()
+    at = console.page(PAGE, analyst).run()
+
+    assert not at.exception and not at.error
+    assert len(raw_rows(console.db)) < len(rows)
+    for label in ("Calls", "Cost (USD)", "Success rate"):
+        assert metric(at, label) == metric(before, label), label
+    assert metric_label(at, "p95 latency") == "≈ p95 latency"
+    assert any(
+        c.value.startswith(f"Raw rows before {cutoff.date()} were pruned; latency percentiles")
+        for c in at.caption
+    )
+
+
+def metric_label(at: AppTest, label: str) -> str:
+    return next(m.label for m in at.metric if m.label.endswith(label))
