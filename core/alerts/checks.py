@@ -77,7 +77,8 @@ def claim_due(session: Session, now: datetime) -> int:
     if not new:
         return 0
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(AlertDelivery.__table__).on_conflict_do_nothing()
+    table = AlertDelivery.__table__
+    insert = dialect.insert(table).on_conflict_do_nothing().returning(table.c.id)
     result = session.connection().execute(
         insert,
         [
@@ -96,7 +97,7 @@ def claim_due(session: Session, now: datetime) -> int:
             for d in new
         ],
     )
-    return max(result.rowcount or 0, 0)
+    return len(result.all())
 
 
 def find_due(session: Session, now: datetime) -> list[Due]:
