@@ -53,9 +53,13 @@ class Due:
 
 
 def claim_due(session: Session, now: datetime) -> int:
-    """Claim every alert that is due and not claimed yet; how many were new. Runs in the
-    caller's transaction; a claim another watcher made first is skipped, not an error."""
-    due = find_due(session, now)
+    """Claim every alert that is due and not claimed yet; how many were new."""
+    return claim(session, find_due(session, now), now)
+
+
+def claim(session: Session, due: list[Due], now: datetime) -> int:
+    """Claim those of `due` not claimed yet; how many were new. Runs in the caller's
+    transaction; a claim another watcher made first is skipped, not an error."""
     if not due:
         return 0
     seen = set(

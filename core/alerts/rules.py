@@ -88,6 +88,17 @@ def list_rules(session: Session, actor: Actor) -> list[RuleView]:
     return [_view(row, names) for row in rows]
 
 
+def config_names(session: Session, actor: Actor) -> dict[int, str]:
+    """Each provider config's name by id, for choosing the one a rule is about."""
+    require_role(session, actor, ADMIN)
+    rows = session.execute(
+        select(ProviderConfig.id, ProviderConfig.display_name).order_by(
+            ProviderConfig.priority, ProviderConfig.id
+        )
+    )
+    return dict(rows.all())
+
+
 def recent_deliveries(session: Session, actor: Actor, limit: int = 50) -> list[DeliveryView]:
     """The newest alerts, sent, waiting or failed."""
     require_role(session, actor, ADMIN)

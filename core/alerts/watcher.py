@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.alerts.checks import claim_due
+from core.alerts.checks import claim, find_due
 from core.alerts.courier import Outcome, deliver_due
 from core.alerts.outbox import Outbox
 from core.db import session_scope
 from core.models import utcnow
 
 log = logging.getLogger(__name__)
+RUNNING: weakref.WeakSet[AlertWatcher] = weakref.WeakSet()  # started and not stopped
 
 
 @dataclass(frozen=True)
@@ -48,20 +50,26 @@ class AlertWatcher:
     def run_once(self) -> Round:
         """Claim what is due now, then send what is due now."""
         now = self._clock()
-        with session_scope(self._sessions, immediate=True) as session:
-            claimed = claim_due(session, now)
+        with session_scope(self._sessions) as session:  # reads only, most rounds
+            due = find_due(session, now)
+        claimed = 0
+        if due:
+            with session_scope(self._sessions, immediate=True) as session:
+                claimed = claim(session, due, now)
         return Round(claimed, deliver_due(self._sessions, self._outbox, now))
 
     def start(self) -> AlertWatcher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="alert-watcher", daemon=True)
             self._thread.start()
+            RUNNING.add(self)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        RUNNING.discard(self)
 
     def _run(self) -> None:
         while not self._stop.is_set():
