@@ -122,7 +122,7 @@ if not rules:
     st.caption("No alert rules yet: add one above.")
 for rule in rules:
     with st.container(border=True):
-        text, test_col, remove_col = st.columns([6, 1, 1], vertical_alignment="center")
+        text, test_col, remove_col = st.columns([4, 1, 1], vertical_alignment="center")
         text.markdown(
             f"**{alerts.CHANNEL_NAMES[rule.channel]}** to {ui.plain(rule.target_hint)} · "
             f"{ui.plain(rule.config_name)}  \n{rule.watches}"

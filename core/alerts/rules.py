@@ -45,7 +45,7 @@ class RuleView:
 
     @property
     def watches(self) -> str:
-        """E.g. "daily budget, monthly budget at 80, 95, 100% · error rate above 10%"."""
+        """E.g. "Daily budget, monthly budget at 80, 95, 100% · error rate above 10%"."""
         parts = []
         if self.limit_kinds:
             names = ", ".join(KIND_NAMES[k] for k in self.limit_kinds)
@@ -55,7 +55,8 @@ class RuleView:
                 f"error rate above {self.error_rate_percent}% "
                 f"(≥ {self.error_min_calls} calls in 15 min)"
             )
-        return " · ".join(parts)
+        text = " · ".join(parts)
+        return text[:1].upper() + text[1:]
 
 
 @dataclass(frozen=True)

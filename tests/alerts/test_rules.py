@@ -46,7 +46,7 @@ def test_a_webhook_url_is_stored_encrypted_and_shown_only_as_a_hint(
     assert "PLANTED" not in repr(view)
     assert "PLANTED" not in repr(AlertInput(channel="slack", target=url))
     assert view.watches == (
-        "daily token limit, monthly token limit, daily budget, monthly budget at 80, 95, 100%"
+        "Daily token limit, monthly token limit, daily budget, monthly budget at 80, 95, 100%"
     )
 
 

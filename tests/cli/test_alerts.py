@@ -53,7 +53,7 @@ def test_add_list_test_check_remove(
     assert code == 0, out
     assert out.splitlines() == [
         f"Added alert rule 1: webhook to {listener.url}/…EN9z (Billing)",
-        "  watches daily token limit, monthly token limit, daily budget, monthly budget at 50, 90%",
+        "  watches Daily token limit, monthly token limit, daily budget, monthly budget at 50, 90%",
         "  try it: python -m core alerts test 1",
     ]
     code, out = run(db, capsys, "list", "--json")
