@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import threading
 
@@ -66,6 +67,10 @@ def cmd_alerts_list(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_alerts_add(settings: Settings, args: argparse.Namespace) -> None:
+    if args.webhook_env is not None:
+        args.webhook = os.environ.get(args.webhook_env, "").strip()
+        if not args.webhook:
+            raise CliError(f"--webhook-env: the environment variable {args.webhook_env} is empty")
     if args.webhook is None and args.email is None:
         raise CliError("give --webhook URL (with --slack for Slack) or --email ADDRESS")
     if args.slack and args.webhook is None:

@@ -156,9 +156,17 @@ def _alert_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     target = add.add_mutually_exclusive_group()
     target.add_argument("--webhook", metavar="URL", help="POST a JSON body to this URL")
+    target.add_argument(
+        "--webhook-env",
+        metavar="VAR",
+        help="the webhook URL from this environment variable (keeps a Slack URL's token out "
+        "of shell history)",
+    )
     target.add_argument("--email", metavar="ADDRESS", help="email through AI_CONSOLE_SMTP_URL")
     add.add_argument(
-        "--slack", action="store_true", help="--webhook is a Slack incoming webhook ({text})"
+        "--slack",
+        action="store_true",
+        help="the webhook is a Slack incoming webhook (it gets {text})",
     )
     add.add_argument("--config", type=int, metavar="ID", help="one config (default: every config)")
     add.add_argument(

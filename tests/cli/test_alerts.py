@@ -44,12 +44,12 @@ def test_add_list_test_check_remove(
     listener: AttackerServer,
     fake_providers: FakeProviderServer,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = add_config(db, fake_providers, display_name="Billing", daily_token_limit=1000)
-    url = f"{listener.url}/hook/{TOKEN}"
-    code, out = run(
-        db, capsys, "add", "--webhook", url, "--config", str(config), "--threshold", "50,90"
-    )
+    monkeypatch.setenv("ALERT_HOOK_FOR_TEST", f"{listener.url}/hook/{TOKEN}")
+    args = ["--webhook-env", "ALERT_HOOK_FOR_TEST", "--config", str(config), "--threshold", "50,90"]
+    code, out = run(db, capsys, "add", *args)
     assert code == 0, out
     assert out.splitlines() == [
         f"Added alert rule 1: webhook to {listener.url}/…EN9z (Billing)",
@@ -96,6 +96,7 @@ def test_add_list_test_check_remove(
     [
         ([], "error: give --webhook URL (with --slack for Slack) or --email ADDRESS"),
         (["--email", "ops@example.com", "--slack"], "error: --slack goes with --webhook URL"),
+        (["--webhook-env", "UNSET_HOOK_VAR"], "error: --webhook-env: the environment variable"),
         (["--webhook", "URL", "--threshold", "80,101"], "--threshold: '101' is not a percentage"),
         (["--webhook", "URL", "--limits", "usd_weekly"], "--limits: unknown limit 'usd_weekly'"),
         (["--webhook", "URL", "--limits", "none"], "--limits: choose at least one limit"),
