@@ -517,6 +517,9 @@ class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"  # not sent yet: due at next_attempt_at
     SENT = "sent"
     FAILED = "failed"  # every attempt failed; nothing more is tried
+    # Crossed in the same round as a higher threshold of the same limit and period: that
+    # alert says so, and this one is never sent (three messages at once would be noise).
+    SUPERSEDED = "superseded"
 
 
 class AlertRule(Base):

@@ -28,6 +28,7 @@ from core.models import (
     AlertDelivery,
     AlertKind,
     AlertRule,
+    DeliveryStatus,
     ProviderConfig,
     UsageLog,
     UsageStatus,
@@ -80,28 +81,38 @@ def claim(session: Session, due: list[Due], now: datetime) -> int:
     new = [d for d in due if (d.rule_id, d.config_id, d.kind, d.period, d.threshold) not in seen]
     if not new:
         return 0
+    groups: dict[tuple[int, int, str, str], list[Due]] = {}
+    for d in new:
+        groups.setdefault((d.rule_id, d.config_id, d.kind, d.period), []).append(d)
+    rows = []
+    for group in groups.values():
+        group.sort(key=lambda d: d.threshold)
+        *lower, top = group
+        message = top.message.also_crossed([d.threshold for d in lower]) if lower else None
+        rows.append(_row(top, DeliveryStatus.PENDING, now, message))
+        rows += [_row(d, DeliveryStatus.SUPERSEDED, now) for d in lower]
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     table = AlertDelivery.__table__
-    insert = dialect.insert(table).on_conflict_do_nothing().returning(table.c.id)
-    result = session.connection().execute(
-        insert,
-        [
-            {
-                "rule_id": d.rule_id,
-                "config_id": d.config_id,
-                "kind": d.kind,
-                "period": d.period,
-                "threshold": d.threshold,
-                "body": d.message.body,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for d in new
-        ],
-    )
-    return len(result.all())
+    insert = dialect.insert(table).on_conflict_do_nothing().returning(table.c.status)
+    statuses = session.connection().execute(insert, rows).scalars().all()
+    return statuses.count(DeliveryStatus.PENDING.value)
+
+
+def _row(
+    due: Due, status: DeliveryStatus, now: datetime, message: Message | None = None
+) -> dict[str, Any]:
+    return {
+        "rule_id": due.rule_id,
+        "config_id": due.config_id,
+        "kind": due.kind,
+        "period": due.period,
+        "threshold": due.threshold,
+        "body": (message or due.message).body,
+        "status": status.value,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
 
 
 def find_due(session: Session, now: datetime) -> list[Due]:
@@ -181,7 +192,7 @@ def limit_message(
     percent = forecast.used * 100 / forecast.limit
     usd = forecast.unit == "usd"
     when = "today (UTC)" if forecast.period == "day" else "this month (UTC)"
-    if threshold >= 100:
+    if forecast.reached:
         headline = f"{config.display_name} has used up its {name}"
         after = "Calls are refused (or fall back to another provider) until the " + (
             "day ends at midnight UTC." if forecast.period == "day" else "month ends (UTC)."

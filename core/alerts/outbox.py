@@ -49,6 +49,12 @@ class Message:
     text: str
     body: dict[str, Any]
 
+    def also_crossed(self, lower: list[int]) -> Message:
+        """This alert, saying it stands for the lower thresholds crossed with it."""
+        passed = " and ".join(f"{t}%" for t in lower)
+        text = f"{self.text}\n(It passed {passed} since the last check too.)"
+        return Message(self.subject, text, self.body | {"text": text, "also_crossed": lower})
+
 
 @dataclass(frozen=True)
 class Outbox:

@@ -59,7 +59,7 @@ def test_each_threshold_crossed_is_sent_once_per_period(
     assert sent[0].actor_label == "alerts" and sent[0].details["target"].endswith("/…pend")
 
 
-def test_a_jump_past_several_thresholds_sends_each_and_monthly_tokens_count_the_month(
+def test_a_jump_past_several_thresholds_sends_one_alert_and_monthly_tokens_count_the_month(
     db: MigratedDatabase, boss: Actor, outbox: Outbox, listener: AttackerServer, budgeted: int
 ) -> None:
     rule(db, boss, outbox, channel="webhook", target=listener.url, limit_kinds=["tokens_month"])
@@ -67,10 +67,21 @@ def test_a_jump_past_several_thresholds_sends_each_and_monthly_tokens_count_the_
     spend(db, budgeted, NOW.date() - timedelta(days=3), tokens=600_000)
     spend(db, budgeted, NOW.date(), tokens=360_000, micro_usd=990_000)
     watcher(db, outbox, [NOW]).run_once()
-    got = [(b["kind"], b["period_start"], b["threshold_percent"]) for b in bodies(listener)]
-    # The daily budget (99%) is not watched by this rule.
-    assert got == [("tokens_month", "2026-12", 80), ("tokens_month", "2026-12", 95)]
-    assert bodies(listener)[0]["used"] == 960_000 and bodies(listener)[0]["unit"] == "tokens"
+    # One message for the highest threshold passed, saying it passed the lower one too (two
+    # at once would be noise); the daily budget (99%) is not watched by this rule.
+    (body,) = bodies(listener)
+    assert (body["kind"], body["period_start"], body["threshold_percent"]) == (
+        "tokens_month",
+        "2026-12",
+        95,
+    )
+    assert body["also_crossed"] == [80] and "It passed 80% since the last check too" in body["text"]
+    assert (body["used"], body["unit"]) == (960_000, "tokens")
+    # The 80% is claimed, never sent later; the 100% still comes when it is reached.
+    spend(db, budgeted, NOW.date(), tokens=400_000)
+    watcher(db, outbox, [NOW]).run_once()
+    watcher(db, outbox, [NOW]).run_once()
+    assert [b["threshold_percent"] for b in bodies(listener)] == [95, 100]
 
 
 def test_watchers_running_at_once_send_each_alert_once(
@@ -98,7 +109,8 @@ def test_watchers_running_at_once_send_each_alert_once(
     for t in threads:
         t.join()
     assert errors == []
-    assert sorted(b["threshold_percent"] for b in bodies(listener)) == [80, 95, 100]
+    (body,) = bodies(listener)
+    assert (body["threshold_percent"], body["also_crossed"]) == (100, [80, 95])
 
 
 def test_a_rule_for_one_config_is_silent_about_the_others(
