@@ -140,6 +140,7 @@ for rule in rules:
             )
 
 st.subheader("Recent alerts")
+targets = {rule.id: rule.target_hint for rule in rules}
 if not recent:
     st.caption("None sent yet.")
 else:
@@ -149,6 +150,7 @@ else:
                 "Created": d.created_at,
                 "Status": d.status,
                 "Alert": d.subject,
+                "To": targets.get(d.rule_id, ""),
                 "Period": d.period,
                 "Attempts": d.attempts,
                 "Sent": d.sent_at,

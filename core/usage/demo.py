@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -114,6 +114,18 @@ def add_demo_data(
             load(conn, frame)
             _count_use(frame, now, used)
         _record_quota(conn, used)
+        # A demo config has "existed" since its first demo call: forecasts take the rate
+        # since a config's creation when that is within the last 7 days, and a config made
+        # a minute ago with weeks of calls would look as if it burned them in that minute.
+        table = ProviderConfig.__table__
+        conn.execute(
+            update(table)
+            .where(
+                table.c.id.in_([i for i in config_ids.values() if i is not None]),
+                table.c.created_at > now - timedelta(days=days),
+            )
+            .values(created_at=now - timedelta(days=days))
+        )
         with Session(bind=conn) as session:
             audit.record(
                 session,

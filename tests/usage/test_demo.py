@@ -72,6 +72,10 @@ def test_demo_data_looks_real_and_purge_removes_it(
         assert len(configs) == 6 and not any(c.is_active for c in configs)
         assert not any(c.serves(task) for c in configs for task in ("extraction", "cv_draft"))
         assert {c.id for c in configs} == {r["provider_config_id"] for r in rows}
+        # Made now, but "existing" since their first call: a forecast from their creation
+        # would otherwise see weeks of calls in a minute ("daily limit reached about 08:33").
+        first = min(r["created_at"] for r in rows if r["source"] == "demo")
+        assert all(c.created_at <= first for c in configs)
         month = utcnow().date().replace(day=1)
         used: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for r in rows:
