@@ -7,16 +7,18 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Awaitable, Iterator
+from dataclasses import replace
 from datetime import timedelta
 from email import message_from_bytes
 from email.message import Message as Email
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from sqlalchemy import select
 
 from core.access import Actor
-from core.alerts import MAX_ATTEMPTS, Outbox, backoff
+from core.alerts import MAX_ATTEMPTS, Outbox, backoff, send_test
 from core.config import SmtpServer
 from core.models import AlertDelivery, UsageLog
 from tests.alerts.conftest import LOOPBACK, NOW, audit, bodies, rule, spend, watcher
@@ -38,10 +40,11 @@ class Inbox:
 class BoundController(Controller):
     """aiosmtpd on a socket bound before it starts: a free port without a race for it."""
 
-    def __init__(self, handler: Inbox) -> None:
+    def __init__(self, handler: Inbox, **smtp: object) -> None:
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
-        super().__init__(handler, hostname="127.0.0.1", port=self._sock.getsockname()[1])
+        port = self._sock.getsockname()[1]
+        super().__init__(handler, hostname="127.0.0.1", port=port, **smtp)
 
     def _create_server(self) -> Awaitable[object]:  # type: ignore[override]
         return self.loop.create_server(self._factory_invoker, sock=self._sock)
@@ -90,6 +93,40 @@ def test_an_email_alert_reaches_a_real_smtp_server(
     assert mail["Subject"] == "AI Provider Console: Billing GPT at 50% of its daily budget"
     assert "$0.51 of $1.00 today (UTC)" in mail.get_payload()
     assert [a.action for a in audit(db, "alert.")] == ["alert.sent"]
+
+
+def test_the_smtp_password_signs_in_and_a_wrong_one_is_said_without_it(
+    db: MigratedDatabase, boss: Actor, budgeted: int, outbox: Outbox
+) -> None:
+    def check(server, session, envelope, mechanism, auth_data) -> AuthResult:  # type: ignore[no-untyped-def]
+        ok = (auth_data.login, auth_data.password) == (b"alerts@corp", b"PLANTED-pw")
+        return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
+
+    inbox = Inbox()
+    # Plain AUTH without TLS only because this server is on loopback in a test.
+    controller = BoundController(inbox, authenticator=check, auth_require_tls=False)
+    controller.start()
+    try:
+        server = SmtpServer("127.0.0.1", controller.port, username="alerts@corp")
+        for password, delivered in (("PLANTED-pw", 1), ("PLANTED-wrong", 1)):
+            mailer = Outbox(
+                cipher=outbox.cipher,
+                allowlist=LOOPBACK,
+                smtp=replace(server, password=password),
+                sender="ai-console@example.com",
+            )
+            if not inbox.messages:
+                rule_id = rule(db, boss, mailer, channel="email", target="ops@example.com")
+            with db.session() as session, session.begin():
+                result = send_test(session, boss, mailer, rule_id)
+            assert len(inbox.messages) == delivered
+        assert not result.ok
+        assert result.message.endswith(
+            "127.0.0.1 refused the user name and password of AI_CONSOLE_SMTP_URL."
+        )
+        assert "PLANTED" not in result.message and "PLANTED" not in repr(audit(db, "alert"))
+    finally:
+        controller.stop()
 
 
 def test_an_email_rule_needs_smtp_and_a_permitted_smtp_host(
