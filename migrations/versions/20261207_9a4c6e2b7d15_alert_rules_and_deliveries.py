@@ -101,7 +101,8 @@ def upgrade() -> None:
             name=op.f("ck_alert_deliveries_kind"),
         ),
         sa.CheckConstraint(
-            "status IN ('pending', 'sent', 'failed', 'superseded')", name=op.f("ck_alert_deliveries_status")
+            "status IN ('pending', 'sent', 'failed', 'superseded')",
+            name=op.f("ck_alert_deliveries_status"),
         ),
         sa.CheckConstraint("attempts >= 0", name=op.f("ck_alert_deliveries_attempts_non_negative")),
         sa.ForeignKeyConstraint(
