@@ -27,6 +27,7 @@ ADMIN, ANALYST = UserRole.SUPER_ADMIN, UserRole.ANALYST
 # One line per page: file, title, icon, roles that see it. A role's first page opens first.
 PAGES = [
     ("pages/providers.py", "Providers", ":material/hub:", {ADMIN}),
+    ("pages/alerts.py", "Alerts", ":material/notifications:", {ADMIN}),
     ("pages/users.py", "Users", ":material/group:", {ADMIN}),
     ("pages/audit.py", "Audit log", ":material/policy:", {ADMIN}),
     ("pages/usage.py", "Usage", ":material/query_stats:", {ADMIN, ANALYST}),

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -55,6 +56,51 @@ class DbTimeouts:
 
 
 @dataclass(frozen=True)
+class SmtpServer:
+    """Where alert emails go (AI_CONSOLE_SMTP_URL): smtp://user:pass@host:587?starttls=1, or
+    smtps://host:465 for TLS from the first byte. The password never appears in its repr."""
+
+    host: str
+    port: int
+    tls: bool = False  # smtps: TLS from the first byte
+    starttls: bool = False  # smtp with ?starttls=1: upgrade before AUTH and MAIL
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpServer:
+        """ConfigError naming AI_CONSOLE_SMTP_URL (never quoting it: it may hold a password)."""
+        hint = "use e.g. smtp://user:pass@mail.example.com:587?starttls=1 or smtps://host:465"
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{SMTP_VARIABLE} is not a URL; {hint}") from None
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ConfigError(f"{SMTP_VARIABLE} must be an smtp:// or smtps:// URL; {hint}")
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"starttls"}
+        starttls = query.get("starttls", ["0"])[-1].lower()
+        if unknown or starttls not in ("0", "1", "true", "false", "yes", "no"):
+            raise ConfigError(f"{SMTP_VARIABLE} takes only ?starttls=1 (or 0); {hint}")
+        upgrade = starttls in ("1", "true", "yes")
+        if upgrade and parts.scheme == "smtps":
+            raise ConfigError(f"{SMTP_VARIABLE}: smtps:// is TLS already; drop ?starttls=1")
+        return cls(
+            host=parts.hostname,
+            port=port or (465 if parts.scheme == "smtps" else 587 if upgrade else 25),
+            tls=parts.scheme == "smtps",
+            starttls=upgrade,
+            username=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+        )
+
+
+SMTP_VARIABLE = "AI_CONSOLE_SMTP_URL"
+EMAIL_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Process-wide settings. Immutable; build a new one to change anything."""
 
@@ -83,6 +129,11 @@ class Settings:
     # Raw usage rows older than this many days may be pruned (core/usage/retention.py); None
     # keeps them all.
     usage_retention_days: int | None = None
+    # Alerts (core/alerts): the SMTP server for email alerts ("" = none; it may hold a
+    # password), their From address, and how often a watcher looks for limits crossed.
+    smtp_url: str = field(default="", repr=False)
+    alert_from: str = ""
+    alert_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         try:
@@ -128,6 +179,15 @@ class Settings:
                 f"{RETENTION_VARIABLE} must be at least {MIN_RETENTION_DAYS} (days), not "
                 f"{self.usage_retention_days}; leave it unset to keep every usage row"
             )
+        if self.smtp_url:
+            SmtpServer.parse(self.smtp_url)
+            if not EMAIL_ADDRESS.fullmatch(self.alert_from):
+                raise ConfigError(
+                    "AI_CONSOLE_ALERT_FROM must be the address alert emails come from "
+                    "(e.g. ai-console@example.com) when AI_CONSOLE_SMTP_URL is set"
+                )
+        if self.alert_interval_s <= 0:
+            raise ConfigError("AI_CONSOLE_ALERT_INTERVAL_S must be a number of seconds above 0")
 
     @property
     def is_production(self) -> bool:
@@ -141,6 +201,11 @@ class Settings:
     @property
     def db_timeouts(self) -> DbTimeouts:
         return DbTimeouts(self.db_connect_timeout_s, self.db_statement_timeout_s)
+
+    @property
+    def smtp(self) -> SmtpServer | None:
+        """The SMTP server for alert emails, or None when AI_CONSOLE_SMTP_URL is unset."""
+        return SmtpServer.parse(self.smtp_url) if self.smtp_url else None
 
     @property
     def usage_spool_dir(self) -> Path:
@@ -172,6 +237,9 @@ class Settings:
             base_url_allowlist=allowlist_entries(env.get(ALLOWLIST_VARIABLE, "")),
             service=env.get("AI_CONSOLE_SERVICE", "").strip(),
             usage_retention_days=_optional_int(env, RETENTION_VARIABLE),
+            smtp_url=env.get(SMTP_VARIABLE, "").strip(),
+            alert_from=env.get("AI_CONSOLE_ALERT_FROM", "").strip(),
+            alert_interval_s=_float(env, "AI_CONSOLE_ALERT_INTERVAL_S", 30.0),
         )
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.config import ConfigError, Settings
 from core.db import private_dir
-from core.models import ProviderConfig, User
+from core.models import AlertRule, ProviderConfig, User
 
 
 class DecryptionError(Exception):
@@ -136,6 +136,7 @@ def _to_stderr(message: str) -> None:
 class RotationReport:
     provider_keys: int
     totp_secrets: int
+    alert_targets: int = 0
 
 
 def rotate_all_secrets(session: Session, box: SecretBox) -> RotationReport:
@@ -148,12 +149,13 @@ def rotate_all_secrets(session: Session, box: SecretBox) -> RotationReport:
     session.flush()
     counts = [_rotate_column(session, box, *target) for target in _SECRET_COLUMNS]
     session.expire_all()
-    return RotationReport(provider_keys=counts[0], totp_secrets=counts[1])
+    return RotationReport(*counts)
 
 
 _SECRET_COLUMNS = (
     (ProviderConfig, "api_key_encrypted", "the API key of provider config"),
     (User, "totp_secret_encrypted", "the TOTP secret of user"),
+    (AlertRule, "target_encrypted", "the target of alert rule"),
 )
 
 

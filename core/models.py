@@ -502,3 +502,116 @@ usage_hourly = _usage_rollup(
     "ai_provider_usage_hourly", Column("hour", UTCDateTime(), primary_key=True)
 )
 usage_daily = _usage_rollup("ai_provider_usage_daily", Column("day", Date(), primary_key=True))
+
+
+# --- alerts (core/alerts) ---------------------------------------------------------------------
+
+
+class AlertChannel(enum.StrEnum):
+    WEBHOOK = "webhook"  # a generic JSON body
+    SLACK = "slack"  # Slack's incoming-webhook shape ({"text": ...})
+    EMAIL = "email"  # through AI_CONSOLE_SMTP_URL
+
+
+class AlertKind(enum.StrEnum):
+    """What an alert watches: a limit (unit and period) or a config's recent error rate."""
+
+    TOKENS_DAY = "tokens_day"
+    TOKENS_MONTH = "tokens_month"
+    USD_DAY = "usd_day"
+    USD_MONTH = "usd_month"
+    ERROR_RATE = "error_rate"
+
+
+LIMIT_KINDS = tuple(kind.value for kind in AlertKind if kind is not AlertKind.ERROR_RATE)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # not sent yet: due at next_attempt_at
+    SENT = "sent"
+    FAILED = "failed"  # every attempt failed; nothing more is tried
+    # Crossed in the same round as a higher threshold of the same limit and period: that
+    # alert says so, and this one is never sent (three messages at once would be noise).
+    SUPERSEDED = "superseded"
+
+
+class AlertRule(Base):
+    """Where to send which alerts: a target (webhook, Slack or email), the configs it is about
+    (one, or every config when config_id is NULL), the limits it watches with their thresholds,
+    and optionally an error-rate level. The target is encrypted (a Slack URL is a credential);
+    `target_hint` is what the console shows of it."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", AlertChannel), name="channel"),
+        CheckConstraint("length(target_encrypted) > 0", name="target_not_empty"),
+        CheckConstraint(
+            "error_rate_percent IS NULL OR (error_rate_percent > 0 AND error_rate_percent <= 100)",
+            name="error_rate_percent_range",
+        ),
+        CheckConstraint("error_min_calls >= 1", name="error_min_calls_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    target_encrypted: Mapped[str] = mapped_column(Text)
+    target_hint: Mapped[str] = mapped_column(String(200))
+    config_id: Mapped[int | None] = mapped_column(
+        ForeignKey("ai_provider_configs.id", ondelete="CASCADE"), index=True
+    )
+    # Comma-separated AlertKind values of the limits watched ('' for none), and the percentages
+    # of a limit at which to send ("80,95,100").
+    limit_kinds: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    thresholds: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # Send when a config's calls of the last 15 minutes failed more often than this (NULL: off),
+    # counted only once there were at least error_min_calls of them.
+    error_rate_percent: Mapped[int | None] = mapped_column()
+    error_min_calls: Mapped[int] = mapped_column(default=20, server_default="20")
+    is_active: Mapped[bool] = mapped_column(default=True, server_default=true())
+    created_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+class AlertDelivery(Base):
+    """One alert to send: a rule's threshold crossed by one config in one period. The unique
+    key is the claim that makes it once per threshold per period, however many watchers run;
+    `claimed_until` lets one of them send it at a time (core/alerts/courier.py)."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", AlertKind), name="kind"),
+        CheckConstraint(_one_of("status", DeliveryStatus), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        Index(
+            "uq_alert_deliveries_once",
+            "rule_id",
+            "config_id",
+            "kind",
+            "period",
+            "threshold",
+            unique=True,
+        ),
+        Index("ix_alert_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    # The config it is about; no foreign key, so the history outlives a deleted config.
+    config_id: Mapped[int] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(16))
+    # "2026-12-07" (day), "2026-12" (month), "2026-12-07T09:45" (an error-rate quarter hour).
+    period: Mapped[str] = mapped_column(String(20))
+    threshold: Mapped[int] = mapped_column()  # percent of the limit, or the error-rate level
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what is sent; never a secret
+    status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    sent_at: Mapped[datetime | None]

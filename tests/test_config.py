@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,44 @@ def test_importing_core_touches_nothing(tmp_path: Path) -> None:
         check=True,
     )
     assert not data_dir.exists()
+
+
+def test_alert_email_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            "AI_CONSOLE_SMTP_URL": "smtp://alerts%40corp:PLANTEDpw@mail.corp.example:2525?starttls=1",
+            "AI_CONSOLE_ALERT_FROM": "ai-console@corp.example",
+            "AI_CONSOLE_ALERT_INTERVAL_S": "15",
+        }
+    )
+    smtp = settings.smtp
+    assert smtp is not None
+    assert (smtp.host, smtp.port, smtp.starttls, smtp.tls, smtp.username, smtp.password) == (
+        "mail.corp.example",
+        2525,
+        True,
+        False,
+        "alerts@corp",
+        "PLANTEDpw",
+    )
+    assert settings.alert_interval_s == 15
+    assert "PLANTED" not in repr(settings) and "PLANTED" not in repr(smtp)
+    assert Settings.from_env({}).smtp is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"AI_CONSOLE_SMTP_URL": "http://u:PLANTEDpw@mail"}, "must be an smtp:// or smtps:// URL"),
+        ({"AI_CONSOLE_SMTP_URL": "smtp://u:PLANTEDpw@mail?tls=1"}, "takes only ?starttls=1"),
+        ({"AI_CONSOLE_SMTP_URL": "smtps://u:PLANTEDpw@mail?starttls=1"}, "is TLS already"),
+        ({"AI_CONSOLE_SMTP_URL": "smtp://u:PLANTEDpw@mail"}, "AI_CONSOLE_ALERT_FROM must be"),
+        ({"AI_CONSOLE_ALERT_INTERVAL_S": "0"}, "AI_CONSOLE_ALERT_INTERVAL_S must be"),
+    ],
+)
+def test_bad_alert_settings_are_named_without_the_password(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        Settings.from_env(environ)
+    assert "PLANTED" not in str(caught.value)

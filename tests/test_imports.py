@@ -20,7 +20,7 @@ NOT_FOR_ROUTING = (
     "core.usage.queries", "core.usage.rollup", "core.usage.percentiles", "core.usage.export",
     "core.usage.demo",
     "core.usage.demo_rows", "core.usage.monitoring", "core.accounts", "core.admin", "core.audit",
-    "core.access",
+    "core.access", "core.alerts",
     "pandas", "plotly", "streamlit", "numpy", *SDKS,
 )  # fmt: skip
 

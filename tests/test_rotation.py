@@ -74,7 +74,7 @@ def test_rotation_re_encrypts_every_secret_with_the_newest_key(
     settings = dataclasses.replace(db.settings, fernet_keys=(new, old))
     assert main(["keys", "rotate"], settings=settings) == 0
     out = capsys.readouterr().out
-    assert "Re-encrypted 3 provider key(s) and 1 TOTP secret(s)" in out
+    assert "Re-encrypted 3 provider key(s), 1 TOTP secret(s) and 0 alert target(s)" in out
     assert "remove them from AI_CONSOLE_FERNET_KEYS" in out
 
     after = stored_tokens(db)
@@ -95,7 +95,12 @@ def test_rotation_re_encrypts_every_secret_with_the_newest_key(
         )
         log = session.scalars(select(AdminActionLog)).one()
     assert (log.action, log.actor_label[:4], log.actor_id) == ("keys.rotate", "cli:", None)
-    assert log.details == {"provider_configs": 3, "mfa_enrolments": 1, "keys_configured": 2}
+    assert log.details == {
+        "provider_configs": 3,
+        "mfa_enrolments": 1,
+        "alert_rules": 0,
+        "keys_configured": 2,
+    }
 
 
 def test_rotation_is_all_or_nothing(

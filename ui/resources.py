@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import accounts
+from core.alerts import AlertWatcher, Outbox
 from core.config import ConfigError, Settings
 from core.crypto import SecretBox, load_cipher
 from core.db import make_engine, make_session_factory, schema_status, session_scope
@@ -52,6 +53,19 @@ def usage_writer() -> UsageWriter:
     return UsageWriter(engine(), QuotaLedger(engine()), settings().usage_spool_dir)
 
 
+@st.cache_resource
+def outbox() -> Outbox:
+    """How alerts leave this console (webhooks, Slack, email), for the Alerts page's tests."""
+    return Outbox.from_settings(settings(), cipher())
+
+
+@st.cache_resource
+def alert_watcher() -> AlertWatcher:
+    """Claims and sends the alerts that are due, every AI_CONSOLE_ALERT_INTERVAL_S, on a
+    thread of its own. Every console replica runs one; the database decides who sends what."""
+    return AlertWatcher(session_factory(), outbox(), settings().alert_interval_s).start()
+
+
 @contextmanager
 def transaction() -> Iterator[Session]:
     """A fresh Session for one unit of work: committed on success, rolled back on error."""
@@ -87,6 +101,7 @@ def _ready() -> None:
             f"{status.head}. Run `python -m core migrate` (or `make run`) and reload."
         )
     usage_writer()
+    alert_watcher()
 
 
 def needs_setup() -> bool:

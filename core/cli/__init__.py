@@ -16,6 +16,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core import accounts
 from core.admin import AdminError, ValidationFailed
+from core.cli.alerts import (
+    cmd_alerts_add,
+    cmd_alerts_check,
+    cmd_alerts_list,
+    cmd_alerts_remove,
+    cmd_alerts_test,
+    cmd_alerts_watch,
+)
 from core.cli.common import FLAGS, CliError, Command
 from core.cli.operators import (
     cmd_demo_data,
@@ -56,12 +64,19 @@ def _command(args: argparse.Namespace) -> Command:
         ("users", "unlock"): cmd_users_unlock,
         ("users", "reset-mfa"): cmd_users_reset_mfa,
         ("usage", "prune"): cmd_usage_prune,
+        ("alerts", "list"): cmd_alerts_list,
+        ("alerts", "add"): cmd_alerts_add,
+        ("alerts", "remove"): cmd_alerts_remove,
+        ("alerts", "test"): cmd_alerts_test,
+        ("alerts", "check"): cmd_alerts_check,
+        ("alerts", "watch"): cmd_alerts_watch,
     }
     action = (
         getattr(args, "keys_command", None)
         or getattr(args, "providers_command", None)
         or getattr(args, "users_command", None)
         or getattr(args, "usage_command", None)
+        or getattr(args, "alerts_command", None)
     )
     return table[(args.command, action)]
 

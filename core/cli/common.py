@@ -26,6 +26,13 @@ FLAGS = {
     "monthly_token_limit": "--monthly-limit",
     "daily_budget_usd": "--daily-budget-usd",
     "monthly_budget_usd": "--monthly-budget-usd",
+    # alerts add
+    "target": "--webhook/--email",
+    "config_id": "--config",
+    "limit_kinds": "--limits",
+    "thresholds": "--threshold",
+    "error_rate_percent": "--error-rate",
+    "error_min_calls": "--min-calls",
 }
 
 

@@ -107,12 +107,13 @@ def cmd_keys_rotate(settings: Settings, _args: argparse.Namespace) -> None:
             details={
                 "provider_configs": report.provider_keys,
                 "mfa_enrolments": report.totp_secrets,
+                "alert_rules": report.alert_targets,
                 "keys_configured": box.key_count,
             },
         )
     print(
-        f"Re-encrypted {report.provider_keys} provider key(s) and {report.totp_secrets} TOTP "
-        "secret(s) with the newest key."
+        f"Re-encrypted {report.provider_keys} provider key(s), {report.totp_secrets} TOTP "
+        f"secret(s) and {report.alert_targets} alert target(s) with the newest key."
     )
     if box.key_count > 1:
         print("Older keys are no longer needed: remove them from AI_CONSOLE_FERNET_KEYS.")

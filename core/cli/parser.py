@@ -37,6 +37,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
 
     _user_commands(commands)
     _usage_commands(commands)
+    _alert_commands(commands)
     return parser
 
 
@@ -158,3 +159,57 @@ def _user_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     account_actions.add_parser(
         "reset-mfa", help="forget an account's authenticator app; it must set one up again"
     ).add_argument("name", help="username")
+
+
+def _alert_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    alerts = commands.add_parser(
+        "alerts", help="alerts before a limit is hit (webhook, Slack, email)"
+    )
+    actions = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="list alert rules (targets shown as a hint)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    add = actions.add_parser(
+        "add",
+        help="add an alert rule",
+        description="Send an alert when a config's token limit or dollar budget reaches each "
+        "threshold (once per threshold per day or month), and/or when its error rate over the "
+        "last 15 minutes is above a level. Webhook and SMTP hosts must be public unless "
+        "AI_CONSOLE_BASE_URL_ALLOWLIST lists them.",
+    )
+    target = add.add_mutually_exclusive_group()
+    target.add_argument("--webhook", metavar="URL", help="POST a JSON body to this URL")
+    target.add_argument(
+        "--webhook-env",
+        metavar="VAR",
+        help="the webhook URL from this environment variable (keeps a Slack URL's token out "
+        "of shell history)",
+    )
+    target.add_argument("--email", metavar="ADDRESS", help="email through AI_CONSOLE_SMTP_URL")
+    add.add_argument(
+        "--slack",
+        action="store_true",
+        help="the webhook is a Slack incoming webhook (it gets {text})",
+    )
+    add.add_argument("--config", type=int, metavar="ID", help="one config (default: every config)")
+    add.add_argument(
+        "--limits",
+        default="all",
+        help="limits to watch: all (default), none, or some of "
+        "tokens_day,tokens_month,usd_day,usd_month",
+    )
+    add.add_argument(
+        "--threshold",
+        default="80,95,100",
+        metavar="PERCENTS",
+        help="percentages of a limit at which to alert (default 80,95,100)",
+    )
+    add.add_argument(
+        "--error-rate", metavar="PERCENT", help="also alert above this error rate (15 minutes)"
+    )
+    add.add_argument(
+        "--min-calls", default="20", help="calls in 15 minutes before the error rate counts"
+    )
+    for name, text in (("remove", "delete an alert rule"), ("test", "send a test alert now")):
+        actions.add_parser(name, help=text).add_argument("id", type=int)
+    actions.add_parser("check", help="claim and send what is due now, once (for cron)")
+    actions.add_parser("watch", help="check every AI_CONSOLE_ALERT_INTERVAL_S until stopped")

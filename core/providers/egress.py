@@ -56,10 +56,12 @@ _PRIVATE = tuple(
 # inet_aton's spellings of an IPv4 address: 1 to 4 parts, each decimal, octal (0...) or hex (0x...).
 _NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+)){0,3}", re.I)
 DEFAULT_LIMITS = httpx2.Limits(max_connections=100, max_keepalive_connections=20)
-_HINT = (
-    "only public provider endpoints are allowed "
-    f"(an operator can allow it with {ALLOWLIST_VARIABLE})"
-)
+_HINT = f"only public {{what}} are allowed (an operator can allow it with {ALLOWLIST_VARIABLE})"
+BASE_URL = "base URL"  # what a refusal names; alerts pass "webhook URL" or "SMTP server"
+
+
+def _hint(subject: str) -> str:
+    return _HINT.format(what="provider endpoints" if subject == BASE_URL else "hosts")
 
 
 class EgressRefused(Exception):
@@ -127,25 +129,33 @@ def system_resolve(host: str, port: int) -> list[str]:
 
 
 def check_base_url(
-    url: str, allowlist: Allowlist | None = None, resolve: Resolver = system_resolve
+    url: str,
+    allowlist: Allowlist | None = None,
+    resolve: Resolver = system_resolve,
+    *,
+    subject: str = BASE_URL,
 ) -> None:
     """Raise EgressRefused unless every address `url`'s host is or resolves to is public.
 
     A host (exact name) or address (exact IP, or inside a CIDR) in the allowlist passes; a host
     that does not resolve is refused. `allowlist=None` reads AI_CONSOLE_BASE_URL_ALLOWLIST. This
     is the save-time check; egress_client applies the same rule again to every new connection.
+    `subject` is what the refusal calls the URL (alert webhooks use the same rule).
     """
     try:
         parsed = httpx2.URL(url.strip())
     except (httpx2.InvalidURL, TypeError, ValueError):
-        raise EgressRefused(f"base URL {url!r} is not a valid URL") from None
+        raise EgressRefused(f"{subject} {url!r} is not a valid URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise EgressRefused(f"base URL {url!r} must be an http:// or https:// URL with a host")
+        raise EgressRefused(f"{subject} {url!r} must be an http:// or https:// URL with a host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    vet_host(parsed.host, port, Allowlist.from_env() if allowlist is None else allowlist, resolve)
+    allowed = Allowlist.from_env() if allowlist is None else allowlist
+    vet_host(parsed.host, port, allowed, resolve, subject=subject)
 
 
-def vet_host(host: str, port: int, allowlist: Allowlist, resolve: Resolver) -> list[IPAddress]:
+def vet_host(
+    host: str, port: int, allowlist: Allowlist, resolve: Resolver, *, subject: str = BASE_URL
+) -> list[IPAddress]:
     """The addresses to connect to for `host`, all allowed; EgressRefused otherwise.
 
     An allowlisted name returns [] (connect by name: the operator trusts whatever it resolves
@@ -156,12 +166,12 @@ def vet_host(host: str, port: int, allowlist: Allowlist, resolve: Resolver) -> l
         return []
     literal = _literal_address(name)
     if literal is not None:
-        _vet(name, literal, allowlist, resolved=False)
+        _vet(name, literal, allowlist, resolved=False, subject=subject)
         return [literal]
     if name in METADATA_NAMES:
-        raise EgressRefused(f"base URL host {name} is a cloud metadata host; {_HINT}")
+        raise EgressRefused(f"{subject} host {name} is a cloud metadata host; {_hint(subject)}")
     if name == "localhost" or name.endswith(".localhost"):
-        raise EgressRefused(f"base URL host {name} is a loopback name; {_HINT}")
+        raise EgressRefused(f"{subject} host {name} is a loopback name; {_hint(subject)}")
     try:
         answers = list(resolve(name, port))
     except (OSError, UnicodeError):
@@ -169,10 +179,10 @@ def vet_host(host: str, port: int, allowlist: Allowlist, resolve: Resolver) -> l
     addresses = [a for a in (_parse_address(answer) for answer in answers) if a is not None]
     if not addresses or len(addresses) != len(answers):
         raise EgressRefused(
-            f"base URL host {name} could not be resolved; check the spelling and the DNS"
+            f"{subject} host {name} could not be resolved; check the spelling and the DNS"
         )
     for address in addresses:
-        _vet(name, address, allowlist, resolved=True)
+        _vet(name, address, allowlist, resolved=True, subject=subject)
     return addresses
 
 
@@ -205,7 +215,9 @@ def address_class(address: IPAddress) -> str | None:
     return None
 
 
-def _vet(host: str, address: IPAddress, allowlist: Allowlist, *, resolved: bool) -> None:
+def _vet(
+    host: str, address: IPAddress, allowlist: Allowlist, *, resolved: bool, subject: str = BASE_URL
+) -> None:
     kind = address_class(address)
     if kind is None or allowlist.allows_address(address):
         return
@@ -214,9 +226,11 @@ def _vet(host: str, address: IPAddress, allowlist: Allowlist, *, resolved: bool)
         if embedded is not None and address_class(embedded) == kind:
             address = embedded
     if resolved:
-        raise EgressRefused(f"base URL host {host} resolves to {address}, {kind}; {_HINT}")
+        raise EgressRefused(
+            f"{subject} host {host} resolves to {address}, {kind}; {_hint(subject)}"
+        )
     shown = host if host == str(address) else f"{host} ({address})"
-    raise EgressRefused(f"base URL host {shown} is {kind}; {_HINT}")
+    raise EgressRefused(f"{subject} host {shown} is {kind}; {_hint(subject)}")
 
 
 def _normalize_host(host: str) -> str:

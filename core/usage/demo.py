@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -118,12 +118,24 @@ def add_demo_data(
         raise ValueError("days and calls must be positive")
     now = now or utcnow()
     config_ids, created = ensure_demo_configs(engine, admin, actor)
-    used: dict[tuple[int, date], int] = {}
+    used: dict[tuple[int, date], tuple[int, int]] = {}
     with engine.begin() as conn:
         for frame in generate(days, calls, config_ids, now, seed):
             load(conn, frame)
-            _count_tokens(frame, now, used)
+            _count_use(frame, now, used)
         _record_quota(conn, used)
+        # A demo config has "existed" since its first demo call: forecasts take the rate
+        # since a config's creation when that is within the last 7 days, and a config made
+        # a minute ago with weeks of calls would look as if it burned them in that minute.
+        table = ProviderConfig.__table__
+        conn.execute(
+            update(table)
+            .where(
+                table.c.id.in_([i for i in config_ids.values() if i is not None]),
+                table.c.created_at > now - timedelta(days=days),
+            )
+            .values(created_at=now - timedelta(days=days))
+        )
         with Session(bind=conn) as session:
             audit.record(
                 session,
@@ -171,17 +183,23 @@ def ensure_demo_configs(
     return ids, created
 
 
-def _count_tokens(frame: pd.DataFrame, now: datetime, used: dict[tuple[int, date], int]) -> None:
-    """Tokens per config and UTC day of the current month (what the quota counters hold)."""
+def _count_use(
+    frame: pd.DataFrame, now: datetime, used: dict[tuple[int, date], tuple[int, int]]
+) -> None:
+    """Tokens and micro-dollars per config and UTC day of the current month (what the quota
+    counters hold), so token limits and dollar budgets set on demo configs see their use."""
     month = pd.Timestamp(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0))
     recent = frame[(frame["created_at"] >= month) & frame["provider_config_id"].notna()]
-    sums = recent.groupby([recent["provider_config_id"], recent["created_at"].dt.date])
-    for (config_id, day), tokens in sums["total_tokens"].sum().items():
+    sums = recent.groupby([recent["provider_config_id"], recent["created_at"].dt.date])[
+        ["total_tokens", "cost_micro_usd"]
+    ].sum(min_count=0)
+    for (config_id, day), row in sums.iterrows():
         key = (int(config_id), day)
-        used[key] = used.get(key, 0) + int(tokens)
+        tokens, micro_usd = used.get(key, (0, 0))
+        used[key] = (tokens + int(row["total_tokens"]), micro_usd + int(row["cost_micro_usd"]))
 
 
-def _record_quota(conn: Connection, used: dict[tuple[int, date], int]) -> None:
+def _record_quota(conn: Connection, used: dict[tuple[int, date], tuple[int, int]]) -> None:
     if not used:
         return
     table = QuotaCounter.__table__
@@ -189,13 +207,23 @@ def _record_quota(conn: Connection, used: dict[tuple[int, date], int]) -> None:
     statement = insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=[table.c.config_id, table.c.day],
-        set_={"used_tokens": table.c.used_tokens + statement.excluded.used_tokens},
+        set_={
+            "used_tokens": table.c.used_tokens + statement.excluded.used_tokens,
+            "used_micro_usd": table.c.used_micro_usd + statement.excluded.used_micro_usd,
+        },
     )
     conn.execute(
         statement,
         [
-            {"config_id": c, "day": d, "used_tokens": t, "reserved_tokens": 0}
-            for (c, d), t in used.items()
+            {
+                "config_id": c,
+                "day": d,
+                "used_tokens": t,
+                "reserved_tokens": 0,
+                "used_micro_usd": m,
+                "reserved_micro_usd": 0,
+            }
+            for (c, d), (t, m) in used.items()
         ],
     )
 

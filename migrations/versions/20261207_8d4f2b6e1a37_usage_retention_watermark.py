@@ -2,7 +2,7 @@
 rollup triggers that keep a pruned row's sums.
 
 Revision ID: 8d4f2b6e1a37
-Revises: 5a7c2e9d1f03
+Revises: 9a4c6e2b7d15
 Create Date: 2026-12-07 03:50:00
 
 `ai_provider_usage_retention` holds at most one row (id 1): `pruned_before`, a UTC midnight
@@ -21,7 +21,7 @@ from alembic import op
 from migrations.rollup_triggers import FIRST
 
 revision: str = "8d4f2b6e1a37"
-down_revision: str | Sequence[str] | None = "5a7c2e9d1f03"
+down_revision: str | Sequence[str] | None = "9a4c6e2b7d15"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -72,19 +72,29 @@ def test_demo_data_looks_real_and_purge_removes_it(
         assert len(configs) == 6 and not any(c.is_active for c in configs)
         assert not any(c.serves(task) for c in configs for task in ("extraction", "cv_draft"))
         assert {c.id for c in configs} == {r["provider_config_id"] for r in rows}
+        # Made now, but "existing" since their first call: a forecast from their creation
+        # would otherwise see weeks of calls in a minute ("daily limit reached about 08:33").
+        first = min(r["created_at"] for r in rows if r["source"] == "demo")
+        assert all(c.created_at <= first for c in configs)
         month = utcnow().date().replace(day=1)
-        used: dict[int, int] = defaultdict(int)
+        used: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for r in rows:
             if r["created_at"].date() >= month:
-                used[r["provider_config_id"]] += r["total_tokens"]
-        counted = dict(
-            session.execute(
-                select(QuotaCounter.config_id, func.sum(QuotaCounter.used_tokens)).group_by(
-                    QuotaCounter.config_id
-                )
+                used[r["provider_config_id"]][0] += r["total_tokens"]
+                used[r["provider_config_id"]][1] += r["cost_micro_usd"] or 0
+        counted = {
+            config: [tokens, micro_usd]
+            for config, tokens, micro_usd in session.execute(
+                select(
+                    QuotaCounter.config_id,
+                    func.sum(QuotaCounter.used_tokens),
+                    func.sum(QuotaCounter.used_micro_usd),
+                ).group_by(QuotaCounter.config_id)
             ).all()
-        )
-        assert {k: v for k, v in used.items() if v} == counted
+        }
+        # Tokens and dollars alike, so a budget set on a demo config sees what it spent.
+        assert {k: v for k, v in used.items() if v[0]} == counted
+        assert sum(v[1] for v in counted.values()) > 0
         actions = session.scalars(select(AdminActionLog.action)).all()
         assert actions.count("provider.create") == 6 and "usage.demo_data" in actions
 

@@ -1,0 +1,170 @@
+"""Alerts (super-admins): where to hear that a limit or budget is nearly used up, or that a
+provider keeps failing, before calls start being refused. Adding and removing a rule needs a
+fresh authenticator code; a test button sends a sample alert at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+from sqlalchemy.orm import Session
+
+import ui
+from core import alerts
+from core.access import Actor
+from core.models import LIMIT_KINDS, UserRole
+
+ui.through_the_app()
+
+me = ui.require_user(UserRole.SUPER_ADMIN)
+st.title("Alerts")
+outbox = ui.outbox()
+interval = ui.settings().alert_interval_s
+st.caption(
+    "Hear about a token limit or dollar budget before calls start failing: each threshold is "
+    "sent once per UTC day or month. An error-rate alert says when a provider keeps failing. "
+    f"The console checks every {interval:g} s and retries a failed delivery with backoff; "
+    "every alert sent or failed is in the audit log."
+)
+
+with ui.transaction() as session:
+    rules = alerts.list_rules(session, ui.actor(me))
+    configs = alerts.config_names(session, ui.actor(me))
+    recent = alerts.recent_deliveries(session, ui.actor(me))
+
+
+TARGET_FIELD = "alert_target"
+SEALED_TARGET = "alert_target_sealed"
+
+
+def _seal_target() -> None:
+    """On submit, before the page runs: move the typed URL out of the widget's state into a
+    sealed copy (a Slack URL is a credential), so no plaintext stays in session state."""
+    st.session_state[SEALED_TARGET] = ui.seal((st.session_state.get(TARGET_FIELD) or "").strip())
+    st.session_state[TARGET_FIELD] = ""
+
+
+def _add(session: Session, actor: Actor, target: str, fields: dict[str, Any]) -> str:
+    view = alerts.add_rule(session, actor, outbox, alerts.AlertInput(target=target, **fields))
+    return f"Added an alert rule: {view.watches}, to {view.target_hint}."
+
+
+with st.expander("Add an alert rule", icon=":material/add_alert:", expanded=not rules):
+    channel = st.radio(
+        "Send to",
+        list(alerts.CHANNEL_NAMES),
+        format_func=alerts.CHANNEL_NAMES.get,
+        horizontal=True,
+        key="alert_channel",
+    )
+    if channel == "email" and outbox.smtp is None:
+        st.info(
+            "Email alerts need AI_CONSOLE_SMTP_URL (e.g. smtp://user:pass@host:587?starttls=1) "
+            "and AI_CONSOLE_ALERT_FROM set where the console runs."
+        )
+    with st.form("add_alert"):
+        if channel == "email":
+            st.text_input("Email address", placeholder="ops@example.com", key=TARGET_FIELD)
+        else:
+            st.text_input(
+                "Slack incoming-webhook URL" if channel == "slack" else "Webhook URL",
+                key=TARGET_FIELD,
+                type="password",
+                placeholder="https://hooks.slack.com/services/…"
+                if channel == "slack"
+                else "https://alerts.example.com/ai-console",
+                help="Kept encrypted like an API key; only its host and last 4 characters are "
+                "shown. The host must be public unless AI_CONSOLE_BASE_URL_ALLOWLIST lists it.",
+            )
+        scope = st.selectbox(
+            "About",
+            [None, *configs],
+            format_func=lambda c: "Every provider config" if c is None else configs[c],
+        )
+        left, right = st.columns(2)
+        kinds = left.multiselect(
+            "Limits to watch",
+            list(LIMIT_KINDS),
+            default=list(LIMIT_KINDS),
+            format_func=lambda k: alerts.KIND_NAMES[k].capitalize(),
+            help="Only configs that have the limit set are watched.",
+        )
+        thresholds = right.text_input(
+            "At (% of the limit)",
+            value=",".join(map(str, alerts.DEFAULT_THRESHOLDS)),
+            help="Comma-separated percentages; 100 means the limit is used up.",
+        )
+        level = left.text_input(
+            "Error-rate alert above (%)",
+            placeholder="off",
+            help="Failed calls (errors and timeouts) of all answered calls in the last 15 minutes.",
+        )
+        min_calls = right.text_input("…once there were at least (calls in 15 minutes)", value="20")
+        add = st.form_submit_button("Add alert rule", type="primary", on_click=_seal_target)
+    if add:
+        ui.run_sensitive(
+            "Adding an alert rule",
+            _add,
+            st.session_state.pop(SEALED_TARGET),
+            {
+                "channel": channel,
+                "config_id": scope,
+                "limit_kinds": kinds,
+                "thresholds": thresholds,
+                "error_rate_percent": level,
+                "error_min_calls": min_calls,
+            },
+            done="Added an alert rule.",
+        )
+
+st.subheader("Rules")
+if not rules:
+    st.caption("No alert rules yet: add one above.")
+for rule in rules:
+    with st.container(border=True):
+        text, test_col, remove_col = st.columns([4, 1, 1], vertical_alignment="center")
+        text.markdown(
+            f"**{alerts.CHANNEL_NAMES[rule.channel]}** to {ui.plain(rule.target_hint)} · "
+            f"{ui.plain(rule.config_name)}  \n{rule.watches}"
+        )
+        if test_col.button("Send test", key=f"test_{rule.id}", icon=":material/send:"):
+            with st.spinner("Sending a test alert…"), ui.transaction() as session:
+                result = alerts.send_test(session, ui.actor(me), outbox, rule.id)
+            (st.success if result.ok else st.error)(ui.plain(result.message))
+        if remove_col.button("Remove", key=f"remove_{rule.id}", icon=":material/delete:"):
+            ui.run_sensitive(
+                f"Removing alert rule {rule.id}",
+                alerts.remove_rule,
+                rule.id,
+                done=f"Removed alert rule {rule.id}.",
+            )
+
+st.subheader("Recent alerts")
+targets = {rule.id: rule.target_hint for rule in rules}
+if not recent:
+    st.caption("None sent yet.")
+else:
+    st.dataframe(
+        [
+            {
+                "Created": d.created_at,
+                "Status": d.status,
+                "Alert": d.subject,
+                "To": targets.get(d.rule_id, ""),
+                "Period": d.period,
+                "Attempts": d.attempts,
+                "Sent": d.sent_at,
+                "Next try": d.next_attempt_at if d.status == "pending" else None,
+                "Last error": d.last_error,
+            }
+            for d in recent
+        ],
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm [UTC]"),
+            "Sent": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm [UTC]"),
+            "Next try": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss [UTC]"),
+        },
+        placeholder="—",
+    )
