@@ -15,7 +15,10 @@ from core.alerts import AlertWatcher, Outbox
 from core.config import ConfigError, Settings
 from core.crypto import SecretBox, load_cipher
 from core.db import make_engine, make_session_factory, schema_status, session_scope
+from core.models import utcnow
+from core.periodic import Periodic
 from core.quota.ledger import QuotaLedger
+from core.usage.retention import apply_retention
 from core.usage.writer import UsageWriter
 
 
@@ -66,6 +69,23 @@ def alert_watcher() -> AlertWatcher:
     return AlertWatcher(session_factory(), outbox(), settings().alert_interval_s).start()
 
 
+RETENTION_EVERY_S = 3600.0
+
+
+@st.cache_resource
+def usage_retention() -> Periodic | None:
+    """Prunes raw usage rows older than AI_CONSOLE_USAGE_RETENTION_DAYS once an hour, on a
+    thread of its own (None when it is unset: every row is kept). Every replica may run it:
+    a prune that finds nothing older does nothing."""
+    if settings().usage_retention_days is None:
+        return None
+    return Periodic(
+        "usage-retention",
+        RETENTION_EVERY_S,
+        lambda: apply_retention(engine(), settings(), utcnow()),
+    ).start()
+
+
 @contextmanager
 def transaction() -> Iterator[Session]:
     """A fresh Session for one unit of work: committed on success, rolled back on error."""
@@ -102,6 +122,7 @@ def _ready() -> None:
         )
     usage_writer()
     alert_watcher()
+    usage_retention()
 
 
 def needs_setup() -> bool:

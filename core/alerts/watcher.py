@@ -7,9 +7,6 @@ courier.py)."""
 
 from __future__ import annotations
 
-import logging
-import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,9 +18,7 @@ from core.alerts.courier import Outcome, deliver_due
 from core.alerts.outbox import Outbox
 from core.db import session_scope
 from core.models import utcnow
-
-log = logging.getLogger(__name__)
-RUNNING: weakref.WeakSet[AlertWatcher] = weakref.WeakSet()  # started and not stopped
+from core.periodic import Periodic
 
 
 @dataclass(frozen=True)
@@ -42,10 +37,8 @@ class AlertWatcher:
     ) -> None:
         self._sessions = sessions
         self._outbox = outbox
-        self._interval_s = interval_s
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._rounds = Periodic("alert-watcher", interval_s, self.run_once)
 
     def run_once(self) -> Round:
         """Claim what is due now, then send what is due now."""
@@ -59,22 +52,9 @@ class AlertWatcher:
         return Round(claimed, deliver_due(self._sessions, self._outbox, now))
 
     def start(self) -> AlertWatcher:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="alert-watcher", daemon=True)
-            self._thread.start()
-            RUNNING.add(self)
+        """Rounds every interval on a thread of its own (core/periodic.py)."""
+        self._rounds.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        RUNNING.discard(self)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception as exc:  # the database away, a bug: say so, try again next round
-                log.warning("alert watcher: this round failed (%s); trying again", exc)
-            self._stop.wait(self._interval_s)
+        self._rounds.stop(timeout)

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import streamlit as st
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import func, select
 from streamlit.testing.v1 import AppTest
 
 import ui
 from core.access import Actor
-from core.models import AdminActionLog, ProviderConfig, QuotaCounter, utcnow
+from core.models import AdminActionLog, ProviderConfig, QuotaCounter, UsageLog, utcnow
 from core.usage import export
 from core.usage.export import COLUMNS, export_csv
 from core.usage.queries import usage_report
@@ -379,3 +379,30 @@ def test_pruned_days_keep_their_totals_and_show_estimated_percentiles(console: C
 
 def metric_label(at: AppTest, label: str) -> str:
     return next(m.label for m in at.metric if m.label.endswith(label))
+
+
+def test_the_console_prunes_to_the_retention_setting_in_the_background(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui import resources
+
+    assert resources.usage_retention() is None  # unset: every row is kept
+    st.cache_resource.clear()
+    monkeypatch.setenv("AI_CONSOLE_USAGE_RETENTION_DAYS", "30")
+    rounds = resources.usage_retention()
+    assert rounds is not None
+    rounds.stop()
+    old = utcnow() - timedelta(days=40)
+    with console.db.session() as session, session.begin():
+        session.add(
+            UsageLog(
+                provider_type="openai",
+                model_name="m",
+                task_type="extraction",
+                status="success",
+                created_at=old,
+            )
+        )
+    rounds._round()
+    with console.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(UsageLog)) == 0

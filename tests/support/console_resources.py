@@ -7,22 +7,22 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from core.alerts import watcher as alert_watcher
+from core import periodic
 from core.usage import writer
 
 
 @contextmanager
 def fresh_console_resources() -> Iterator[None]:
     """Clear the console's cached settings, engine, cipher and usage writer before and after
-    the test; the writer and alert watcher it started are stopped, so their threads do not
-    outlive the test's database."""
+    the test; the writer and the background rounds it started (alerts, retention) are
+    stopped, so their threads do not outlive the test's database."""
     st.cache_resource.clear()
     before = set(writer._LIVE)
-    watching = set(alert_watcher.RUNNING)
+    running = set(periodic.RUNNING)
     try:
         yield
     finally:
-        for started in set(alert_watcher.RUNNING) - watching:
+        for started in set(periodic.RUNNING) - running:
             started.stop()
         for started in set(writer._LIVE) - before:
             started.close()
