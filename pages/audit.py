@@ -62,14 +62,22 @@ st.dataframe(
             "Actor": e.actor_label,
             "Action": e.action,
             "Target": " ".join(str(part) for part in (e.target_type, e.target_id) if part),
+            "IP address": e.ip_address,
+            "User agent": e.user_agent,
+            # Last: it is the long one, and before the address and browser it pushed them
+            # off-screen at 1400 px.
             "Details": ", ".join(f"{k}: {v}" for k, v in e.details.items()),
-            "IP address": e.ip_address or "",
-            "User agent": e.user_agent or "",
         }
         for e in found.entries
     ],
     hide_index=True,
-    column_config={"When (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},
+    width="stretch",
+    placeholder="—",
+    column_config={
+        "When (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        "User agent": st.column_config.TextColumn(width="medium"),
+        "Details": st.column_config.TextColumn(width="large"),
+    },
 )
 
 factory, exporter = ui.session_factory(), ui.actor(me)

@@ -3,6 +3,8 @@ CSV export button."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from core.access import Actor
 from core.audit import record
 from tests.support.pages import Console
@@ -34,6 +36,18 @@ def test_the_trail_is_shown_filtered_and_exportable(console: Console) -> None:
         "Firefox",
     )
     assert login["Details"] == "via: password and code"
+    # Who and from where first, the long details last: at 1400 px the address and browser
+    # started off-screen behind them (issue 16, item 10).
+    assert list(table.columns) == [
+        "When (UTC)",
+        "Actor",
+        "Action",
+        "Target",
+        "IP address",
+        "User agent",
+        "Details",
+    ]
+    assert pd.isna(table.iloc[1]["IP address"])  # the CLI has none: the grid shows "—"
     assert at.markdown[0].value == "3 matching entries."
 
     actor_filter, action_filter = at.selectbox
