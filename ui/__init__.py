@@ -3,8 +3,9 @@
 core never imports streamlit; this package turns Streamlit's world into core's terms (one
 Session per unit of work, an Actor carrying the IP address and user agent) and back.
 resources.py holds what there is one of per process, session.py who is signed in, cookie.py
-the sign-in cookie, step_up.py the fresh code sensitive changes need, feedback.py what the
-console tells people. Pages use the names below (`import ui`).
+the sign-in cookie, navigation.py the sidebar's page links, step_up.py the fresh code
+sensitive changes need, feedback.py what the console tells people. Pages use the names below
+(`import ui`).
 """
 
 from ui.cookie import (
@@ -17,6 +18,7 @@ from ui.feedback import (
     show_flash,
 )
 from ui.gate import require_user, through_the_app
+from ui.navigation import page_links
 from ui.resources import (
     cipher,
     engine,
@@ -80,6 +82,7 @@ __all__ = [
     "just_signed_out",
     "needs_setup",
     "origin",
+    "page_links",
     "pending_code_user",
     "plain",
     "renew_session",

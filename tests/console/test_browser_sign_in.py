@@ -51,7 +51,9 @@ def migrate(env: dict[str, str]) -> str:
 
 def expect_nav(page: Page, *titles: str) -> None:
     """The sidebar lists these pages in this order (other pages may sit between them)."""
-    expect(page.get_by_test_id("stSidebarNavLink")).to_contain_text(list(titles))
+    expect(page.get_by_test_id("stSidebar").get_by_test_id("stPageLink-NavLink")).to_contain_text(
+        list(titles)
+    )
 
 
 ADMIN_ONLY = ("Providers", "Users", "Audit log")
@@ -113,7 +115,11 @@ def test_first_run_setup_enrolment_and_sign_in(
         sign_in(other, "ann", ANALYST_PASSWORD)
         expect(other.get_by_text("Signed in as ann (analyst)")).to_be_visible()
         for title in ADMIN_ONLY:
-            expect(other.get_by_test_id("stSidebarNavLink").filter(has_text=title)).to_have_count(0)
+            expect(
+                other.get_by_test_id("stSidebar")
+                .get_by_test_id("stPageLink-NavLink")
+                .filter(has_text=title)
+            ).to_have_count(0)
         # A typed URL is a new page load: the sign-in cookie (written by a component once
         # signed in) keeps her signed in, and the Users page says in words it is not hers.
         other.wait_for_function(f"document.cookie.includes('{COOKIE_NAME}=')")

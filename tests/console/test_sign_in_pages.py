@@ -81,13 +81,15 @@ def test_with_no_user_the_console_offers_only_the_setup(console: Console) -> Non
     assert at.title[0].value == "AI Provider Console"
     assert at.subheader[0].value == "Set up the console"
     assert "python -m core migrate" in at.markdown[0].value
+    assert not at.sidebar.page_link  # no page names before sign-in
     assert nav_titles(at) == ["Set up"]
 
 
 def test_once_a_user_exists_the_console_asks_to_sign_in(console: Console) -> None:
     console.add_user("root")
     at = console.app().run()
-    assert at.subheader[0].value == "Sign in" and nav_titles(at) == ["Sign in"]
+    assert at.subheader[0].value == "Sign in" and not at.sidebar.page_link
+    assert nav_titles(at) == ["Sign in"]
 
 
 @pytest.mark.parametrize(
@@ -105,9 +107,12 @@ def test_navigation_is_built_from_the_role(
     at = signed_in_app(console, user_id, **{ui.MFA_VERIFIED_AT: utcnow()})
     assert not at.exception
     assert at.sidebar.button[0].label == "Log out"
-    titles = nav_titles(at)
-    assert [t for t in titles if t in present] == present  # in this order
-    assert not set(absent) & set(titles)
+    # The console draws the sidebar's links itself (Streamlit's own listed pages/'s file names
+    # before sign-in), from the list st.navigation gets: one link per page the role may open.
+    links = [link.value for link in at.sidebar.page_link]
+    assert [t for t in links if t in present] == present  # in this order
+    assert not set(absent) & set(links)
+    assert links == nav_titles(at)
 
 
 def test_a_super_admin_without_an_authenticator_gets_only_the_account_page(
@@ -115,6 +120,7 @@ def test_a_super_admin_without_an_authenticator_gets_only_the_account_page(
 ) -> None:
     user_id, _ = console.add_user("root", mfa=False)
     at = signed_in_app(console, user_id)
+    assert [link.value for link in at.sidebar.page_link] == ["Account"]
     assert nav_titles(at) == ["Account"]
     assert at.title[0].value == "Account"
     assert "Super-admins must set up an authenticator app" in at.warning[0].value
