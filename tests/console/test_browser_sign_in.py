@@ -73,6 +73,19 @@ def test_first_run_setup_enrolment_and_sign_in(
         field(page, "Username for the first super-admin").fill("ada")
         field(page, "Display name (optional)").fill("Ada Lovelace")
         field(page, "Password").fill(PASSWORD)
+        field(page, "Repeat the password").fill(PASSWORD + "!")  # a slip
+        press(page, "Create super-admin")
+        # The error under its field; what was typed stays but the passwords, and the pasted
+        # token is kept without being shown again.
+        expect(page.get_by_text("The two passwords differ.")).to_be_visible()
+        expect(page.get_by_text("The token you pasted is kept")).to_be_visible()
+        expect(field(page, "Username for the first super-admin")).to_have_value("ada")
+        expect(field(page, "Display name (optional)")).to_have_value("Ada Lovelace")
+        for emptied in ("Setup token", "Password", "Repeat the password"):
+            expect(field(page, emptied)).to_have_value("")
+        page.screenshot(path=artifacts / f"setup-after-an-error-{db.backend}.png")
+        pages_html.append(page.content())
+        field(page, "Password").fill(PASSWORD)
         field(page, "Repeat the password").fill(PASSWORD)
         press(page, "Create super-admin")
         expect(page.get_by_text("Super-admins must set up an authenticator app")).to_be_visible()

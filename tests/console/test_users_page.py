@@ -94,6 +94,7 @@ def test_adding_a_user_keeps_the_password_out_of_the_session_while_asking(
         carol = session.scalars(select(User).where(User.username == "carol")).one()
     assert carol.role == "analyst" and carol.password_hash.startswith("$2")
     assert "sunlit quarry lantern" not in state_dump(at)
+    assert at.text_input(key="au_username").value == ""  # emptied for the next one
 
 
 def test_a_guessable_initial_password_is_refused_with_the_reason(console: Console) -> None:
