@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Error, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,7 +47,10 @@ def watch(page: Page, url: str) -> dict[str, object]:
     page.goto(url, wait_until="commit")
     while True:
         now = time.perf_counter() - started
-        look = page.evaluate(LOOK)
+        try:
+            look = page.evaluate(LOOK)
+        except Error:  # the document was replaced while we looked: look again
+            continue
         if look["names"] and seen["first_names_s"] is None:
             seen["first_names_s"], seen["names"] = now, look["names"]
         if look["loading"] and seen["loading_s"] is None:
