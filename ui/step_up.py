@@ -13,7 +13,8 @@ from core import accounts
 from core.access import PermissionDenied, StepUpRequired
 from core.admin import AdminError
 from ui.feedback import flash, plain
-from ui.forms import FieldErrors, Sealed, forget, unseal
+from ui.forms import FieldErrors, Sealed, unseal
+from ui.forms import forget as empty_fields
 from ui.resources import cipher, transaction
 from ui.session import MFA_VERIFIED_AT, STEP_UP, actor, current_user
 
@@ -41,7 +42,7 @@ def run_sensitive(
 
     `what` names the action in the dialog, `done` is flashed on success (or what the call
     returned, when that is a str: it knows what happened). Pass secrets in `args` as
-    `seal(...)`. Refusals and input errors are shown where this is called: an AccountError
+    `seal(...)`. Refusals and input errors are shown where this is called: an AuthError
     about one field under that field of `errors` (the form's), when there is one. The form
     widgets `forget` names are emptied on success (the form kept them through errors).
     """
@@ -75,7 +76,7 @@ def _attempt(pending: _Pending, errors: FieldErrors | None = None) -> str:
         else:
             st.error(plain(text))
         return "failed"
-    forget(*pending.forget)
+    empty_fields(*pending.forget)
     flash("success", outcome if isinstance(outcome, str) else pending.done)
     return "done"
 
