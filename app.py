@@ -8,19 +8,27 @@ role again through core, because URLs can be typed. No user yet: only the setup 
 from __future__ import annotations
 
 import runpy
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
-
-import ui
-from core.models import UserRole
 
 # The favicon is served from here: a Material icon would be fetched from fonts.gstatic.com,
 # which a console on an internal network cannot reach.
 HERE = Path(__file__).parent
 ICON = str(HERE / "ui" / "icon.png")
 st.set_page_config(page_title="AI Provider Console", page_icon=ICON, layout="wide")
+
+# The first run in a fresh server process spends seconds importing core (SQLAlchemy, bcrypt,
+# genai-prices...): say so instead of leaving the first visitor a blank page. Later runs find
+# the modules loaded and draw nothing here, so clicks do not flash it.
+loading = st.empty()
+if "ui" not in sys.modules:
+    loading.info("Starting the console…", icon=":material/hourglass_top:")
+
+import ui  # noqa: E402  (after the loading state, which is why it is here)
+from core.models import UserRole  # noqa: E402
 
 ADMIN, ANALYST = UserRole.SUPER_ADMIN, UserRole.ANALYST
 
@@ -39,6 +47,7 @@ ACCOUNT = ("pages/account.py", "Account", ":material/account_circle:")
 
 problem = ui.startup_problem()
 if problem:
+    loading.empty()
     st.title("AI Provider Console")
     st.error(problem)
     st.stop()
@@ -98,6 +107,11 @@ else:
             for f, t, _, roles in PAGES
             if user.role not in roles
         ]
-    navigation = st.navigation(pages)
+    # Our own sidebar links, from the same list: Streamlit's sidebar is off
+    # (client.showSidebarNavigation), because before any session has run this file it would
+    # list the raw file names of pages/ to a visitor who has not signed in.
+    navigation = st.navigation(pages, position="hidden")
+    ui.page_links(pages)
     ui.account_menu(user)
+loading.empty()
 navigation.run()

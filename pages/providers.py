@@ -128,11 +128,13 @@ def provider_form(editing: ProviderView | None) -> None:
         index=kinds.index(editing.provider_type) if editing else 0,
         key="pf_type",
     )
+    errors = ui.FieldErrors()  # each field's error right under it
+    errors.under("provider_type")
     known = list(adapter_class(kind).known_models)
     if editing and editing.model_name not in known:
         known.insert(0, editing.model_name)
     with st.form("provider_form", border=True):
-        fields = _form_fields(editing, known)
+        fields = _form_fields(editing, known, errors)
         submitted = st.form_submit_button(
             "Save changes" if editing else "Create provider",
             type="primary",
@@ -142,12 +144,15 @@ def provider_form(editing: ProviderView | None) -> None:
         close_form()
         st.rerun()
     if submitted:
-        _submit(editing, {"provider_type": kind, **fields})
+        _submit(editing, {"provider_type": kind, **fields}, errors)
 
 
-def _form_fields(editing: ProviderView | None, known: list[str]) -> dict[str, object]:
+def _form_fields(
+    editing: ProviderView | None, known: list[str], errors: ui.FieldErrors
+) -> dict[str, object]:
     """The form's widgets (inside st.form); what they hold, by ProviderInput field."""
     _key_field(editing)
+    errors.under("api_key")
     left, right = st.columns(2)
     model = left.selectbox(
         "Model",
@@ -156,8 +161,11 @@ def _form_fields(editing: ProviderView | None, known: list[str]) -> dict[str, ob
         index=known.index(editing.model_name) if editing else 0,
         help="Pick a known model or type any model name the provider offers.",
     )
+    errors.under("model_name", left)
     name = right.text_input("Display name", value=editing.display_name if editing else "")
+    errors.under("display_name", right)
     description = st.text_input("Description", value=editing.description if editing else "")
+    errors.under("description")
     st.markdown("**Tasks it serves**")
     task_columns = st.columns(len(TASK_LABELS))
     tasks = [
@@ -167,13 +175,14 @@ def _form_fields(editing: ProviderView | None, known: list[str]) -> dict[str, ob
             label, value=bool(editing and task in editing.tasks), key=f"pf_task_{task}"
         )
     ]
+    errors.under("tasks")
     fields: dict[str, object] = {
         "model_name": model or "",
         "display_name": name,
         "description": description,
         "tasks": tasks,
     }
-    fields |= _limit_fields(editing)
+    fields |= _limit_fields(editing, errors)
     with st.expander("Advanced"):
         fields["base_url"] = st.text_input(
             "Base URL",
@@ -181,6 +190,7 @@ def _form_fields(editing: ProviderView | None, known: list[str]) -> dict[str, ob
             help="Only for proxies, gateways or compatible servers. OpenAI-style URLs end "
             "in /v1; Anthropic and Gemini ones are the bare host.",
         )
+        errors.under("base_url")
     return fields
 
 
@@ -203,7 +213,7 @@ def _key_field(editing: ProviderView | None) -> None:
         )
 
 
-def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
+def _limit_fields(editing: ProviderView | None, errors: ui.FieldErrors) -> dict[str, object]:
     """Priority, token limits, dollar budgets, active and default."""
     one, two, three = st.columns(3)
     # No min_value: the browser would only draw a red border round a negative number; the
@@ -214,18 +224,21 @@ def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
         value=editing.priority if editing else 100,
         help="Lower numbers are tried first for a task.",
     )
+    errors.under("priority", one)
     daily = two.text_input(
         "Daily token limit",
         help="Empty means unlimited.",
         value="" if not editing or editing.daily_token_limit is None
         else str(editing.daily_token_limit),
     )  # fmt: skip
+    errors.under("daily_token_limit", two)
     monthly = three.text_input(
         "Monthly token limit",
         help="Empty means unlimited.",
         value="" if not editing or editing.monthly_token_limit is None
         else str(editing.monthly_token_limit),
     )  # fmt: skip
+    errors.under("monthly_token_limit", three)
     _, daily_usd, monthly_usd = st.columns(3)
     budget_help = (
         "Dollars, e.g. 25 or 2.50; empty means no budget. Calls hold their worst-case cost "
@@ -236,11 +249,13 @@ def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
         help=budget_help,
         value=amount_text(editing.daily_budget_usd) or "" if editing else "",
     )
+    errors.under("daily_budget_usd", daily_usd)
     monthly_budget = monthly_usd.text_input(
         "Monthly budget (USD)",
         help=budget_help,
         value=amount_text(editing.monthly_budget_usd) or "" if editing else "",
     )
+    errors.under("monthly_budget_usd", monthly_usd)
     active, default = st.columns(2)
     is_active = active.toggle("Active", value=editing.is_active if editing else True)
     is_default = default.toggle(
@@ -259,15 +274,17 @@ def _limit_fields(editing: ProviderView | None) -> dict[str, object]:
     }
 
 
-def _submit(editing: ProviderView | None, fields: dict[str, object]) -> None:
-    """Check the fields here (clear messages, no code asked for bad input), then save."""
+def _submit(
+    editing: ProviderView | None, fields: dict[str, object], errors: ui.FieldErrors
+) -> None:
+    """Check the fields here (clear messages beside the fields, no code asked for bad input),
+    then save."""
     sealed = st.session_state.get(SEALED_KEY)
     key = ui.unseal(sealed[0]) if sealed else None
     try:
         check_fields(ProviderInput(**fields, api_key=key), creating=editing is None)  # type: ignore[arg-type]
     except ValidationFailed as exc:
-        for field, message in exc.errors.items():
-            st.error(ui.plain(f"{FIELD_LABELS.get(field, field)}: {message}."))
+        errors.show({f: f"{FIELD_LABELS.get(f, f)}: {text}." for f, text in exc.errors.items()})
         return
     name = fields["display_name"]
     with st.spinner(f"Saving {name}…"):

@@ -40,29 +40,50 @@ st.dataframe(
     },
 )
 
+# Keyed widgets keep what was typed through an error; the passwords are typed again (ui.forms).
+NEW_NAME, NEW_DISPLAY_NAME, NEW_EMAIL, NEW_ROLE = (
+    "au_username",
+    "au_display_name",
+    "au_email",
+    "au_role",
+)
+NEW_PASSWORD, NEW_REPEAT = "au_password", "au_repeat"
 with st.expander("Add a user", icon=":material/person_add:"):
-    with st.form("add_user", clear_on_submit=True):
+    errors = ui.FieldErrors()
+    with st.form("add_user", clear_on_submit=False):
         left, right = st.columns(2)
-        username = left.text_input("Username", autocomplete="off")
-        display_name = right.text_input("Display name (optional)")
-        email = left.text_input("Email (optional)")
-        role = right.selectbox("Role", list(ROLES), format_func=ROLES.get, index=1)
-        password = left.text_input(
+        username = left.text_input("Username", autocomplete="off", key=NEW_NAME)
+        errors.under("username", left)
+        display_name = right.text_input("Display name (optional)", key=NEW_DISPLAY_NAME)
+        errors.under("display_name", right)
+        email = left.text_input("Email (optional)", key=NEW_EMAIL)
+        errors.under("email", left)
+        role = right.selectbox("Role", list(ROLES), format_func=ROLES.get, index=1, key=NEW_ROLE)
+        left.text_input(
             "Initial password",
             type="password",
             autocomplete="new-password",
             help=f"{accounts.PASSWORD_HELP} Give it to them in person; they can change it on their "
             "Account page.",
+            key=NEW_PASSWORD,
         )
-        repeat = right.text_input("Repeat it", type="password", autocomplete="new-password")
-        add = st.form_submit_button("Add user", type="primary")
+        errors.under("password", left)
+        right.text_input("Repeat it", type="password", autocomplete="new-password", key=NEW_REPEAT)
+        errors.under("repeat", right)
+        add = st.form_submit_button(
+            "Add user", type="primary", on_click=ui.seal_typed, args=(NEW_PASSWORD, NEW_REPEAT)
+        )
     if add:
+        password, repeat = ui.take_typed(NEW_PASSWORD), ui.take_typed(NEW_REPEAT)
+        found = accounts.account_field_errors(username, password, display_name, email)
         if password != repeat:
-            st.error("The two passwords differ. Type the same password twice.")
+            found["repeat"] = "The two passwords differ. Type the same password twice."
+        if found:  # said before any code is asked for
+            errors.show(found)
         else:
             name = username.strip().lower()
             ui.run_sensitive(
-                f"Adding {name or 'a user'}",
+                f"Adding {name}",
                 accounts.create_user,
                 username,
                 ui.seal(password),
@@ -70,6 +91,8 @@ with st.expander("Add a user", icon=":material/person_add:"):
                 display_name,
                 email,
                 done=f"Added {name} ({role.value.replace('_', '-')}).",
+                errors=errors,
+                forget=(NEW_NAME, NEW_DISPLAY_NAME, NEW_EMAIL, NEW_ROLE),
             )
 
 st.subheader("Change a user")

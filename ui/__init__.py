@@ -3,8 +3,9 @@
 core never imports streamlit; this package turns Streamlit's world into core's terms (one
 Session per unit of work, an Actor carrying the IP address and user agent) and back.
 resources.py holds what there is one of per process, session.py who is signed in, cookie.py
-the sign-in cookie, step_up.py the fresh code sensitive changes need, feedback.py what the
-console tells people. Pages use the names below (`import ui`).
+the sign-in cookie, navigation.py the sidebar's page links, step_up.py the fresh code
+sensitive changes need, feedback.py what the console tells people, forms.py field errors
+and typed secrets. Pages use the names below (`import ui`).
 """
 
 from ui.cookie import (
@@ -16,7 +17,18 @@ from ui.feedback import (
     plain,
     show_flash,
 )
+from ui.forms import (
+    FieldErrors,
+    Sealed,
+    forget,
+    seal,
+    seal_typed,
+    take_typed,
+    typed,
+    unseal,
+)
 from ui.gate import require_user, through_the_app
+from ui.navigation import page_links
 from ui.resources import (
     cipher,
     engine,
@@ -50,12 +62,7 @@ from ui.session import (
     sign_in,
     sign_out,
 )
-from ui.step_up import (
-    Sealed,
-    run_sensitive,
-    seal,
-    unseal,
-)
+from ui.step_up import run_sensitive
 
 __all__ = [
     "CODE_ENTRY_TIMEOUT",
@@ -68,6 +75,7 @@ __all__ = [
     "STEP_UP",
     "USER_ID",
     "CurrentUser",
+    "FieldErrors",
     "Sealed",
     "account_menu",
     "actor",
@@ -78,10 +86,12 @@ __all__ = [
     "current_user",
     "engine",
     "flash",
+    "forget",
     "just_signed_out",
     "needs_setup",
     "origin",
     "outbox",
+    "page_links",
     "pending_code_user",
     "plain",
     "renew_session",
@@ -89,13 +99,16 @@ __all__ = [
     "resume_from_cookie",
     "run_sensitive",
     "seal",
+    "seal_typed",
     "session_factory",
     "settings",
     "show_flash",
     "sign_in",
     "sign_out",
     "startup_problem",
+    "take_typed",
     "through_the_app",
     "transaction",
+    "typed",
     "unseal",
 ]

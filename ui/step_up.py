@@ -1,11 +1,11 @@
 """Step-up MFA: a sensitive change runs only after a TOTP code verified in the last ten minutes;
-otherwise a dialog asks for one and then runs it. A key typed into a form is kept sealed
-(Fernet-encrypted) while the dialog is open, never in clear."""
+otherwise a dialog asks for one and then runs it. A secret typed into a form is kept sealed
+(Fernet-encrypted, ui.forms) while the dialog is open, never in clear."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import streamlit as st
 
@@ -13,24 +13,10 @@ from core import accounts
 from core.access import PermissionDenied, StepUpRequired
 from core.admin import AdminError
 from ui.feedback import flash, plain
+from ui.forms import FieldErrors, Sealed, unseal
+from ui.forms import forget as empty_fields
 from ui.resources import cipher, transaction
 from ui.session import MFA_VERIFIED_AT, STEP_UP, actor, current_user
-
-
-@dataclass(frozen=True)
-class Sealed:
-    """A secret argument (an initial password) kept encrypted while its action waits."""
-
-    token: str = field(repr=False)
-
-
-def seal(secret: str) -> Sealed:
-    return Sealed(cipher().encrypt(secret))
-
-
-def unseal(sealed: Sealed) -> str:
-    """The secret back, for the one call that needs it (never store the result)."""
-    return cipher().decrypt(sealed.token)
 
 
 @dataclass(frozen=True)
@@ -41,17 +27,27 @@ class _Pending:
     call: Callable[..., object]
     args: tuple[object, ...]
     done: str
+    forget: tuple[str, ...] = ()
 
 
-def run_sensitive(what: str, call: Callable[..., object], *args: object, done: str) -> None:
+def run_sensitive(
+    what: str,
+    call: Callable[..., object],
+    *args: object,
+    done: str,
+    errors: FieldErrors | None = None,
+    forget: tuple[str, ...] = (),
+) -> None:
     """Run `call(session, actor, *args)`; if it needs a fresh TOTP code, ask in a dialog first.
 
     `what` names the action in the dialog, `done` is flashed on success (or what the call
     returned, when that is a str: it knows what happened). Pass secrets in `args` as
-    `seal(...)`. Refusals and input errors are shown where this is called.
+    `seal(...)`. Refusals and input errors are shown where this is called: an AuthError
+    about one field under that field of `errors` (the form's), when there is one. The form
+    widgets `forget` names are emptied on success (the form kept them through errors).
     """
-    pending = _Pending(what, call, args, done)
-    result = _attempt(pending)
+    pending = _Pending(what, call, args, done, forget)
+    result = _attempt(pending, errors)
     if result == "done":
         st.rerun()
     if result == "step-up":
@@ -59,7 +55,7 @@ def run_sensitive(what: str, call: Callable[..., object], *args: object, done: s
         step_up_dialog(pending)
 
 
-def _attempt(pending: _Pending) -> str:
+def _attempt(pending: _Pending, errors: FieldErrors | None = None) -> str:
     """'done' (message flashed), 'step-up' (a fresh code is needed) or 'failed' (error shown)."""
     user = current_user()
     if user is None:
@@ -73,8 +69,14 @@ def _attempt(pending: _Pending) -> str:
         return "step-up"
     except (PermissionDenied, accounts.AuthError, AdminError) as exc:
         text = str(exc)  # may quote a provider's answer: shown as plain text
-        st.error(plain(text[:1].upper() + text[1:].rstrip(".") + "."))
+        text = text[:1].upper() + text[1:].rstrip(".") + "."
+        field = getattr(exc, "field", None)
+        if errors is not None and field is not None:
+            errors.show({field: text})
+        else:
+            st.error(plain(text))
         return "failed"
+    empty_fields(*pending.forget)
     flash("success", outcome if isinstance(outcome, str) else pending.done)
     return "done"
 

@@ -75,7 +75,14 @@ NO_CONTROL_CHARACTERS = (
 
 
 class AuthError(Exception):
-    """Input the user must correct (a weak password, a taken username); the message says how."""
+    """Input the user must correct (a weak password, a taken username); the message says how.
+
+    `field` names the input it is about ("username", "password", "token"…) so a form can show
+    the message beside it; None when it is about no single field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class Outcome:
     needs_code: bool = False  # the password (or cookie) passed; a TOTP code must follow
     verified_at: datetime | None = None  # a TOTP code was accepted (feeds Actor.mfa_verified_at)
     error: str | None = None
+    field: str | None = None  # the input `error` is about, as AuthError.field
 
     @property
     def ok(self) -> bool:
@@ -208,3 +216,49 @@ def _zxcvbn(password: str, user_inputs: Sequence[str]) -> dict[str, Any]:
     # two concurrent calls (Streamlit serves sessions in threads) would see each other's.
     with _ZXCVBN_LOCK:
         return zxcvbn.zxcvbn(password, user_inputs=list(user_inputs))
+
+
+def account_field_errors(
+    username: str, password: str, display_name: str = "", email: str | None = None
+) -> dict[str, str]:
+    """What is wrong with a new account's fields, by field ("username", "display_name",
+    "email", "password"), all at once so a form can show each beside its input; {} when fine.
+
+    The same rules create_user and complete_setup enforce; nothing here touches a database."""
+    errors: dict[str, str] = {}
+    checked: dict[str, str | None] = {}
+    for field, check, raw in (
+        ("username", normalize_username, username),
+        ("display_name", normalize_display_name, display_name),
+        ("email", normalize_email, email),
+    ):
+        try:
+            checked[field] = check(raw)  # type: ignore[operator]
+        except AuthError as exc:
+            errors[field] = str(exc)
+    try:
+        check_new_password(
+            password,
+            checked.get("username") or username,
+            checked.get("display_name") or display_name,
+            checked.get("email") or email,
+        )
+    except AuthError as exc:
+        errors["password"] = str(exc)
+    return errors
+
+
+def check_account_fields(
+    username: str, password: str, display_name: str = "", email: str | None = None
+) -> tuple[str, str, str | None]:
+    """The stored username, display name and email of a new account, or AuthError (with its
+    field) for the first thing wrong, in the order of account_field_errors."""
+    errors = account_field_errors(username, password, display_name, email)
+    if errors:
+        field, message = next(iter(errors.items()))
+        raise AuthError(message, field=field)
+    return (
+        normalize_username(username),
+        normalize_display_name(display_name),
+        normalize_email(email),
+    )

@@ -19,11 +19,9 @@ from core.access import Actor
 from core.accounts.rules import (
     AuthError,
     Outcome,
-    check_new_password,
+    check_account_fields,
     check_text,
     hash_password,
-    normalize_display_name,
-    normalize_username,
 )
 from core.accounts.sessions import acting_as, signed_in
 from core.models import (
@@ -90,30 +88,30 @@ def complete_setup(
     """Create the first super-admin, once, with the token `python -m core migrate` printed."""
     now = now or utcnow()
     fields = (
-        (token.strip(), "The setup token"),
-        (username.strip(), "The username"),
-        (display_name.strip(), "The display name"),
-        (password, "The password"),
+        (token.strip(), "The setup token", "token"),
+        (username.strip(), "The username", "username"),
+        (display_name.strip(), "The display name", "display_name"),
+        (password, "The password", "password"),
     )
-    try:
-        for text, what in fields:
+    for text, what, name in fields:
+        try:
             check_text(text, what)
-    except AuthError as exc:  # before the database, which may refuse such text outright
-        return Outcome(error=str(exc))
+        except AuthError as exc:  # before the database, which may refuse such text outright
+            return Outcome(error=str(exc), field=name)
     row = session.scalars(select(SetupToken).with_for_update()).first()
+    if not needs_setup(session):
+        return Outcome(error=_ALREADY_SET_UP)
     refused = _token_refusal(session, row, token, origin, now)
     if refused is not None:
-        return Outcome(error=refused)
+        return Outcome(error=refused, field="token")
     assert row is not None
     try:
-        name = normalize_username(username)
-        shown = normalize_display_name(display_name)
-        check_new_password(password, name, shown)
+        name, shown, _ = check_account_fields(username, password, display_name)
     except AuthError as exc:
-        return Outcome(error=str(exc))
+        return Outcome(error=str(exc), field=exc.field)
     claimed = session.execute(delete(SetupToken).where(SetupToken.id == row.id))
     if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return Outcome(error="The console is already set up: sign in instead.")
+        return Outcome(error=_ALREADY_SET_UP)
     user = User(
         username=name,
         display_name=shown,
@@ -139,8 +137,6 @@ def _token_refusal(
     session: Session, row: SetupToken | None, token: str, origin: Actor, now: datetime
 ) -> str | None:
     """Why `token` cannot set up the console now (a wrong one is counted), or None."""
-    if not needs_setup(session):
-        return "The console is already set up: sign in instead."
     if row is None:
         return "No setup token is waiting. " + _RUN_MIGRATE
     if row.locked_until is not None and row.locked_until > now:
@@ -165,6 +161,9 @@ def _token_refusal(
         "That is not the setup token. Copy it from the output of "
         "`python -m core migrate` (or `make run`); only the newest one works."
     )
+
+
+_ALREADY_SET_UP = "The console is already set up: sign in instead."
 
 
 _RUN_MIGRATE = "Run `python -m core migrate` (or `make run`) and enter the token it prints."

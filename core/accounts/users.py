@@ -24,11 +24,9 @@ from core.accounts import (
     AccountThrottle,
     AuthError,
     account_throttles,
-    check_new_password,
+    check_account_fields,
     clear_account_throttles,
     hash_password,
-    normalize_display_name,
-    normalize_email,
     normalize_username,
 )
 from core.models import SetupToken, User, UserRole, utcnow
@@ -110,13 +108,10 @@ def create_user(
     """Add an account with an initial password; AuthError says what to fix in the input."""
     _guard(session, actor)
     # Every field is checked before the database sees it (PostgreSQL refuses NUL outright).
-    name = normalize_username(username)
     role = _role(role)
-    shown = normalize_display_name(display_name)
-    address = normalize_email(email)
-    check_new_password(password, name, shown, address)
+    name, shown, address = check_account_fields(username, password, display_name, email)
     if session.scalar(select(User.id).where(User.username == name)) is not None:
-        raise AuthError(f"The username {name!r} is taken.")
+        raise AuthError(f"The username {name!r} is taken.", field="username")
     user = User(
         username=name,
         display_name=shown,
@@ -128,7 +123,7 @@ def create_user(
     try:
         session.flush()
     except IntegrityError:  # created concurrently by someone else
-        raise AuthError(f"The username {name!r} is taken.") from None
+        raise AuthError(f"The username {name!r} is taken.", field="username") from None
     session.execute(delete(SetupToken))  # a first user made here makes the setup token moot
     _record(session, actor, "user.created", user.id, name, {"role": role.value})
     return _view(session, user)

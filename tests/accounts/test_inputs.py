@@ -120,6 +120,45 @@ def test_setup_and_password_changes_refuse_guessable_passwords(db: MigratedDatab
     assert "This is a very common password" in (common.error or "")
 
 
+def test_every_bad_account_field_is_named_at_once_so_a_form_can_show_each_beside_it() -> None:
+    errors = accounts.account_field_errors(" Bad Name! ", "short", "x" * 201, "not-an-address")
+    assert set(errors) == {"username", "display_name", "email", "password"}
+    assert errors["username"].startswith("Usernames are 1–150 characters")
+    assert errors["password"].startswith("Choose a password of at least")
+    assert accounts.account_field_errors("alice", PASSWORD, "Alice", "a@example.org") == {}
+    # The password is checked against the names as they will be stored.
+    weak = accounts.account_field_errors("  Alice ", "alice-console-2026")
+    assert list(weak) == ["password"] and "contains your username" in weak["password"]
+
+
+def test_refusals_name_the_field_they_are_about(db: MigratedDatabase, admin: Actor) -> None:
+    with pytest.raises(accounts.AuthError) as weak:
+        create(db, admin, "alice", "password1234")
+    assert weak.value.field == "password"
+    create(db, admin, "alice", PASSWORD)
+    with pytest.raises(accounts.AuthError, match="is taken") as taken:
+        create(db, admin, "Alice", "quiet violet harbour")
+    assert taken.value.field == "username"
+
+
+def test_setup_refusals_name_the_field_they_are_about(db: MigratedDatabase) -> None:
+    with db.session() as session, session.begin():
+        issued = accounts.issue_setup_token(session, T0)
+    assert issued is not None
+
+    def setup(token: str, username: str, password: str) -> accounts.Outcome:
+        with db.session() as session, session.begin():
+            return accounts.complete_setup(session, token, username, password, ORIGIN, now=T0)
+
+    assert setup("wrong", "alice", PASSWORD).field == "token"
+    assert setup(issued.token, "bad name!", PASSWORD).field == "username"
+    assert setup(issued.token, "alice", "short").field == "password"
+    assert setup(issued.token, "alice", PASSWORD).ok
+    again = setup(issued.token, "bob", PASSWORD)
+    assert again.error == "The console is already set up: sign in instead."
+    assert again.field is None  # about no field: nothing to correct in the form
+
+
 # --- control characters, lengths and shapes ------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import ui
 from core.models import AdminActionLog, ProviderConfig, QuotaCounter, utcnow
 from core.quota.ledger import QuotaLedger
 from tests.fakes import FakeProviderServer
-from tests.support.pages import Console, dialogs, state_dump, texts
+from tests.support.pages import Console, dialogs, error_under, state_dump, texts
 from tests.support.quota import reserve_now
 from tests.support.routing import KEYS, add_config, allow_planted_keys
 
@@ -269,10 +269,15 @@ def test_bad_fields_are_named_and_bad_keys_save_nothing(
         },
     )
     at.button(key="FormSubmitter:provider_form-Create provider").click().run()
-    assert "Display name: must not be empty." in errors(at)
-    assert "Daily token limit: must not be negative." in errors(at)
+    # Each beside its field, not in a list under the buttons.
+    assert error_under(at, "Display name") == "Display name: must not be empty."
+    assert error_under(at, "Daily token limit") == "Daily token limit: must not be negative."
+    assert error_under(at, "Monthly token limit") is None
     fill_form(at, **{"Display name": "Wrong key", "Daily token limit": ""})
     at.button(key="FormSubmitter:provider_form-Create provider").click().run()
+    # Fixed, so gone at the next submit; the provider's refusal is about no single field.
+    assert error_under(at, "Display name") is None
+    assert error_under(at, "Daily token limit") is None
     assert any(e.startswith("Not saved: The key was refused") for e in errors(at))
     with console.db.session() as session:
         assert session.scalars(select(ProviderConfig)).all() == []
@@ -476,6 +481,6 @@ def test_a_negative_priority_is_refused_in_words(
     fill_form(at, Priority=-5)
     at.button(key="FormSubmitter:provider_form-Save changes").click().run()
     assert not at.exception
-    assert "Priority: must not be negative." in errors(at)
+    assert error_under(at, "Priority") == "Priority: must not be negative."
     with console.db.session() as session:
         assert session.get(ProviderConfig, config).priority == 100  # type: ignore[union-attr]

@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 import ui
 from core import accounts
 from core.models import AdminActionLog, User, utcnow
-from tests.support.pages import PASSWORD, Console, code, state_dump, texts
+from tests.support.pages import PASSWORD, Console, code, error_under, state_dump, texts
 
 # app.py's pages and their titles, in its order.
 PAGES = {
@@ -81,13 +81,15 @@ def test_with_no_user_the_console_offers_only_the_setup(console: Console) -> Non
     assert at.title[0].value == "AI Provider Console"
     assert at.subheader[0].value == "Set up the console"
     assert "python -m core migrate" in at.markdown[0].value
+    assert not at.sidebar.page_link  # no page names before sign-in
     assert nav_titles(at) == ["Set up"]
 
 
 def test_once_a_user_exists_the_console_asks_to_sign_in(console: Console) -> None:
     console.add_user("root")
     at = console.app().run()
-    assert at.subheader[0].value == "Sign in" and nav_titles(at) == ["Sign in"]
+    assert at.subheader[0].value == "Sign in" and not at.sidebar.page_link
+    assert nav_titles(at) == ["Sign in"]
 
 
 @pytest.mark.parametrize(
@@ -105,9 +107,12 @@ def test_navigation_is_built_from_the_role(
     at = signed_in_app(console, user_id, **{ui.MFA_VERIFIED_AT: utcnow()})
     assert not at.exception
     assert at.sidebar.button[0].label == "Log out"
-    titles = nav_titles(at)
-    assert [t for t in titles if t in present] == present  # in this order
-    assert not set(absent) & set(titles)
+    # The console draws the sidebar's links itself (Streamlit's own listed pages/'s file names
+    # before sign-in), from the list st.navigation gets: one link per page the role may open.
+    links = [link.value for link in at.sidebar.page_link]
+    assert [t for t in links if t in present] == present  # in this order
+    assert not set(absent) & set(links)
+    assert links == nav_titles(at)
 
 
 def test_a_super_admin_without_an_authenticator_gets_only_the_account_page(
@@ -115,6 +120,7 @@ def test_a_super_admin_without_an_authenticator_gets_only_the_account_page(
 ) -> None:
     user_id, _ = console.add_user("root", mfa=False)
     at = signed_in_app(console, user_id)
+    assert [link.value for link in at.sidebar.page_link] == ["Account"]
     assert nav_titles(at) == ["Account"]
     assert at.title[0].value == "Account"
     assert "Super-admins must set up an authenticator app" in at.warning[0].value
@@ -179,7 +185,7 @@ def test_the_setup_page_refuses_a_guessable_password_and_says_why(console: Conso
     for field, value in zip(at.text_input, (issued.token, "Alice", "", weak, weak), strict=True):
         field.input(value)
     at.button[0].click().run()
-    assert "contains your username, name or email" in at.error[0].value
+    assert "contains your username, name or email" in (error_under(at, "Password") or "")
     assert ui.USER_ID not in at.session_state and console.user_count() == 0
 
     for field, value in zip(
@@ -189,15 +195,103 @@ def test_the_setup_page_refuses_a_guessable_password_and_says_why(console: Conso
     ):
         field.input(value)
     at.button[0].click().run()
-    assert "contains your username, name or email" in at.error[0].value
+    assert "contains your username, name or email" in (error_under(at, "Password") or "")
 
     for field, value in zip(
         at.text_input, (issued.token, "bob", "", "password1234", "password1234"), strict=True
     ):
         field.input(value)
     at.button[0].click().run()
-    assert "This is a very common password" in at.error[0].value
+    assert "This is a very common password" in (error_under(at, "Password") or "")
     assert console.user_count() == 0
+
+
+SETUP_LABELS = (
+    "Setup token",
+    "Username for the first super-admin",
+    "Display name (optional)",
+    "Password",
+    "Repeat the password",
+)
+
+
+def setup_fields(at: AppTest) -> dict[str, object]:
+    return {field.label: field for field in at.text_input}
+
+
+def test_the_setup_form_keeps_what_was_typed_and_shows_each_error_beside_its_field(
+    console: Console,
+) -> None:
+    with console.db.session() as session, session.begin():
+        issued = accounts.issue_setup_token(session)
+    assert issued is not None
+    at = console.page("pages/setup.py").run()
+    fields = setup_fields(at)
+    for label, value in zip(
+        SETUP_LABELS, (issued.token, "bad name!", "Ada", PASSWORD, "another one"), strict=True
+    ):
+        fields[label].input(value)  # type: ignore[attr-defined]
+    at.button[0].click().run()
+    assert not at.exception
+    assert (error_under(at, "Username for the first super-admin") or "").startswith(
+        "Usernames are 1–150 characters"
+    )
+    assert error_under(at, "Repeat the password") == (
+        "The two passwords differ. Type the same password twice."
+    )
+    assert error_under(at, "Password") is None and error_under(at, "Setup token") is None
+    # What was typed stays, but the passwords are typed again and the token waits sealed.
+    values = {label: field.value for label, field in setup_fields(at).items()}  # type: ignore[attr-defined]
+    assert values == {
+        "Setup token": "",
+        "Username for the first super-admin": "bad name!",
+        "Display name (optional)": "Ada",
+        "Password": "",
+        "Repeat the password": "",
+    }
+    assert "The token you pasted is kept" in at.caption[0].value
+    dump = state_dump(at)
+    assert issued.token not in dump and PASSWORD not in dump and "another one" not in dump
+    with console.db.session() as session:  # nothing tried: no failed token counted
+        assert session.scalars(select(AdminActionLog.action)).all() == ["setup.token_issued"]
+
+    # The username fixed, the passwords typed again, the token not pasted again: the fixed
+    # field's error is gone, and the kept token sets the console up.
+    fields = setup_fields(at)
+    fields["Username for the first super-admin"].input("ada")  # type: ignore[attr-defined]
+    fields["Password"].input(PASSWORD)  # type: ignore[attr-defined]
+    fields["Repeat the password"].input("still another")  # type: ignore[attr-defined]
+    at.button[0].click().run()
+    assert error_under(at, "Username for the first super-admin") is None
+    assert error_under(at, "Repeat the password") is not None
+    fields = setup_fields(at)
+    fields["Password"].input(PASSWORD)  # type: ignore[attr-defined]
+    fields["Repeat the password"].input(PASSWORD)  # type: ignore[attr-defined]
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert console.user(at.session_state[ui.USER_ID]).display_name == "Ada"
+    assert issued.token not in state_dump(at) and PASSWORD not in state_dump(at)
+
+
+def test_a_wrong_setup_token_is_said_under_the_token_and_replaced_by_the_next_paste(
+    console: Console,
+) -> None:
+    with console.db.session() as session, session.begin():
+        issued = accounts.issue_setup_token(session)
+    assert issued is not None
+    at = console.page("pages/setup.py").run()
+    for label, value in zip(SETUP_LABELS, ("wrong", "ada", "", PASSWORD, PASSWORD), strict=True):
+        setup_fields(at)[label].input(value)  # type: ignore[attr-defined]
+    at.button[0].click().run()
+    assert (error_under(at, "Setup token") or "").startswith("That is not the setup token")
+    assert setup_fields(at)["Username for the first super-admin"].value == "ada"  # type: ignore[attr-defined]
+    fields = setup_fields(at)
+    fields["Setup token"].input(issued.token)  # type: ignore[attr-defined]
+    fields["Password"].input(PASSWORD)  # type: ignore[attr-defined]
+    fields["Repeat the password"].input(PASSWORD)  # type: ignore[attr-defined]
+    at.button[0].click().run()
+    assert not at.exception and not at.error
+    assert console.user(at.session_state[ui.USER_ID]).username == "ada"
 
 
 # --- the sign-in page ------------------------------------------------------------------------

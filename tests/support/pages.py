@@ -95,3 +95,17 @@ def texts(at: AppTest) -> str:
 
 def state_dump(at: AppTest) -> str:
     return repr({key: at.session_state[key] for key in at.session_state})
+
+
+def error_under(at: AppTest, label: str) -> str | None:
+    """The error a run showed right under the widget labelled `label` (past any caption or
+    empty slot, before the next widget), as the user reads it (Markdown escapes removed)."""
+    nodes = list(at.main)
+    start = next(i for i, node in enumerate(nodes) if getattr(node, "label", None) == label)
+    for node in nodes[start + 1 :]:
+        kind = getattr(node, "type", None)
+        if kind == "error":
+            return str(node.value).replace("\\", "")  # type: ignore[union-attr]
+        if kind not in ("caption", "empty"):
+            return None
+    return None
