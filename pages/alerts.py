@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 import ui
 from core import alerts
 from core.access import Actor
+from core.admin import ValidationFailed
 from core.models import LIMIT_KINDS, UserRole
 
 ui.through_the_app()
@@ -33,15 +34,17 @@ with ui.transaction() as session:
     recent = alerts.recent_deliveries(session, ui.actor(me))
 
 
-TARGET_FIELD = "alert_target"
-SEALED_TARGET = "alert_target_sealed"
-
-
-def _seal_target() -> None:
-    """On submit, before the page runs: move the typed URL out of the widget's state into a
-    sealed copy (a Slack URL is a credential), so no plaintext stays in session state."""
-    st.session_state[SEALED_TARGET] = ui.seal((st.session_state.get(TARGET_FIELD) or "").strip())
-    st.session_state[TARGET_FIELD] = ""
+TARGET = "alert_target"  # a Slack URL is a credential: kept sealed, never in clear
+FIELDS = ("alert_scope", "alert_kinds", "alert_thresholds", "alert_level", "alert_min_calls")
+LABELS = {
+    "channel": "Send to",
+    "target": "Webhook URL",
+    "config_id": "About",
+    "limit_kinds": "Limits to watch",
+    "thresholds": "At (% of the limit)",
+    "error_rate_percent": "Error-rate alert above (%)",
+    "error_min_calls": "Calls in 15 minutes",
+}
 
 
 def _add(session: Session, actor: Actor, target: str, fields: dict[str, Any]) -> str:
@@ -62,13 +65,14 @@ with st.expander("Add an alert rule", icon=":material/add_alert:", expanded=not 
             "Email alerts need AI_CONSOLE_SMTP_URL (e.g. smtp://user:pass@host:587?starttls=1) "
             "and AI_CONSOLE_ALERT_FROM set where the console runs."
         )
-    with st.form("add_alert"):
+    errors = ui.FieldErrors()
+    with st.form("add_alert", clear_on_submit=False):
         if channel == "email":
-            st.text_input("Email address", placeholder="ops@example.com", key=TARGET_FIELD)
+            st.text_input("Email address", placeholder="ops@example.com", key=TARGET)
         else:
             st.text_input(
                 "Slack incoming-webhook URL" if channel == "slack" else "Webhook URL",
-                key=TARGET_FIELD,
+                key=TARGET,
                 type="password",
                 placeholder="https://hooks.slack.com/services/…"
                 if channel == "slack"
@@ -76,46 +80,75 @@ with st.expander("Add an alert rule", icon=":material/add_alert:", expanded=not 
                 help="Kept encrypted like an API key; only its host and last 4 characters are "
                 "shown. The host must be public unless AI_CONSOLE_BASE_URL_ALLOWLIST lists it.",
             )
-        scope = st.selectbox(
+        if ui.typed(TARGET) is not None:
+            st.caption("The address you entered is kept; enter another to replace it.")
+        errors.under("target")
+        st.selectbox(
             "About",
             [None, *configs],
             format_func=lambda c: "Every provider config" if c is None else configs[c],
+            key="alert_scope",
         )
+        errors.under("config_id")
         left, right = st.columns(2)
-        kinds = left.multiselect(
+        left.multiselect(
             "Limits to watch",
             list(LIMIT_KINDS),
             default=list(LIMIT_KINDS),
             format_func=lambda k: alerts.KIND_NAMES[k].capitalize(),
             help="Only configs that have the limit set are watched.",
+            key="alert_kinds",
         )
-        thresholds = right.text_input(
+        errors.under("limit_kinds", left)
+        right.text_input(
             "At (% of the limit)",
             value=",".join(map(str, alerts.DEFAULT_THRESHOLDS)),
             help="Comma-separated percentages; 100 means the limit is used up.",
+            key="alert_thresholds",
         )
-        level = left.text_input(
+        errors.under("thresholds", right)
+        left.text_input(
             "Error-rate alert above (%)",
             placeholder="off",
             help="Failed calls (errors and timeouts) of all answered calls in the last 15 minutes.",
+            key="alert_level",
         )
-        min_calls = right.text_input("…once there were at least (calls in 15 minutes)", value="20")
-        add = st.form_submit_button("Add alert rule", type="primary", on_click=_seal_target)
+        errors.under("error_rate_percent", left)
+        right.text_input(
+            "…once there were at least (calls in 15 minutes)", value="20", key="alert_min_calls"
+        )
+        errors.under("error_min_calls", right)
+        add = st.form_submit_button(
+            "Add alert rule", type="primary", on_click=ui.seal_typed, args=(TARGET,)
+        )
     if add:
-        ui.run_sensitive(
-            "Adding an alert rule",
-            _add,
-            st.session_state.pop(SEALED_TARGET),
-            {
-                "channel": channel,
-                "config_id": scope,
-                "limit_kinds": kinds,
-                "thresholds": thresholds,
-                "error_rate_percent": level,
-                "error_min_calls": min_calls,
-            },
-            done="Added an alert rule.",
-        )
+        state = st.session_state
+        fields = {
+            "channel": channel,
+            "config_id": state["alert_scope"],
+            "limit_kinds": state["alert_kinds"],
+            "thresholds": state["alert_thresholds"],
+            "error_rate_percent": state["alert_level"],
+            "error_min_calls": state["alert_min_calls"],
+        }
+        sealed = ui.typed(TARGET)
+        try:  # beside the fields, before a code is asked for
+            alerts.check_rule(
+                outbox,
+                alerts.AlertInput(target=ui.unseal(sealed) if sealed else "", **fields),
+            )
+        except ValidationFailed as exc:
+            labels = LABELS | {"target": "Email address" if channel == "email" else "Webhook URL"}
+            errors.show({f: f"{labels.get(f, f)}: {text}." for f, text in exc.errors.items()})
+        else:
+            ui.run_sensitive(
+                "Adding an alert rule",
+                _add,
+                sealed,
+                fields,
+                done="Added an alert rule.",
+                forget=(TARGET, *FIELDS),
+            )
 
 st.subheader("Rules")
 if not rules:

@@ -128,6 +128,12 @@ def recent_deliveries(session: Session, actor: Actor, limit: int = 50) -> list[D
     ]
 
 
+def check_rule(outbox: Outbox, data: AlertInput) -> None:
+    """ValidationFailed naming each field to fix, before anything is asked or saved (a form
+    shows each message beside its field); add_rule checks the same again."""
+    clean(data, TargetCheck(outbox.allowlist, outbox.resolve, outbox.smtp_host))
+
+
 def add_rule(session: Session, actor: Actor, outbox: Outbox, data: AlertInput) -> RuleView:
     """Save a rule; ValidationFailed (audited) names each field to fix."""
     require_role(session, actor, ADMIN)

@@ -15,7 +15,14 @@ from streamlit.testing.v1 import AppTest
 import ui
 from core.models import AlertDelivery, AlertRule, utcnow
 from tests.fakes.attacker_server import AttackerServer
-from tests.support.pages import Console, dialogs, next_code, state_dump, texts
+from tests.support.pages import (
+    Console,
+    dialogs,
+    error_under,
+    next_code,
+    state_dump,
+    texts,
+)
 
 TOKEN = "T0/B0/PLANTEDslackTOKENxyz1"
 
@@ -79,10 +86,31 @@ def test_bad_input_says_what_to_fix_and_saves_nothing(
 ) -> None:
     admin, _ = console.add_user("root")
     at = fill(console.page("pages/alerts.py", admin).run(), f"{listener.url}/x", "80,150")
-    assert "150" in at.error[0].value and "percentage from 1 to 100" in at.error[0].value
+    assert error_under(at, "At (% of the limit)") == (
+        "At (% of the limit): '150' is not a percentage from 1 to 100; use e.g. 80,95,100 "
+        "(100 is the limit itself)."
+    )
     assert rules(console) == []
     at = fill(console.page("pages/alerts.py", admin).run(), "http://10.0.0.9/hook")
-    assert "private address" in at.error[0].value and rules(console) == []
+    below = error_under(at, "Slack incoming-webhook URL") or ""
+    assert below.startswith("Webhook URL: webhook URL host 10.0.0.9 is a private address")
+    assert rules(console) == []
+
+
+def test_after_an_error_the_form_keeps_what_was_typed_and_the_url_sealed(
+    console: Console, listener: AttackerServer
+) -> None:
+    admin, _ = console.add_user("root")
+    at = fill(console.page("pages/alerts.py", admin).run(), f"{listener.url}/{TOKEN}", "80,150")
+    assert rules(console) == [] and "PLANTED" not in state_dump(at)
+    assert next(t for t in at.text_input if t.label.startswith("At (%")).value == "80,150"
+    assert "The address you entered is kept" in texts(at)
+    # Only the thresholds need fixing: the URL is not asked for again.
+    next(t for t in at.text_input if t.label.startswith("At (%")).input("80,100")
+    button(at, "Add alert rule").click().run()
+    (rule,) = rules(console)
+    assert rule.thresholds == "80,100" and not at.error
+    assert next(t for t in at.text_input if t.label.startswith("At (%")).value == "80,95,100"
 
 
 def test_a_stale_code_asks_first_and_keeps_the_url_sealed(
