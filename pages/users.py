@@ -34,6 +34,8 @@ st.dataframe(
         for a in people
     ],
     hide_index=True,
+    width="stretch",
+    placeholder="—",  # never signed in: "—", not "None"
     column_config={
         "Last sign-in": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm [UTC]"),
         "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm [UTC]"),

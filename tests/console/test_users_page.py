@@ -30,6 +30,15 @@ def test_an_analyst_is_refused_even_with_the_url(console: Console) -> None:
         assert not at.dataframe
 
 
+def test_a_user_who_never_signed_in_shows_a_dash_not_none(console: Console) -> None:
+    admin, _ = console.add_user("root")
+    console.add_user("newbie", role="analyst", mfa=False)
+    at = console.page("pages/users.py", admin).run()
+    table = at.dataframe[0].value
+    assert table["Last sign-in"].isna().all()  # nobody here signed in through the page
+    assert at.dataframe[0].proto.placeholder == "—"  # what the grid shows for them
+
+
 def test_nobody_signed_in_sees_nothing(console: Console) -> None:
     at = console.page("pages/users.py").run()
     assert at.warning[0].value == "Sign in first." and not at.dataframe
