@@ -24,6 +24,7 @@ from tests.support.pages import PASSWORD, Console, code, error_under, state_dump
 # app.py's pages and their titles, in its order.
 PAGES = {
     "pages/providers.py": "Providers",
+    "pages/alerts.py": "Alerts",
     "pages/users.py": "Users",
     "pages/audit.py": "Audit log",
     "pages/usage.py": "Usage",
@@ -95,9 +96,9 @@ def test_once_a_user_exists_the_console_asks_to_sign_in(console: Console) -> Non
 @pytest.mark.parametrize(
     ("role", "mfa", "present", "absent"),
     [
-        ("super_admin", True, ["Users", "Audit log", "Account"], []),
-        ("analyst", False, ["Account"], ["Users", "Audit log"]),
-        ("analyst", True, ["Account"], ["Users", "Audit log"]),
+        ("super_admin", True, ["Alerts", "Users", "Audit log", "Account"], []),
+        ("analyst", False, ["Account"], ["Alerts", "Users", "Audit log"]),
+        ("analyst", True, ["Account"], ["Alerts", "Users", "Audit log"]),
     ],
 )
 def test_navigation_is_built_from_the_role(
