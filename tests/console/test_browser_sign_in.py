@@ -56,7 +56,7 @@ def expect_nav(page: Page, *titles: str) -> None:
     )
 
 
-ADMIN_ONLY = ("Providers", "Users", "Audit log")
+ADMIN_ONLY = ("Providers", "Alerts", "Users", "Audit log")
 
 
 def test_first_run_setup_enrolment_and_sign_in(
