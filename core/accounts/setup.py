@@ -142,7 +142,7 @@ def _token_refusal(
     if row.locked_until is not None and row.locked_until > now:
         return (
             f"Too many wrong setup tokens. Try again after {row.locked_until:%H:%M} UTC, "
-            "or run `python -m core migrate` to print a new token."
+            "or run 'python -m core migrate' to print a new token."
         )
     if row.expires_at <= now:
         return "This setup token has expired. " + _RUN_MIGRATE
@@ -159,14 +159,14 @@ def _token_refusal(
         )
     return (
         "That is not the setup token. Copy it from the output of "
-        "`python -m core migrate` (or `make run`); only the newest one works."
+        "'python -m core migrate' (or 'make run'); only the newest one works."
     )
 
 
 _ALREADY_SET_UP = "The console is already set up: sign in instead."
 
 
-_RUN_MIGRATE = "Run `python -m core migrate` (or `make run`) and enter the token it prints."
+_RUN_MIGRATE = "Run 'python -m core migrate' (or 'make run') and enter the token it prints."
 
 
 def _sha256(token: str) -> str:

@@ -388,7 +388,7 @@ def test_wrong_setup_tokens_lock_the_setup(db: MigratedDatabase) -> None:
 
 
 def test_setup_without_a_token_says_how_to_get_one(db: MigratedDatabase) -> None:
-    assert "Run `python -m core migrate`" in (setup(db, "anything").error or "")
+    assert "Run 'python -m core migrate'" in (setup(db, "anything").error or "")
 
 
 # --- nothing secret in the audit trail -------------------------------------------------------
