@@ -68,12 +68,12 @@ with st.expander("Add an alert rule", icon=":material/add_alert:", expanded=not 
     errors = ui.FieldErrors()
     with st.form("add_alert", clear_on_submit=False):
         if channel == "email":
+            st.session_state[TARGET] = ""  # drawn empty: what was typed waits sealed
             st.text_input("Email address", placeholder="ops@example.com", key=TARGET)
         else:
-            st.text_input(
+            ui.secret_box(
                 "Slack incoming-webhook URL" if channel == "slack" else "Webhook URL",
-                key=TARGET,
-                type="password",
+                TARGET,
                 placeholder="https://hooks.slack.com/services/…"
                 if channel == "slack"
                 else "https://alerts.example.com/ai-console",

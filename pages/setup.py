@@ -26,7 +26,7 @@ TOKEN, USERNAME, DISPLAY_NAME = "setup_token", "setup_username", "setup_display_
 PASSWORD, REPEAT = "setup_password", "setup_repeat"
 errors = ui.FieldErrors()
 with st.form("setup", clear_on_submit=False):
-    st.text_input("Setup token", type="password", autocomplete="off", key=TOKEN)
+    ui.secret_box("Setup token", TOKEN, autocomplete="off")
     if ui.typed(TOKEN) is not None:
         st.caption(
             "The token you pasted is kept (encrypted) for this form; paste another to replace it."
@@ -38,15 +38,9 @@ with st.form("setup", clear_on_submit=False):
     errors.under("username")
     display_name = st.text_input("Display name (optional)", key=DISPLAY_NAME)
     errors.under("display_name")
-    st.text_input(
-        "Password",
-        type="password",
-        autocomplete="new-password",
-        help=accounts.PASSWORD_HELP,
-        key=PASSWORD,
-    )
+    ui.secret_box("Password", PASSWORD, autocomplete="new-password", help=accounts.PASSWORD_HELP)
     errors.under("password")
-    st.text_input("Repeat the password", type="password", autocomplete="new-password", key=REPEAT)
+    ui.secret_box("Repeat the password", REPEAT, autocomplete="new-password")
     errors.under("repeat")
     submitted = st.form_submit_button(
         "Create super-admin",

@@ -61,16 +61,16 @@ with st.expander("Add a user", icon=":material/person_add:"):
         email = left.text_input("Email (optional)", key=NEW_EMAIL)
         errors.under("email", left)
         role = right.selectbox("Role", list(ROLES), format_func=ROLES.get, index=1, key=NEW_ROLE)
-        left.text_input(
+        ui.secret_box(
             "Initial password",
-            type="password",
+            NEW_PASSWORD,
+            left,
             autocomplete="new-password",
             help=f"{accounts.PASSWORD_HELP} Give it to them in person; they can change it on their "
             "Account page.",
-            key=NEW_PASSWORD,
         )
         errors.under("password", left)
-        right.text_input("Repeat it", type="password", autocomplete="new-password", key=NEW_REPEAT)
+        ui.secret_box("Repeat it", NEW_REPEAT, right, autocomplete="new-password")
         errors.under("repeat", right)
         add = st.form_submit_button(
             "Add user", type="primary", on_click=ui.seal_typed, args=(NEW_PASSWORD, NEW_REPEAT)

@@ -62,6 +62,17 @@ class FieldErrors:
             (slot or st).error(plain(message), icon=":material/error:")
 
 
+def secret_box(label: str, key: str, where: DeltaGenerator | None = None, **kwargs: object) -> None:
+    """A password box the server always draws empty: what is typed reaches the page only
+    through `seal_typed` on submit. Its value is set to "" through Session State on every run,
+    which makes the browser empty its box as well. (Emptying it once, in the submit's on_click,
+    was not enough: that run may be cut short by st.rerun() before the browser hears of it, and
+    the next run's widget, unchanged for the browser, kept the secret in its value attribute,
+    in the page's HTML; seen under load in a browser test.)"""
+    st.session_state[key] = ""
+    (where or st).text_input(label, type="password", key=key, **kwargs)  # type: ignore[arg-type]
+
+
 def seal_typed(*keys: str) -> None:
     """The on_click of a form's submit button: move what was typed into the secret widgets
     `keys` into sealed copies and empty the widgets, before the page runs, so no plaintext

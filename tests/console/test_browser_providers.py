@@ -125,3 +125,43 @@ def test_add_test_route_edit_delete_a_provider(
         assert KEY not in content
     with db.session() as session:
         assert session.scalars(select(ProviderConfig)).all() == []
+
+
+def test_edit_opens_where_the_user_clicked(
+    db: MigratedDatabase, page: Page, artifacts: Path
+) -> None:
+    """Issue 16, item 1: with ten cards, Edit on the last one used to open the form ~1,500 px
+    above, out of sight. It opens in that card, in view."""
+    from core.cli import main
+
+    assert main(["demo-data", "--days", "2", "--calls", "200"], settings=db.settings) == 0
+    secret = pyotp.random_base32()
+    with db.session() as session:
+        session.add(
+            User(
+                username="ada",
+                password_hash=accounts.hash_password(PASSWORD),
+                role="super_admin",
+                totp_secret_encrypted=SecretBox(db.settings.fernet_keys).encrypt(secret),
+            )
+        )
+        session.commit()
+    env = {
+        "AI_CONSOLE_DATABASE_URL": db.url,
+        "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
+        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
+    }
+    with ConsoleServer(env, page) as console:
+        page.goto(console.url)
+        sign_in(page, "ada", PASSWORD)
+        field(page, "Code").fill(pyotp.TOTP(secret).now())
+        press(page, "Verify")
+        last = page.get_by_role("heading", name="Demo · Gemini Pro", exact=True)
+        expect(last).to_be_visible()
+        last.scroll_into_view_if_needed()
+        page.get_by_role("button", name="Edit").last.click()
+        form = page.get_by_role("heading", name="Edit Demo · Gemini Pro")
+        expect(form).to_be_in_viewport()
+        expect(page.get_by_role("button", name="Save changes")).to_be_visible()
+        page.screenshot(path=artifacts / f"providers-edit-in-place-{db.backend}.png")
+    assert "Traceback" not in console.output

@@ -54,4 +54,18 @@ def test_an_analyst_sees_the_demo_data_charted(
         expect(page.get_by_test_id("stPlotlyChart").nth(4)).to_contain_text("photo-check")
         expect(page.get_by_test_id("stPlotlyChart").nth(4)).not_to_contain_text("cv-builder")
         page.screenshot(path=artifacts / f"usage-by-service-{db.backend}.png", full_page=True)
+
+        # A filter that leaves a chart nothing to draw says so instead of axes from -1 to 1
+        # (issue 16, item 3): failed calls have calls and latency, but no cost and no tokens.
+        page.get_by_role("combobox", name="Service").click()
+        page.get_by_role("option", name="(any)").click()
+        page.get_by_role("combobox", name="Status").click()
+        page.get_by_role("option", name="error", exact=True).click()
+        expect(page.get_by_text("No cost to draw: only answered calls")).to_be_visible()
+        expect(page.get_by_text("No cost to draw for these calls.")).to_have_count(
+            2
+        )  # by service, tag
+        expect(page.get_by_text("No tokens to draw", exact=False).first).to_be_visible()
+        expect(page.locator(".js-plotly-plot")).to_have_count(2)
+        page.screenshot(path=artifacts / f"usage-errors-only-{db.backend}.png", full_page=True)
     assert "Traceback" not in console.output
