@@ -86,6 +86,11 @@ class SmtpServer:
         upgrade = starttls in ("1", "true", "yes")
         if upgrade and parts.scheme == "smtps":
             raise ConfigError(f"{SMTP_VARIABLE}: smtps:// is TLS already; drop ?starttls=1")
+        if (parts.username or parts.password) and parts.scheme == "smtp" and not upgrade:
+            raise ConfigError(
+                f"{SMTP_VARIABLE} has a user name and password but no TLS: they would cross "
+                "the network in clear; use smtps:// or add ?starttls=1"
+            )
         return cls(
             host=parts.hostname,
             port=port or (465 if parts.scheme == "smtps" else 587 if upgrade else 25),
@@ -97,7 +102,9 @@ class SmtpServer:
 
 
 SMTP_VARIABLE = "AI_CONSOLE_SMTP_URL"
-EMAIL_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
+# One plain address: no display name, group (":"), encoded word ("=?") or list.
+_ADDRESS_PART = r"[^@\s<>,;:\"=?()\[\]]+"
+EMAIL_ADDRESS = re.compile(rf"{_ADDRESS_PART}@{_ADDRESS_PART}\.{_ADDRESS_PART}")
 
 
 @dataclass(frozen=True)

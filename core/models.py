@@ -612,6 +612,9 @@ class AlertDelivery(Base):
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     next_attempt_at: Mapped[datetime]
     claimed_until: Mapped[datetime | None]
+    # Which take of it the claim is (a random id per attempt): only that take records the
+    # outcome, so a watcher whose claim lapsed cannot overwrite another's.
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
     sent_at: Mapped[datetime | None]

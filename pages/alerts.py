@@ -133,10 +133,13 @@ with st.expander("Add an alert rule", icon=":material/add_alert:", expanded=not 
         }
         sealed = ui.typed(TARGET)
         try:  # beside the fields, before a code is asked for
-            alerts.check_rule(
-                outbox,
-                alerts.AlertInput(target=ui.unseal(sealed) if sealed else "", **fields),
-            )
+            with ui.transaction() as session:
+                alerts.check_rule(
+                    session,
+                    ui.actor(me),
+                    outbox,
+                    alerts.AlertInput(target=ui.unseal(sealed) if sealed else "", **fields),
+                )
         except ValidationFailed as exc:
             labels = LABELS | {"target": "Email address" if channel == "email" else "Webhook URL"}
             errors.show({f: f"{labels.get(f, f)}: {text}." for f, text in exc.errors.items()})

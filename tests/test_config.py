@@ -131,7 +131,11 @@ def test_alert_email_settings_are_read_and_checked() -> None:
         ({"AI_CONSOLE_SMTP_URL": "http://u:PLANTEDpw@mail"}, "must be an smtp:// or smtps:// URL"),
         ({"AI_CONSOLE_SMTP_URL": "smtp://u:PLANTEDpw@mail?tls=1"}, "takes only ?starttls=1"),
         ({"AI_CONSOLE_SMTP_URL": "smtps://u:PLANTEDpw@mail?starttls=1"}, "is TLS already"),
-        ({"AI_CONSOLE_SMTP_URL": "smtp://u:PLANTEDpw@mail"}, "AI_CONSOLE_ALERT_FROM must be"),
+        (
+            {"AI_CONSOLE_SMTP_URL": "smtp://u:PLANTEDpw@mail?starttls=1"},
+            "AI_CONSOLE_ALERT_FROM must be",
+        ),
+        ({"AI_CONSOLE_SMTP_URL": "smtp://u:PLANTEDpw@mail:25"}, "would cross the network in clear"),
         ({"AI_CONSOLE_ALERT_INTERVAL_S": "0"}, "AI_CONSOLE_ALERT_INTERVAL_S must be"),
     ],
 )

@@ -1,15 +1,20 @@
 """Sending claimed alerts, with retries and backoff, each outcome in the audit log.
 
 A watcher takes a due delivery by an UPDATE that only one can win (status pending, due, not
-claimed or its claim lapsed), sends it outside any transaction, then records the outcome with
-its audit row: `alert.sent`, or `alert.delivery_failed` with when it is tried again, or, after
-MAX_ATTEMPTS, `alert.failed`. A watcher that dies mid-send leaves a claim that lapses after
-CLAIM_FOR, and another sends it then: an alert may arrive twice, never not at all.
+claimed or its claim lapsed), with a random id for this take, sends it outside any transaction,
+then records the outcome with its audit row, only if its take still holds the claim:
+`alert.sent`, or `alert.delivery_failed` with when it is tried again, or, after MAX_ATTEMPTS,
+`alert.failed`. Times are read when each step happens, and a round stops taking deliveries
+once it is half a claim old, so slow targets cannot make a claim lapse while it is being sent.
+A watcher that dies mid-send leaves a claim that lapses after CLAIM_FOR, and another sends it
+then: an alert may arrive twice, never not at all.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -44,8 +49,11 @@ def backoff(attempt: int) -> timedelta:
     return FIRST_RETRY * 2 ** (attempt - 1)
 
 
-def deliver_due(sessions: sessionmaker[Session], outbox: Outbox, now: datetime) -> list[Outcome]:
-    """Send every delivery due at `now` that no other watcher holds; what became of each."""
+def deliver_due(
+    sessions: sessionmaker[Session], outbox: Outbox, clock: Callable[[], datetime]
+) -> list[Outcome]:
+    """Send the deliveries due now that no other watcher holds; what became of each."""
+    now = clock()
     with session_scope(sessions) as session:
         due = session.scalars(
             select(AlertDelivery.id)
@@ -59,9 +67,13 @@ def deliver_due(sessions: sessionmaker[Session], outbox: Outbox, now: datetime) 
         ).all()
     outcomes = []
     for delivery_id in due:
-        taken = _take(sessions, delivery_id, now)
+        if clock() - now > CLAIM_FOR / 2:
+            break  # the rest wait for the next round, rather than be claimed too late
+        taken = _take(sessions, delivery_id, clock())
         if taken is not None:
-            outcomes.append(_send(sessions, outbox, taken, now))
+            outcome = _send(sessions, outbox, taken, clock)
+            if outcome is not None:
+                outcomes.append(outcome)
     return outcomes
 
 
@@ -71,9 +83,11 @@ class _Taken:
     channel: str
     target_hint: str
     target_token: str
+    claim: str
 
 
 def _take(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> _Taken | None:
+    claim = uuid.uuid4().hex
     with session_scope(sessions) as session:
         won = session.execute(
             update(AlertDelivery)
@@ -82,7 +96,11 @@ def _take(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> _
                 AlertDelivery.status == DeliveryStatus.PENDING.value,
                 or_(AlertDelivery.claimed_until.is_(None), AlertDelivery.claimed_until <= now),
             )
-            .values(claimed_until=now + CLAIM_FOR, attempts=AlertDelivery.attempts + 1)
+            .values(
+                claimed_until=now + CLAIM_FOR,
+                claimed_by=claim,
+                attempts=AlertDelivery.attempts + 1,
+            )
             .execution_options(synchronize_session=False)
         ).rowcount
         if won != 1:
@@ -91,10 +109,17 @@ def _take(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> _
         rule = session.get(AlertRule, delivery.rule_id) if delivery is not None else None
         if delivery is None or rule is None:
             return None  # the rule was removed meanwhile (its deliveries with it)
-        return _Taken(delivery, rule.channel, rule.target_hint, rule.target_encrypted)
+        return _Taken(delivery, rule.channel, rule.target_hint, rule.target_encrypted, claim)
 
 
-def _send(sessions: sessionmaker[Session], outbox: Outbox, taken: _Taken, now: datetime) -> Outcome:
+def _send(
+    sessions: sessionmaker[Session],
+    outbox: Outbox,
+    taken: _Taken,
+    clock: Callable[[], datetime],
+) -> Outcome | None:
+    """Send a taken delivery and record what happened; None when the claim was no longer
+    this take's (the rule removed meanwhile, or the claim lapsed and another took it)."""
     delivery = taken.delivery
     body = delivery.body
     message = Message(str(body.get("subject", "")), str(body.get("text", "")), body)
@@ -108,7 +133,7 @@ def _send(sessions: sessionmaker[Session], outbox: Outbox, taken: _Taken, now: d
     except Exception as exc:  # a bug must not leave the claim to lapse silently
         log.exception("alerts: sending delivery %s failed unexpectedly", delivery.id)
         error = f"unexpected {type(exc).__name__}"
-    attempt = delivery.attempts
+    attempt, now = delivery.attempts, clock()
     details = {
         "delivery_id": delivery.id,
         "rule_id": delivery.rule_id,
@@ -134,12 +159,21 @@ def _send(sessions: sessionmaker[Session], outbox: Outbox, taken: _Taken, now: d
         )
         details |= {"error": error, "retry_at": retry_at.isoformat()}
     with session_scope(sessions) as session:
-        session.execute(
+        recorded = session.execute(
             update(AlertDelivery)
-            .where(AlertDelivery.id == delivery.id)
-            .values(status=status.value, claimed_until=None, last_error=error, **values)
+            .where(
+                AlertDelivery.id == delivery.id,
+                AlertDelivery.status == DeliveryStatus.PENDING.value,
+                AlertDelivery.claimed_by == taken.claim,
+            )
+            .values(
+                status=status.value, claimed_until=None, claimed_by=None, last_error=error, **values
+            )
             .execution_options(synchronize_session=False)
-        )
+        ).rowcount
+        if recorded != 1:
+            log.warning("alerts: delivery %s was no longer this watcher's to record", delivery.id)
+            return None
         audit.record(
             session,
             WATCHER,

@@ -128,10 +128,16 @@ def recent_deliveries(session: Session, actor: Actor, limit: int = 50) -> list[D
     ]
 
 
-def check_rule(outbox: Outbox, data: AlertInput) -> None:
-    """ValidationFailed naming each field to fix, before anything is asked or saved (a form
-    shows each message beside its field); add_rule checks the same again."""
-    clean(data, TargetCheck(outbox.allowlist, outbox.resolve, outbox.smtp_host))
+def check_rule(session: Session, actor: Actor, outbox: Outbox, data: AlertInput) -> None:
+    """ValidationFailed naming each field to fix, before a code is asked for or anything saved
+    (a form shows each message beside its field); audited like add_rule's refusals, which
+    checks the same again."""
+    require_role(session, actor, ADMIN)
+    try:
+        clean(data, TargetCheck(outbox.allowlist, outbox.resolve, outbox.smtp_host))
+    except ValidationFailed as exc:
+        _refused(session, actor, "alert_rule.add_refused", None, exc)
+        raise
 
 
 def add_rule(session: Session, actor: Actor, outbox: Outbox, data: AlertInput) -> RuleView:

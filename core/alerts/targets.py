@@ -158,11 +158,18 @@ class TargetCheck:
             raise ValueError(f"must be at most {MAX_TARGET} characters, on one line")
         if channel == AlertChannel.EMAIL.value:
             return self._email(target), target
+        shown = hint(target)
         try:
-            check_base_url(target, self._allowlist, self._resolve, subject=WEBHOOK)
+            port = urlsplit(target).port
+        except ValueError:
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError(f"{WEBHOOK} {shown!r} has no valid port (1 to 65535)")
+        try:
+            check_base_url(target, self._allowlist, self._resolve, subject=WEBHOOK, shown=shown)
         except EgressRefused as exc:
-            raise ValueError(_hide_path(str(exc), target)) from None
-        return target, hint(target)
+            raise ValueError(str(exc)) from None
+        return target, shown
 
     def _email(self, address: str) -> str:
         if not EMAIL_ADDRESS.fullmatch(address):
@@ -183,16 +190,11 @@ class TargetCheck:
 def hint(url: str) -> str:
     """What the console shows of a webhook URL: its host and the last 4 characters of the rest
     (a Slack or Teams URL carries its token in the path)."""
-    parts = urlsplit(url)
-    rest = url.split(parts.netloc, 1)[-1].rstrip("/")
-    tail = f"/…{rest[-4:]}" if len(rest) > 4 else rest
     try:
+        parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
-    except ValueError:  # not a port: a refused URL being quoted
-        port = ""
+    except ValueError:  # not a URL, or not a port: say nothing of it but its scheme
+        return f"{url.split(':', 1)[0][:10]}://…" if "://" in url else "…"
+    rest = url.split(parts.netloc, 1)[-1].rstrip("/") if parts.netloc else url
+    tail = f"/…{rest[-4:]}" if len(rest) > 4 else rest
     return f"{parts.scheme}://{parts.hostname or ''}{port}{tail}"
-
-
-def _hide_path(message: str, url: str) -> str:
-    """An egress refusal quotes a bad URL whole; keep a token in its path out of the message."""
-    return message.replace(repr(url), repr(hint(url))) if url in message else message

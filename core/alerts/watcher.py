@@ -49,7 +49,7 @@ class AlertWatcher:
         if due:
             with session_scope(self._sessions, immediate=True) as session:
                 claimed = claim(session, due, now)
-        return Round(claimed, deliver_due(self._sessions, self._outbox, now))
+        return Round(claimed, deliver_due(self._sessions, self._outbox, self._clock))
 
     def start(self) -> AlertWatcher:
         """Rounds every interval on a thread of its own (core/periodic.py)."""

@@ -134,20 +134,23 @@ def check_base_url(
     resolve: Resolver = system_resolve,
     *,
     subject: str = BASE_URL,
+    shown: str | None = None,
 ) -> None:
     """Raise EgressRefused unless every address `url`'s host is or resolves to is public.
 
     A host (exact name) or address (exact IP, or inside a CIDR) in the allowlist passes; a host
     that does not resolve is refused. `allowlist=None` reads AI_CONSOLE_BASE_URL_ALLOWLIST. This
     is the save-time check; egress_client applies the same rule again to every new connection.
-    `subject` is what the refusal calls the URL (alert webhooks use the same rule).
+    `subject` is what the refusal calls the URL (alert webhooks use the same rule), `shown` what
+    it quotes of it (default: the URL; a webhook's path may hold a token).
     """
+    quoted = repr(url) if shown is None else repr(shown)
     try:
         parsed = httpx2.URL(url.strip())
     except (httpx2.InvalidURL, TypeError, ValueError):
-        raise EgressRefused(f"{subject} {url!r} is not a valid URL") from None
+        raise EgressRefused(f"{subject} {quoted} is not a valid URL") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise EgressRefused(f"{subject} {url!r} must be an http:// or https:// URL with a host")
+        raise EgressRefused(f"{subject} {quoted} must be an http:// or https:// URL with a host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     allowed = Allowlist.from_env() if allowlist is None else allowlist
     vet_host(parsed.host, port, allowed, resolve, subject=subject)

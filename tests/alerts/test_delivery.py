@@ -18,12 +18,15 @@ from aiosmtpd.smtp import AuthResult
 from sqlalchemy import select
 
 from core.access import Actor
-from core.alerts import MAX_ATTEMPTS, Outbox, backoff, send_test
+from core.alerts import MAX_ATTEMPTS, Outbox, backoff, claim_due, courier, deliver_due, send_test
 from core.config import SmtpServer
+from core.db import make_session_factory
 from core.models import AlertDelivery, UsageLog
 from tests.alerts.conftest import LOOPBACK, NOW, audit, bodies, rule, spend, watcher
+from tests.fakes import FakeProviderServer
 from tests.fakes.attacker_server import AttackerServer
 from tests.support.database import MigratedDatabase
+from tests.support.routing import add_config
 
 
 class Inbox:
@@ -124,7 +127,9 @@ def test_the_smtp_password_signs_in_and_a_wrong_one_is_said_without_it(
         assert result.message.endswith(
             "127.0.0.1 refused the user name and password of AI_CONSOLE_SMTP_URL."
         )
-        assert "PLANTED" not in result.message and "PLANTED" not in repr(audit(db, "alert"))
+        trail = json.dumps([a.details for a in audit(db, "alert")])
+        assert "alert.tested" in [a.action for a in audit(db, "alert")] and "ops@example" in trail
+        assert "PLANTED" not in result.message and "PLANTED" not in trail
     finally:
         controller.stop()
 
@@ -254,3 +259,51 @@ def test_an_error_rate_above_its_level_alerts_once_per_quarter_hour(
     assert body["period_start"] == "2026-12-07T10:00"
     assert "6 of 20 calls (30.0%) failed in the last 15 minutes" in body["text"]
     assert json.loads(listener.requests[0].body)["config"]["id"] == budgeted
+
+
+def test_a_watcher_whose_claim_lapsed_cannot_overwrite_the_one_that_sent(
+    db: MigratedDatabase, boss: Actor, outbox: Outbox, listener: AttackerServer, budgeted: int
+) -> None:
+    rule(db, boss, outbox, channel="webhook", target=listener.url, thresholds="80")
+    spend(db, budgeted, NOW.date(), micro_usd=900_000)
+    sessions = make_session_factory(db.engine)
+    with db.session() as session, session.begin():
+        assert claim_due(session, NOW) == 1
+        (delivery_id,) = session.scalars(select(AlertDelivery.id))
+    slow = courier._take(sessions, delivery_id, NOW)  # watcher A takes it, then hangs
+    assert slow is not None
+    later = NOW + courier.CLAIM_FOR + timedelta(seconds=1)
+    # Watcher B finds A's claim lapsed and sends it.
+    assert [o.status for o in deliver_due(sessions, outbox, lambda: later)] == ["sent"]
+    # A's send finally fails: that is no longer A's to record, so the alert stays sent.
+    listener.answer(500)
+    assert courier._send(sessions, outbox, slow, lambda: later) is None
+    with db.session() as session:
+        delivery = session.get(AlertDelivery, delivery_id)
+        assert delivery is not None and (delivery.status, delivery.last_error) == ("sent", None)
+    assert [a.action for a in audit(db, "alert.")] == ["alert.sent"]
+
+
+def test_a_slow_round_leaves_the_rest_for_the_next_instead_of_claiming_them_late(
+    db: MigratedDatabase,
+    boss: Actor,
+    outbox: Outbox,
+    listener: AttackerServer,
+    budgeted: int,
+    fake_providers: FakeProviderServer,
+) -> None:
+    other = add_config(db, fake_providers, daily_budget_micro_usd=1_000_000)
+    rule(db, boss, outbox, channel="webhook", target=listener.url, thresholds="80")
+    spend(db, budgeted, NOW.date(), micro_usd=900_000)
+    spend(db, other, NOW.date(), micro_usd=900_000)
+    sessions = make_session_factory(db.engine)
+    with db.session() as session, session.begin():
+        assert claim_due(session, NOW) == 2
+    ticks = iter([NOW, NOW, NOW, NOW + courier.CLAIM_FOR])  # the first send took a while
+    outcomes = deliver_due(sessions, outbox, lambda: next(ticks, NOW + courier.CLAIM_FOR))
+    assert [o.status for o in outcomes] == ["sent"] and len(listener.requests) == 1
+    with db.session() as session:
+        waiting = session.scalars(select(AlertDelivery).where(AlertDelivery.status == "pending"))
+        assert [(d.attempts, d.claimed_by) for d in waiting] == [(0, None)]
+    later = NOW + courier.CLAIM_FOR
+    assert [o.status for o in deliver_due(sessions, outbox, lambda: later)] == ["sent"]

@@ -74,11 +74,26 @@ def test_webhooks_to_internal_hosts_are_refused_in_words_and_audited(
         assert list_rules(session, boss) == []
 
 
-def test_a_refusal_does_not_echo_a_token_in_the_path(db: MigratedDatabase, boss: Actor) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"ftp://hooks.example.com/{SLACK_TOKEN}",
+        # repr() escapes these, so a refusal quoting the URL once slipped past the masking:
+        f"htps://hooks.slack.com/services/{SLACK_TOKEN}\u200b",
+        f"https://hooks.slack.com:abc/services/{SLACK_TOKEN}\xad",
+        f"ftp://hooks.example.com/{SLACK_TOKEN}'\"",
+        f"https://hooks.slack.com:99999/services/{SLACK_TOKEN}",
+    ],
+)
+def test_a_refusal_does_not_echo_a_token_in_the_path(
+    db: MigratedDatabase, boss: Actor, url: str
+) -> None:
     strict = Outbox(cipher=SecretBox(db.settings.fernet_keys), allowlist=Allowlist())
     with pytest.raises(ValidationFailed) as caught:
-        rule(db, boss, strict, channel="slack", target=f"ftp://hooks.example.com/{SLACK_TOKEN}")
-    assert SLACK_TOKEN not in str(caught.value) and SLACK_TOKEN not in dump(db)
+        rule(db, boss, strict, channel="slack", target=url)
+    assert "target" in caught.value.errors
+    assert "PLANTED" not in str(caught.value) and "PLANTED" not in dump(db)
+    assert len(audit(db, "alert_rule.add_refused")) == 1
 
 
 @pytest.mark.parametrize(
@@ -136,6 +151,26 @@ def test_changes_need_a_fresh_code(
         "alert_rule.added",
         "alert_rule.removed",
     ]
+
+
+def test_a_send_that_fails_unexpectedly_is_a_refusal_in_words_and_audited(
+    db: MigratedDatabase,
+    boss: Actor,
+    outbox: Outbox,
+    listener: AttackerServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rule_id = rule(db, boss, outbox, channel="webhook", target=f"{listener.url}/{SLACK_TOKEN}")
+
+    async def broken(self: Outbox, url: str, payload: object) -> None:
+        raise OverflowError(f"port out of range in {url}")  # what a client may say, URL and all
+
+    monkeypatch.setattr(Outbox, "_post", broken)
+    with db.session() as session, session.begin():
+        result = send_test(session, boss, outbox, rule_id)
+    assert not result.ok and result.message.endswith("could not send (OverflowError).")
+    assert "PLANTED" not in result.message and "PLANTED" not in dump(db)
+    assert [a.details["ok"] for a in audit(db, "alert.tested")] == [False]
 
 
 def test_the_test_button_sends_and_audits_its_outcome(

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 import ui
-from core.models import AlertDelivery, AlertRule, utcnow
+from core.models import AdminActionLog, AlertDelivery, AlertRule, utcnow
 from tests.fakes.attacker_server import AttackerServer
 from tests.support.pages import (
     Console,
@@ -95,6 +95,11 @@ def test_bad_input_says_what_to_fix_and_saves_nothing(
     below = error_under(at, "Slack incoming-webhook URL") or ""
     assert below.startswith("Webhook URL: webhook URL host 10.0.0.9 is a private address")
     assert rules(console) == []
+    with console.db.session() as session:  # refusals are audited, as the CLI's are
+        refused = session.scalars(
+            select(AdminActionLog).where(AdminActionLog.action == "alert_rule.add_refused")
+        ).all()
+    assert [r.details["fields"] for r in refused] == [["thresholds"], ["target"]]
 
 
 def test_after_an_error_the_form_keeps_what_was_typed_and_the_url_sealed(
