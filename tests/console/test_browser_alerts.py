@@ -10,17 +10,14 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 
-from core import accounts
-from core.crypto import SecretBox
-from core.models import QuotaCounter, User, utcnow
+from core.models import QuotaCounter, utcnow
 from tests.fakes import FakeProviderServer
 from tests.fakes.attacker_server import AttackerServer
-from tests.support.browser import field, press, sign_in
-from tests.support.console_server import ConsoleServer
+from tests.support.browser import field, press, sign_in_with_code
+from tests.support.console_server import ConsoleServer, with_admin
 from tests.support.database import MigratedDatabase
 from tests.support.routing import add_config
 
@@ -41,17 +38,7 @@ def wait_for(condition, what: str, within_s: float = 60.0) -> None:  # type: ign
 def test_a_budget_alert_reaches_a_local_webhook(
     db: MigratedDatabase, page: Page, fake_providers: FakeProviderServer, artifacts: Path
 ) -> None:
-    secret = pyotp.random_base32()
-    with db.session() as session:
-        session.add(
-            User(
-                username="ada",
-                password_hash=accounts.hash_password(PASSWORD),
-                role="super_admin",
-                totp_secret_encrypted=SecretBox(db.settings.fernet_keys).encrypt(secret),
-            )
-        )
-        session.commit()
+    env, secret = with_admin(db, password=PASSWORD)
     config = add_config(
         db, fake_providers, display_name="Billing GPT", daily_budget_micro_usd=1_000_000
     )
@@ -59,18 +46,11 @@ def test_a_budget_alert_reaches_a_local_webhook(
         today = utcnow().date()  # and tomorrow, should the day turn during the test
         for day in (today, today + timedelta(days=1)):
             session.add(QuotaCounter(config_id=config, day=day, used_micro_usd=850_000))
-    env = {
-        "AI_CONSOLE_DATABASE_URL": db.url,
-        "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
-        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
-        "AI_CONSOLE_ALERT_INTERVAL_S": "0.5",
-    }
+    env["AI_CONSOLE_ALERT_INTERVAL_S"] = "0.5"
     html: list[str] = []
     with AttackerServer() as listener, ConsoleServer(env, page) as console:
         page.goto(f"{console.url}/alerts")
-        sign_in(page, "ada", PASSWORD)
-        field(page, "Code").fill(pyotp.TOTP(secret).now())
-        press(page, "Verify")
+        sign_in_with_code(page, "ada", PASSWORD, secret)
         expect(page.get_by_role("heading", name="Alerts", exact=True)).to_be_visible()
         expect(page.get_by_text("No alert rules yet")).to_be_visible()
 

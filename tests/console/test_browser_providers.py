@@ -6,17 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyotp
 import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
-from core import accounts
-from core.crypto import SecretBox
-from core.models import ProviderConfig, User
+from core.models import ProviderConfig
 from tests.fakes import FakeProviderServer
-from tests.support.browser import field, press, sign_in
-from tests.support.console_server import ConsoleServer
+from tests.support.browser import field, press, sign_in_with_code
+from tests.support.console_server import ConsoleServer, with_admin
 from tests.support.database import MigratedDatabase
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -28,28 +25,11 @@ def test_add_test_route_edit_delete_a_provider(
     db: MigratedDatabase, page: Page, fake_providers: FakeProviderServer, artifacts: Path
 ) -> None:
     fake_providers.api_keys["openai"] = {KEY}
-    secret = pyotp.random_base32()
-    with db.session() as session:
-        session.add(
-            User(
-                username="ada",
-                password_hash=accounts.hash_password(PASSWORD),
-                role="super_admin",
-                totp_secret_encrypted=SecretBox(db.settings.fernet_keys).encrypt(secret),
-            )
-        )
-        session.commit()
-    env = {
-        "AI_CONSOLE_DATABASE_URL": db.url,
-        "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
-        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
-    }
+    env, secret = with_admin(db, password=PASSWORD)
     html: list[str] = []
     with ConsoleServer(env, page) as console:
         page.goto(console.url)
-        sign_in(page, "ada", PASSWORD)
-        field(page, "Code").fill(pyotp.TOTP(secret).now())
-        press(page, "Verify")
+        sign_in_with_code(page, "ada", PASSWORD, secret)
         expect(page.get_by_role("heading", name="Providers", exact=True)).to_be_visible()
         expect(page.get_by_text("No provider is configured yet")).to_be_visible()
 
@@ -135,27 +115,10 @@ def test_edit_opens_where_the_user_clicked(
     from core.cli import main
 
     assert main(["demo-data", "--days", "2", "--calls", "200"], settings=db.settings) == 0
-    secret = pyotp.random_base32()
-    with db.session() as session:
-        session.add(
-            User(
-                username="ada",
-                password_hash=accounts.hash_password(PASSWORD),
-                role="super_admin",
-                totp_secret_encrypted=SecretBox(db.settings.fernet_keys).encrypt(secret),
-            )
-        )
-        session.commit()
-    env = {
-        "AI_CONSOLE_DATABASE_URL": db.url,
-        "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
-        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
-    }
+    env, secret = with_admin(db, password=PASSWORD)
     with ConsoleServer(env, page) as console:
         page.goto(console.url)
-        sign_in(page, "ada", PASSWORD)
-        field(page, "Code").fill(pyotp.TOTP(secret).now())
-        press(page, "Verify")
+        sign_in_with_code(page, "ada", PASSWORD, secret)
         last = page.get_by_role("heading", name="Demo · Gemini Pro", exact=True)
         expect(last).to_be_visible()
         last.scroll_into_view_if_needed()

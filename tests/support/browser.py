@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyotp
 from playwright.sync_api import Locator, Page, expect
 
 
@@ -40,3 +41,10 @@ def sign_in(page: Page, username: str, password: str) -> None:
     field(page, "Username").fill(username)
     field(page, "Password").fill(password)
     press(page, "Sign in")
+
+
+def sign_in_with_code(page: Page, username: str, password: str, secret: str) -> None:
+    """Sign in with the password, then the code the authenticator app with `secret` shows."""
+    sign_in(page, username, password)
+    field(page, "Code").fill(pyotp.TOTP(secret).now())
+    press(page, "Verify")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
+import pyotp
 from playwright.sync_api import Page, WebSocket
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -23,6 +24,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from core import accounts
 from core.access import Actor
 from core.config import PROJECT_ROOT
+from core.crypto import SecretBox
+from core.models import User
 from tests.support.database import MigratedDatabase
 
 APP = PROJECT_ROOT / "app.py"
@@ -40,6 +43,29 @@ def with_analyst(
         "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
         "AI_CONSOLE_FERNET_KEYS": db.settings.fernet_keys[0],
     }
+
+
+def with_admin(
+    db: MigratedDatabase, username: str = "ada", password: str = "correct horse battery"
+) -> tuple[dict[str, str], str]:
+    """Add a super-admin with an authenticator app to `db`: the environment a console serving
+    `db` runs with, and the account's TOTP secret (tests.support.browser.sign_in_with_code)."""
+    secret = pyotp.random_base32()
+    with db.session() as session, session.begin():
+        session.add(
+            User(
+                username=username,
+                password_hash=accounts.hash_password(password),
+                role="super_admin",
+                totp_secret_encrypted=SecretBox(db.settings.fernet_keys).encrypt(secret),
+            )
+        )
+    env = {
+        "AI_CONSOLE_DATABASE_URL": db.url,
+        "AI_CONSOLE_FERNET_KEYS": ",".join(db.settings.fernet_keys),
+        "AI_CONSOLE_DATA_DIR": str(db.settings.data_dir),
+    }
+    return env, secret
 
 
 def free_port() -> int:
