@@ -84,7 +84,7 @@ class TestResult:
 
 def list_rules(session: Session, actor: Actor) -> list[RuleView]:
     require_role(session, actor, ADMIN)
-    names = dict(session.execute(select(ProviderConfig.id, ProviderConfig.display_name)).all())
+    names = _names(session)
     rows = session.scalars(select(AlertRule).order_by(AlertRule.id))
     return [_view(row, names) for row in rows]
 
@@ -92,6 +92,11 @@ def list_rules(session: Session, actor: Actor) -> list[RuleView]:
 def config_names(session: Session, actor: Actor) -> dict[int, str]:
     """Each provider config's name by id, for choosing the one a rule is about."""
     require_role(session, actor, ADMIN)
+    return _names(session)
+
+
+def _names(session: Session) -> dict[int, str]:
+    """Config names by id, in the order the Providers page lists them."""
     rows = session.execute(
         select(ProviderConfig.id, ProviderConfig.display_name).order_by(
             ProviderConfig.priority, ProviderConfig.id
@@ -172,8 +177,7 @@ def add_rule(session: Session, actor: Actor, outbox: Outbox, data: AlertInput) -
         target_id=row.id,
         details=_describe(row),
     )
-    names = dict(session.execute(select(ProviderConfig.id, ProviderConfig.display_name)).all())
-    return _view(row, names)
+    return _view(row, _names(session))
 
 
 def remove_rule(session: Session, actor: Actor, rule_id: int) -> str:
