@@ -106,6 +106,17 @@ def test_a_refusal_does_not_echo_a_token_in_the_path(
         ({"error_rate_percent": "0"}, "error_rate_percent", "from 1 to 100"),
         ({"error_min_calls": "-3"}, "error_min_calls", "whole number"),
         ({"channel": "pager"}, "channel", "choose webhook, slack or email"),
+        # A group or an encoded word would be rewritten into other recipients by the mailer.
+        (
+            {"channel": "email", "target": "x:y@example.com"},
+            "target",
+            "enter one email address like ops@example.com",
+        ),
+        (
+            {"channel": "email", "target": "=?utf-8?q?ops?=@example.com"},
+            "target",
+            "enter one email address",
+        ),
         ({"config_id": 999}, "config_id", "no provider config has id 999"),
     ],
 )
